@@ -1,0 +1,150 @@
+"""The data-plane contract: what the controller asks of whatever moves media.
+
+Two implementations exist: ``controller.userspace.UserspaceDataPlane`` (Python,
+pylibsrtp; the reference) and ``bpf.dataplane.KernelDataPlane`` (eBPF on the
+host NIC). Both take the same verbs; neither imports the conference model.
+
+Vocabulary (see ``controller.model`` for the whole of it):
+  leg        one ICE/DTLS-SRTP connection, one per participant, by ``leg_id``;
+  publisher  a leg whose RTP is forwarded (audio SSRC, video SSRCs by layer);
+  slot       one sendonly m-line of a subscriber leg, with the SSRC the SFT
+             chose for it; ``set_slot`` points a slot at a publisher or at
+             nothing. The controller only points slots at publishers that the
+             subscriber and publisher have mutually authorised, so an unset
+             slot is the data plane's whole isolation story.
+
+Per-packet work belongs to the data plane: SRTP unprotect once per publisher
+packet, the SSRC/sequence/timestamp rewrite onto each slot with CC=1 and the
+slot's CSRC, SRTP protect with the subscriber leg's keys, send. Video slots
+switch source (publisher or layer) only on a keyframe. Audio levels are read
+from the header extension and smoothed here; slot *selection* runs in the
+controller from ``read_audio_levels``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class StreamKind(enum.IntEnum):
+    AUDIO = 0
+    VIDEO = 1
+
+
+class Layer(enum.IntEnum):
+    """Simulcast layer of a video stream, learned from RID ``l``/``h``."""
+
+    LOW = 0
+    HIGH = 1
+
+
+class Counter(enum.IntEnum):
+    """Data-plane counters. Kept identical to ``enum sft_counter`` in
+    ``bpf/include/sft_abi.h`` (a test compares the two)."""
+
+    RX_PACKETS = 0  # media packets received from legs
+    RX_BYTES = 1
+    TX_PACKETS = 2  # packets sent to subscribers
+    TX_BYTES = 3
+    DROP_AUTH = 4  # SRTP authentication failed
+    DROP_REPLAY = 5  # SRTP replay window rejected it
+    DROP_UNKNOWN_LEG = 6  # from an address/SSRC no live leg owns
+    DROP_MALFORMED = 7  # not parseable RTP
+    DROP_NO_ROUTE = 8  # valid, but no slot subscribes to it
+    DROP_PADDING = 9  # padding-only packet
+    DROP_NOT_READY = 10  # video before its layer is known, or before a keyframe
+
+
+SRTP_AES_CM_128_HMAC_SHA1_80 = "SRTP_AES128_CM_SHA1_80"
+SRTP_AEAD_AES_128_GCM = "SRTP_AEAD_AES_128_GCM"
+SRTP_AEAD_AES_256_GCM = "SRTP_AEAD_AES_256_GCM"
+
+
+@dataclass(frozen=True)
+class SrtpKeys:
+    """Keys exported from one leg's DTLS handshake (RFC 5764).
+
+    ``rx`` is master key || master salt the client protects with; ``tx`` is
+    what the SFT protects toward the client. ``profile`` is the OpenSSL name.
+    """
+
+    profile: str
+    rx: bytes
+    tx: bytes
+
+
+@dataclass(frozen=True)
+class ExtensionIds:
+    """RTP header-extension ids negotiated for a leg (0 = not negotiated)."""
+
+    audio_level: int = 1
+    rid: int = 4
+    repaired_rid: int = 5
+    frame_descriptor: int = 11
+
+
+@dataclass(frozen=True)
+class LegSpec:
+    leg_id: int
+    conference_id: int  # small integer, for per-conference counters
+    local_addr: tuple[str, int]  # our socket (the host candidate's real address)
+    remote_addr: tuple[str, int]  # ICE-validated peer address
+    srtp: SrtpKeys
+    audio_slot_ssrcs: tuple[int, ...]  # SFT-chosen SSRC of each audio slot
+    video_slot_ssrcs: tuple[int, ...]
+    extensions: ExtensionIds = field(default_factory=ExtensionIds)
+    # The socket the leg's ICE pair uses; the userspace plane sends through it.
+    transport: asyncio.DatagramTransport | None = None
+
+
+@dataclass(frozen=True)
+class SlotSource:
+    """What a slot forwards: ``publisher``'s stream of ``kind``, with ``csrc``
+    written as the single CSRC. ``layer`` is the preferred video layer; a
+    publisher that sends only one layer is forwarded at the layer it has."""
+
+    publisher: int
+    csrc: int
+    layer: Layer = Layer.HIGH
+
+
+class DataPlane(Protocol):
+    name: str  # "userspace" | "kernel"
+    srtp_profiles: tuple[str, ...]  # what it can protect/unprotect, preferred first
+
+    def add_leg(self, spec: LegSpec) -> None:
+        """Start forwarding for a leg whose ICE and DTLS are done."""
+
+    def update_leg_address(self, leg_id: int, remote_addr: tuple[str, int],
+                           transport: asyncio.DatagramTransport | None = None) -> None:
+        """The leg's ICE pair changed (ICE restart): send there from now on."""
+
+    def remove_leg(self, leg_id: int) -> None:
+        """Stop everything to and from the leg; slots pointing at it go empty."""
+
+    def set_publisher(self, leg_id: int, audio_ssrcs: tuple[int, ...],
+                      video_ssrcs: dict[int, Layer]) -> None:
+        """SSRCs the leg declared in its answer. Video SSRCs that only appear
+        with a RID are learned by the data plane itself."""
+
+    def set_slot(self, subscriber: int, kind: StreamKind, index: int,
+                 source: SlotSource | None) -> None:
+        """Point one slot of ``subscriber`` at a publisher's stream, or clear it."""
+
+    def handle_packet(self, leg_id: int, data: bytes) -> None:
+        """An SRTP packet (not SRTCP) that reached user space on the leg's socket."""
+
+    def read_audio_levels(self) -> dict[int, float]:
+        """Smoothed audio level (−dBov, 0 loudest … 127 silent) per publisher leg."""
+
+    def read_counters(self) -> dict[Counter, int]:
+        """Totals since start, summed over CPUs."""
+
+    def read_conference_packets(self) -> dict[int, int]:
+        """Forwarded packets per conference_id since start."""
+
+    def close(self) -> None:
+        """Detach and free everything this data plane created."""

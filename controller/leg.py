@@ -1,0 +1,363 @@
+"""A leg: one participant's ICE + DTLS-SRTP + SCTP connection, built from
+aiortc/aioice parts because the SFT writes its own offer.
+
+What differs from a stock RTCPeerConnection:
+  * host candidates come from our interfaces and ``--media-ports``, with the
+    ``-A`` address advertised instead of the bound one (1:1 NAT);
+  * RTP/RTCP (first byte 128–191) is taken off the socket before aioice's
+    STUN parser and queue: only packets from the ICE-nominated remote address
+    are accepted, RTP goes to the data plane and RTCP to the controller;
+  * the DTLS transport offers the data plane's SRTP profiles and exports the
+    negotiated keys (RFC 5764) instead of keeping them to itself.
+
+This touches aiortc/aioice internals (``_connection``, ``_nominated``,
+``_setup_srtp``, ``_srtp_profiles``); pyproject.toml pins both versions and the
+end-to-end tests exercise every one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import random
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pylibsrtp
+from aioice import Candidate as IceCandidate
+from aioice.candidate import candidate_foundation, candidate_priority
+from aioice.ice import Connection, StunProtocol
+from aiortc.rtcdatachannel import RTCDataChannel, RTCDataChannelParameters
+from aiortc.rtcdtlstransport import (
+    SRTP_PROFILES,
+    RTCCertificate,
+    RTCDtlsFingerprint,
+    RTCDtlsParameters,
+    RTCDtlsTransport,
+)
+from aiortc.rtcicetransport import RTCIceGatherer, RTCIceParameters, RTCIceTransport
+from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
+
+from .dataplane import SrtpKeys
+from .sdp import Answer, Candidate
+
+log = logging.getLogger("sftd.leg")
+
+DATA_CHANNEL_LABEL = "calling-3.0"
+
+
+class PortsExhausted(RuntimeError):
+    """No free UDP port left in --media-ports."""
+
+
+class PortRange:
+    """Hands out UDP ports of ``--media-ports``; binding proves a port free."""
+
+    def __init__(self, low: int, high: int) -> None:
+        if not 1 <= low <= high <= 65535:
+            raise ValueError(f"bad media port range {low}-{high}")
+        self.low, self.high = low, high
+        self.in_use: set[int] = set()
+
+    def bind(self, addresses: list[str]) -> tuple[int, list[socket.socket]]:
+        """Bind the same free port on every address; returns (port, sockets)."""
+        size = self.high - self.low + 1
+        start = random.randrange(size)
+        for step in range(size):
+            port = self.low + (start + step) % size
+            if port in self.in_use:
+                continue
+            sockets: list[socket.socket] = []
+            try:
+                for address in addresses:
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    sockets.append(sock)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+                    sock.bind((address, port))
+                    sock.setblocking(False)
+            except OSError as exc:
+                for sock in sockets:
+                    sock.close()
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    continue
+                raise
+            self.in_use.add(port)
+            return port, sockets
+        raise PortsExhausted(
+            f"all {size} UDP ports of --media-ports {self.low}-{self.high} are in use; "
+            "widen the range or add SFT nodes")
+
+    def release(self, port: int) -> None:
+        self.in_use.discard(port)
+
+
+class LegSocket(StunProtocol):
+    """aioice's socket protocol with an RTP/RTCP fast path in front."""
+
+    receiver: LegIceConnection
+
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if isinstance(data, bytes) and data and 127 < data[0] < 192:
+            self.receiver.media_received(data, (addr[0], addr[1]), self)
+            return
+        super().datagram_received(data, addr)
+
+
+class LegIceConnection(Connection):
+    """An aioice connection whose host candidates and sockets we choose."""
+
+    def __init__(self, *, ports: PortRange, addresses: list[str], advertised: str | None,
+                 on_media: Callable[[bytes, LegSocket], None], **kwargs: Any) -> None:
+        super().__init__(ice_controlling=True, components=1, use_ipv6=False, **kwargs)
+        self._ports = ports
+        self._addresses = addresses
+        self._advertised = advertised
+        self._on_media = on_media
+        self.port: int | None = None
+        self.rejected_media = 0
+
+    async def gather_candidates(self) -> None:
+        if self._local_candidates_start:
+            return
+        self._local_candidates_start = True
+        loop = asyncio.get_running_loop()
+        self.port, sockets = self._ports.bind(self._addresses)
+        for sock in sockets:
+            _, protocol = await loop.create_datagram_endpoint(lambda: LegSocket(self), sock=sock)
+            bound = sock.getsockname()
+            host = self._advertised or bound[0]
+            protocol.local_candidate = IceCandidate(
+                foundation=candidate_foundation("host", "udp", host),
+                component=1, transport="udp", priority=candidate_priority(1, "host"),
+                host=host, port=bound[1], type="host")
+            self._protocols.append(protocol)
+            self._local_candidates.append(protocol.local_candidate)
+        if self.turn_server:  # -T: relay candidates through the client's TURN server
+            self._local_candidates += await self.get_component_candidates(1, [])
+        self._local_candidates_end = True
+
+    def media_received(self, data: bytes, addr: tuple[str, int], protocol: LegSocket) -> None:
+        pair = self._nominated.get(1)
+        if pair is None or pair.protocol is not protocol or pair.remote_addr != addr:
+            self.rejected_media += 1  # not from the ICE-validated address: never forwarded
+            return
+        self._on_media(data, protocol)
+
+    async def close(self) -> None:
+        await super().close()
+        if self.port is not None:
+            self._ports.release(self.port)
+            self.port = None
+
+
+class LegDtlsTransport(RTCDtlsTransport):
+    """DTLS that offers only the given SRTP profiles and exports the keys."""
+
+    def __init__(self, transport: RTCIceTransport, certificate: RTCCertificate,
+                 profiles: tuple[str, ...]) -> None:
+        super().__init__(transport, [certificate])
+        by_name = {p.openssl_profile.decode(): p for p in SRTP_PROFILES}
+        self._srtp_profiles = [by_name[name] for name in profiles if name in by_name]
+        if not self._srtp_profiles:
+            raise ValueError(f"none of the SRTP profiles {profiles} is available in libsrtp")
+        self.srtp_keys: SrtpKeys | None = None
+
+    def _setup_srtp(self) -> None:
+        super()._setup_srtp()
+        if self._rx_srtp is None:
+            return
+        name = self._ssl.get_selected_srtp_profile()
+        profile = next(p for p in self._srtp_profiles if p.openssl_profile == name)
+        material = self._ssl.export_keying_material(
+            b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length))
+        client = profile.get_key_and_salt(material, 0)
+        server = profile.get_key_and_salt(material, 1)
+        ours, theirs = (server, client) if self._role == "server" else (client, server)
+        self.srtp_keys = SrtpKeys(profile=name.decode(), rx=theirs, tx=ours)
+
+
+LIBSRTP_PROFILE = {p.openssl_profile.decode(): p.libsrtp_profile for p in SRTP_PROFILES}
+
+
+def srtp_session(profile: str, key: bytes, inbound: bool) -> pylibsrtp.Session:
+    policy = pylibsrtp.Policy(
+        key=key, srtp_profile=LIBSRTP_PROFILE[profile],
+        ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound
+        else pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    policy.allow_repeat_tx = True
+    policy.window_size = 1024
+    return pylibsrtp.Session(policy)
+
+
+class Leg:
+    """One participant's connection. Callbacks: ``on_rtp(leg, srtp_bytes)``,
+    ``on_rtcp(leg, srtcp_bytes)``, ``on_message(leg, text)``,
+    ``on_connected(leg)``, ``on_closed(leg)``."""
+
+    def __init__(self, leg_id: int, *, certificate: RTCCertificate, ports: PortRange,
+                 addresses: list[str], advertised: str | None, srtp_profiles: tuple[str, ...],
+                 turn: dict[str, Any] | None,
+                 on_rtp: Callable[[Leg, bytes], None], on_rtcp: Callable[[Leg, bytes], None],
+                 on_message: Callable[[Leg, str], None], on_connected: Callable[[Leg], None],
+                 on_closed: Callable[[Leg], None]) -> None:
+        self.leg_id = leg_id
+        self.state = "new"  # new → gathered → connecting → connected → closed
+        self._certificate = certificate
+        self._profiles = srtp_profiles
+        self._on_rtp, self._on_rtcp = on_rtp, on_rtcp
+        self._on_message, self._on_connected, self._on_closed = on_message, on_connected, on_closed
+        self._gatherer = RTCIceGatherer(iceServers=[])
+        self.ice = LegIceConnection(ports=ports, addresses=addresses, advertised=advertised,
+                                    on_media=self._media, **(turn or {}))
+        self._gatherer._connection = self.ice
+        self._ice_transport = RTCIceTransport(self._gatherer)
+        self.dtls = LegDtlsTransport(self._ice_transport, certificate, srtp_profiles)
+        self._sctp: RTCSctpTransport | None = None
+        self.channel: RTCDataChannel | None = None
+        self._rtcp_rx: pylibsrtp.Session | None = None
+        self._rtcp_tx: pylibsrtp.Session | None = None
+        self._start_task: asyncio.Task[None] | None = None
+        self._pending_messages: list[str] = []
+
+    # ----------------------------------------------------------- offer side
+    async def gather(self) -> None:
+        await self._gatherer.gather()
+        self.state = "gathered"
+
+    @property
+    def ice_ufrag(self) -> str:
+        return self.ice.local_username
+
+    @property
+    def ice_pwd(self) -> str:
+        return self.ice.local_password
+
+    def candidates(self) -> list[Candidate]:
+        return [Candidate(foundation=c.foundation, component=c.component, transport="udp",
+                          priority=c.priority, host=c.host, port=c.port, type=c.type,
+                          related_address=c.related_address, related_port=c.related_port)
+                for c in self.ice.local_candidates]
+
+    def fingerprint(self) -> str:
+        fp = next(f for f in self._certificate.getFingerprints() if f.algorithm == "sha-256")
+        return f"sha-256 {fp.value}"
+
+    # ----------------------------------------------------------- answer side
+    def start(self, answer: Answer) -> None:
+        """Apply the client's answer: ICE checks, DTLS, SCTP, data channel."""
+        if self._start_task is not None:
+            raise RuntimeError("leg already started")
+        self.state = "connecting"
+        self._start_task = asyncio.create_task(self._run(answer), name=f"leg-{self.leg_id}")
+
+    async def _run(self, answer: Answer) -> None:
+        try:
+            for cand in answer.candidates:
+                await self.ice.add_remote_candidate(IceCandidate(
+                    foundation=cand.foundation, component=1, transport="udp",
+                    priority=cand.priority, host=cand.host, port=cand.port, type=cand.type))
+            if answer.candidates:
+                await self.ice.add_remote_candidate(None)
+            await self._ice_transport.start(RTCIceParameters(
+                usernameFragment=answer.ice_ufrag, password=answer.ice_pwd,
+                iceLite=answer.ice_lite))
+            if self._ice_transport.state != "completed":
+                raise ConnectionError("ICE failed: no candidate pair answered")
+            self.dtls._set_role("server" if answer.setup == "active" else "client")
+            await self.dtls.start(RTCDtlsParameters(
+                fingerprints=[RTCDtlsFingerprint(algorithm=a, value=v)
+                              for a, v in answer.fingerprints]))
+            if self.dtls.state != "connected" or self.dtls.srtp_keys is None:
+                raise ConnectionError("DTLS failed (fingerprint mismatch or no SRTP profile)")
+            keys = self.dtls.srtp_keys
+            self._rtcp_rx = srtp_session(keys.profile, keys.rx, inbound=True)
+            self._rtcp_tx = srtp_session(keys.profile, keys.tx, inbound=False)
+            data = next((m for m in answer.media if m.kind == "application"), None)
+            if data is not None and data.port != 0:
+                self._sctp = RTCSctpTransport(self.dtls)
+                await self._sctp.start(RTCSctpCapabilities(maxMessageSize=262144),
+                                       data.sctp_port or 5000)
+                self.channel = RTCDataChannel(self._sctp, RTCDataChannelParameters(
+                    label=DATA_CHANNEL_LABEL, ordered=True))
+                self.channel.on("open", self._channel_open)
+                self.channel.on("message", lambda m: self._on_message(self, m)
+                                if isinstance(m, str) else None)
+                self.channel.on("close", lambda: asyncio.ensure_future(self.close()))
+            self.state = "connected"
+            self.dtls.on("statechange", self._dtls_state)
+            self._on_connected(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure ends the leg; the controller logs why
+            log.info("leg %d failed to connect: %s", self.leg_id, exc)
+            await self.close()
+
+    def _dtls_state(self) -> None:
+        if self.dtls.state in ("closed", "failed"):
+            asyncio.ensure_future(self.close())
+
+    def _channel_open(self) -> None:
+        pending, self._pending_messages = self._pending_messages, []
+        for text in pending:
+            self.send_message(text)
+
+    @property
+    def srtp_keys(self) -> SrtpKeys | None:
+        return self.dtls.srtp_keys
+
+    def selected_pair(self) -> tuple[tuple[str, int], tuple[str, int], Any] | None:
+        """(local socket address, ICE-validated remote address, datagram transport)."""
+        pair = self.ice._nominated.get(1)
+        if pair is None:
+            return None
+        local = pair.protocol.transport.get_extra_info("sockname")
+        return (local[0], local[1]), pair.remote_addr, pair.protocol.transport
+
+    # ----------------------------------------------------------- traffic
+    def _media(self, data: bytes, protocol: LegSocket) -> None:
+        if len(data) > 1 and 191 < data[1] < 224:  # RTCP with rtcp-mux (RFC 5761)
+            self._on_rtcp(self, data)
+        else:
+            self._on_rtp(self, data)
+
+    def unprotect_rtcp(self, data: bytes) -> bytes | None:
+        if self._rtcp_rx is None:
+            return None
+        try:
+            return self._rtcp_rx.unprotect_rtcp(data)
+        except pylibsrtp.Error:
+            return None
+
+    def send_rtcp(self, plain: bytes) -> None:
+        pair = self.selected_pair()
+        if pair is None or self._rtcp_tx is None or self.state != "connected":
+            return
+        pair[2].sendto(self._rtcp_tx.protect_rtcp(plain), pair[1])
+
+    def send_message(self, text: str) -> None:
+        if self.channel is None or self.state == "closed":
+            return
+        if self.channel.readyState != "open":
+            self._pending_messages.append(text)
+            return
+        self.channel.send(text)
+
+    async def close(self) -> None:
+        if self.state == "closed":
+            return
+        self.state = "closed"
+        if self._start_task is not None and not self._start_task.done() \
+                and self._start_task is not asyncio.current_task():
+            self._start_task.cancel()
+        try:
+            if self._sctp is not None:
+                await self._sctp.stop()
+            await self.dtls.stop()
+            await self._ice_transport.stop()
+        except Exception as exc:
+            log.debug("leg %d close: %s", self.leg_id, exc)
+        finally:
+            await self.ice.close()
+            self._on_closed(self)

@@ -1,0 +1,69 @@
+"""Prometheus metrics, with Wire's names for what sftd exports."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .dataplane import Counter
+
+
+class SftCollector:
+    """Reads the live state on every scrape, so values never drift from it."""
+
+    def __init__(self, version: str, state: Callable[[], dict[str, float]],
+                 dataplane_name: Callable[[], str],
+                 counters: Callable[[], dict[Counter, int]],
+                 conference_packets: Callable[[], dict[str, int]]) -> None:
+        self._version = version
+        self._state = state
+        self._dataplane_name = dataplane_name
+        self._counters = counters
+        self._conference_packets = conference_packets
+        self._started = time.monotonic()
+
+    def collect(self) -> Iterable[Metric]:
+        state = self._state()
+        yield GaugeMetricFamily("sft_uptime", "Seconds since sftd started",
+                                  value=time.monotonic() - self._started)
+        info = GaugeMetricFamily("sft_build_info", "sftd build", labels=["version"])
+        info.add_metric([self._version], 1)
+        yield info
+        yield GaugeMetricFamily("sft_participants", "Participants on this SFT",
+                                value=state["participants"])
+        yield GaugeMetricFamily("sft_calls", "Conferences (calls) on this SFT",
+                                value=state["calls"])
+        yield CounterMetricFamily("sft_participants", "Participants created since start",
+                                  value=state["participants_total"])
+        yield CounterMetricFamily("sft_calls", "Conferences created since start",
+                                  value=state["calls_total"])
+        yield GaugeMetricFamily("sft_draining", "1 while draining after SIGTERM",
+                                value=state["draining"])
+        plane = GaugeMetricFamily("sft_dataplane_info", "Active data plane",
+                                  labels=["dataplane"])
+        plane.add_metric([self._dataplane_name()], 1)
+        yield plane
+        packets = CounterMetricFamily(
+            "sft_dataplane_packets", "Data-plane packets and bytes by counter "
+            "(RX/TX and drops by reason)", labels=["counter"])
+        for counter, value in self._counters().items():
+            packets.add_metric([counter.name], value)
+        yield packets
+        per_conf = CounterMetricFamily("sft_conference_forwarded_packets",
+                                       "Packets forwarded per live conference",
+                                       labels=["conference"])
+        for name, value in self._conference_packets().items():
+            per_conf.add_metric([name], value)
+        yield per_conf
+        yield GaugeMetricFamily("sft_capacity_participants_remaining",
+                                "Estimated participants this node can still take",
+                                value=state["capacity_remaining"])
+
+
+def make_registry(collector: SftCollector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)  # type: ignore[arg-type]
+    return registry

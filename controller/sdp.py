@@ -1,0 +1,351 @@
+"""SDP for SFT legs: the offer the SFT writes and the answer it reads.
+
+The offer follows sftd (protocol doc §4): BUNDLE of ``audio video data`` then
+one sendonly m-line per slot (mids "1".."5" audio, "6".. video), full ICE,
+``setup:actpass``. Answers are parsed by a small strict parser of our own so
+that every malformed answer gets an ``SdpError`` naming the line at fault.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .dataplane import ExtensionIds
+
+AUDIO_SLOTS = 5
+MAX_VSTREAMS = 32
+
+OPUS_PT = 111
+VP8_PT = 100
+
+URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+URI_TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+URI_REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+URI_FRAME_DESCRIPTOR = "http://www.webrtc.org/experiments/rtp-hdrext/generic-frame-descriptor-00"
+
+AUDIO_EXTMAPS = ((1, URI_AUDIO_LEVEL + " vad=on"), (2, URI_ABS_SEND_TIME))
+VIDEO_EXTMAPS = ((2, URI_ABS_SEND_TIME), (3, URI_TWCC), (4, URI_RID), (5, URI_REPAIRED_RID),
+                 (11, URI_FRAME_DESCRIPTOR))
+
+MAX_SDP_BYTES = 64 * 1024
+
+
+class SdpError(ValueError):
+    """An SDP answer we cannot use; ``str()`` says which part and why."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    foundation: str
+    component: int
+    transport: str
+    priority: int
+    host: str
+    port: int
+    type: str
+    related_address: str | None = None
+    related_port: int | None = None
+
+    def to_sdp(self) -> str:
+        line = (f"candidate:{self.foundation} {self.component} {self.transport} "
+                f"{self.priority} {self.host} {self.port} typ {self.type}")
+        if self.related_address is not None:
+            line += f" raddr {self.related_address} rport {self.related_port}"
+        return line
+
+
+@dataclass(frozen=True)
+class OfferParams:
+    session_id: int
+    ice_ufrag: str
+    ice_pwd: str
+    fingerprint: str  # "sha-256 AB:CD:…"
+    candidates: tuple[Candidate, ...]
+    audio_slot_ssrcs: tuple[int, ...]
+    video_slot_ssrcs: tuple[int, ...]
+    cname: str = "sft"
+    simulcast: bool = True
+
+
+def _media_common(lines: list[str], p: OfferParams, mid: str, address: str, port: int) -> None:
+    lines.append(f"c=IN IP4 {address}")
+    lines.append("a=rtcp:9 IN IP4 0.0.0.0")
+    for cand in p.candidates:
+        lines.append("a=" + cand.to_sdp())
+    lines.append("a=end-of-candidates")
+    lines.append(f"a=ice-ufrag:{p.ice_ufrag}")
+    lines.append(f"a=ice-pwd:{p.ice_pwd}")
+    lines.append("a=ice-options:trickle")
+    lines.append(f"a=fingerprint:{p.fingerprint}")
+    lines.append("a=setup:actpass")
+    lines.append(f"a=mid:{mid}")
+
+
+def _audio_rtp(lines: list[str]) -> None:
+    for ext_id, uri in AUDIO_EXTMAPS:
+        lines.append(f"a=extmap:{ext_id} {uri}")
+
+
+def _audio_codec(lines: list[str]) -> None:
+    lines.append("a=rtcp-mux")
+    lines.append(f"a=rtpmap:{OPUS_PT} opus/48000/2")
+    lines.append(f"a=rtcp-fb:{OPUS_PT} transport-cc")
+    lines.append(f"a=fmtp:{OPUS_PT} minptime=10;useinbandfec=1")
+    lines.append("a=ptime:40")
+
+
+def _video_codec(lines: list[str]) -> None:
+    lines.append("a=rtcp-mux")
+    lines.append("a=rtcp-rsize")
+    lines.append(f"a=rtpmap:{VP8_PT} VP8/90000")
+    lines.append(f"a=rtcp-fb:{VP8_PT} transport-cc")
+    lines.append(f"a=rtcp-fb:{VP8_PT} ccm fir")
+
+
+def build_offer(p: OfferParams) -> str:
+    """The SETUP offer for one leg."""
+    address = p.candidates[0].host if p.candidates else "0.0.0.0"
+    port = p.candidates[0].port if p.candidates else 9
+    slot_mids = [str(i + 1) for i in range(len(p.audio_slot_ssrcs) + len(p.video_slot_ssrcs))]
+    lines = [
+        "v=0",
+        f"o=- {p.session_id} 2 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE " + " ".join(["audio", "video", "data", *slot_mids]),
+        "a=extmap-allow-mixed",
+        "a=msid-semantic: WMS sft",
+    ]
+    lines.append(f"m=audio {port} UDP/TLS/RTP/SAVPF {OPUS_PT}")
+    _media_common(lines, p, "audio", address, port)
+    _audio_rtp(lines)
+    lines.append("a=sendrecv")
+    _audio_codec(lines)
+
+    lines.append(f"m=video {port} UDP/TLS/RTP/SAVPF {VP8_PT}")
+    _media_common(lines, p, "video", address, port)
+    for ext_id, uri in VIDEO_EXTMAPS:
+        lines.append(f"a=extmap:{ext_id} {uri}")
+    lines.append("a=sendrecv")
+    _video_codec(lines)
+    if p.simulcast:
+        lines += ["a=rid:h recv", "a=rid:l recv", "a=simulcast:recv h;l"]
+
+    lines.append(f"m=application {port} DTLS/SCTP 5000")
+    _media_common(lines, p, "data", address, port)
+    lines.append("a=sctpmap:5000 webrtc-datachannel 16")
+    lines.append("a=max-message-size:262144")
+
+    mid_number = 1
+    for kind, ssrcs in (("audio", p.audio_slot_ssrcs), ("video", p.video_slot_ssrcs)):
+        for ssrc in ssrcs:
+            mid = str(mid_number)
+            mid_number += 1
+            if kind == "audio":
+                lines.append(f"m=audio {port} UDP/TLS/RTP/SAVPF {OPUS_PT}")
+                _media_common(lines, p, mid, address, port)
+                _audio_rtp(lines)
+            else:
+                lines.append(f"m=video {port} UDP/TLS/RTP/SAVPF {VP8_PT}")
+                _media_common(lines, p, mid, address, port)
+                for ext_id, uri in VIDEO_EXTMAPS:
+                    if uri not in (URI_RID, URI_REPAIRED_RID):
+                        lines.append(f"a=extmap:{ext_id} {uri}")
+            lines.append("a=sendonly")
+            lines.append(f"a=msid:sft {kind}{mid}")
+            if kind == "audio":
+                _audio_codec(lines)
+            else:
+                _video_codec(lines)
+            lines.append(f"a=ssrc:{ssrc} cname:{p.cname}")
+            lines.append(f"a=ssrc:{ssrc} msid:sft {kind}{mid}")
+    return "\r\n".join(lines) + "\r\n"
+
+
+# ---------------------------------------------------------------- answers
+
+@dataclass
+class AnswerMedia:
+    kind: str
+    mid: str
+    port: int
+    direction: str = "sendrecv"
+    ssrcs: list[int] = field(default_factory=list)
+    ssrc_groups: list[tuple[str, list[int]]] = field(default_factory=list)
+    rids: list[tuple[str, str]] = field(default_factory=list)  # (rid, direction)
+    simulcast: str = ""
+    extmaps: dict[str, int] = field(default_factory=dict)  # uri -> id
+    payload_types: list[int] = field(default_factory=list)
+    sctp_port: int | None = None
+
+
+@dataclass
+class Answer:
+    ice_ufrag: str
+    ice_pwd: str
+    fingerprints: list[tuple[str, str]]
+    setup: str
+    candidates: list[Candidate]
+    media: list[AnswerMedia]
+    ice_lite: bool = False
+
+    def by_mid(self, mid: str) -> AnswerMedia | None:
+        return next((m for m in self.media if m.mid == mid), None)
+
+    def audio_ssrcs(self) -> tuple[int, ...]:
+        media = self.by_mid("audio")
+        if media is None or media.direction not in ("sendrecv", "sendonly") or media.port == 0:
+            return ()
+        return tuple(media.ssrcs[:1])
+
+    def video_ssrcs(self) -> list[int]:
+        """The declared primary video SSRCs, RTX/FEC repairs excluded, lowest
+        simulcast layer first."""
+        media = self.by_mid("video")
+        if media is None or media.direction not in ("sendrecv", "sendonly") or media.port == 0:
+            return []
+        repairs = {group[1][1] for group in media.ssrc_groups
+                   if group[0] in ("FID", "FEC-FR") and len(group[1]) > 1}
+        for semantics, ssrcs in media.ssrc_groups:
+            if semantics == "SIM":
+                return list(ssrcs)
+        return [s for s in media.ssrcs if s not in repairs]
+
+    def extension_ids(self) -> ExtensionIds:
+        ids: dict[str, int] = {}
+        for media in self.media:
+            for uri, ext_id in media.extmaps.items():
+                ids.setdefault(uri, ext_id)
+        return ExtensionIds(
+            audio_level=ids.get(URI_AUDIO_LEVEL, 0),
+            rid=ids.get(URI_RID, 0),
+            repaired_rid=ids.get(URI_REPAIRED_RID, 0),
+            frame_descriptor=ids.get(URI_FRAME_DESCRIPTOR, 0),
+        )
+
+
+_TOKEN = re.compile(r"^[A-Za-z0-9+/=_.\-:#~]+$")
+
+
+def parse_candidate(value: str) -> Candidate:
+    bits = value.split()
+    if len(bits) < 8 or bits[6] != "typ":
+        raise SdpError(f"bad candidate line {value[:80]!r}: expected "
+                       "'foundation component transport priority address port typ type'")
+    try:
+        cand = Candidate(foundation=bits[0].removeprefix("candidate:"), component=int(bits[1]),
+                         transport=bits[2].lower(), priority=int(bits[3]), host=bits[4],
+                         port=int(bits[5]), type=bits[7])
+    except ValueError:
+        raise SdpError(f"bad number in candidate {value[:80]!r}") from None
+    if not (0 < cand.port < 65536) or cand.component not in (1, 2):
+        raise SdpError(f"candidate {value[:80]!r} has an invalid port or component")
+    return cand
+
+
+def parse_answer(text: str) -> Answer:
+    if len(text) > MAX_SDP_BYTES:
+        raise SdpError(f"SDP of {len(text)} bytes exceeds {MAX_SDP_BYTES}")
+    session: dict[str, str] = {}
+    fingerprints: list[tuple[str, str]] = []
+    candidates: list[Candidate] = []
+    media: list[AnswerMedia] = []
+    current: AnswerMedia | None = None
+    attrs = session
+    ice_lite = False
+    saw_version = False
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        if len(line) < 2 or line[1] != "=":
+            raise SdpError(f"line {number} is not 'x=value': {line[:60]!r}")
+        key, value = line[0], line[2:]
+        if key == "v":
+            saw_version = True
+        elif key == "m":
+            bits = value.split()
+            if len(bits) < 3 or not bits[1].isdigit():
+                raise SdpError(f"line {number}: bad m= line {line[:60]!r}")
+            current = AnswerMedia(kind=bits[0], mid="", port=int(bits[1]))
+            for fmt in bits[3:]:
+                if fmt.isdigit():
+                    current.payload_types.append(int(fmt))
+            media.append(current)
+            attrs = {}
+        elif key == "a":
+            name, _, arg = value.partition(":")
+            if name == "ice-lite":
+                ice_lite = True
+            elif name in ("ice-ufrag", "ice-pwd", "setup"):
+                attrs[name] = arg
+                if current is None or name not in session:
+                    session.setdefault(name, arg)
+            elif name == "fingerprint":
+                algorithm, _, digest = arg.partition(" ")
+                if not digest:
+                    raise SdpError(f"line {number}: fingerprint without a digest")
+                if (algorithm.lower(), digest.upper()) not in fingerprints:
+                    fingerprints.append((algorithm.lower(), digest.upper()))
+            elif name == "candidate":
+                cand = parse_candidate(arg)
+                if cand.transport == "udp" and cand.component == 1 and cand not in candidates:
+                    candidates.append(cand)
+            elif current is None:
+                continue
+            elif name == "mid":
+                current.mid = arg
+            elif name in ("sendrecv", "sendonly", "recvonly", "inactive"):
+                current.direction = name
+            elif name == "ssrc":
+                ssrc_text = arg.split(" ", 1)[0]
+                if not ssrc_text.isdigit() or int(ssrc_text) > 0xFFFFFFFF:
+                    raise SdpError(f"line {number}: bad SSRC {ssrc_text!r}")
+                if int(ssrc_text) not in current.ssrcs:
+                    current.ssrcs.append(int(ssrc_text))
+            elif name == "ssrc-group":
+                bits = arg.split()
+                if not bits or not all(b.isdigit() and int(b) <= 0xFFFFFFFF for b in bits[1:]):
+                    raise SdpError(f"line {number}: bad ssrc-group {arg[:60]!r}")
+                current.ssrc_groups.append((bits[0], [int(b) for b in bits[1:]]))
+            elif name == "rid":
+                bits = arg.split()
+                if len(bits) >= 2:
+                    current.rids.append((bits[0], bits[1]))
+            elif name == "simulcast":
+                current.simulcast = arg
+            elif name == "extmap":
+                ext_id_text, _, rest = arg.partition(" ")
+                ext_id_text = ext_id_text.split("/")[0]
+                uri = rest.split(" ")[0]
+                if not ext_id_text.isdigit() or not 1 <= int(ext_id_text) <= 255 or not uri:
+                    raise SdpError(f"line {number}: bad extmap {arg[:60]!r}")
+                current.extmaps[uri] = int(ext_id_text)
+            elif name == "sctp-port" or name == "sctpmap":
+                port_text = arg.split(" ")[0]
+                if not port_text.isdigit():
+                    raise SdpError(f"line {number}: bad SCTP port {port_text!r}")
+                current.sctp_port = int(port_text)
+        # other line types (o, s, t, c, b) carry nothing we use
+    if not saw_version:
+        raise SdpError("not an SDP body: no 'v=' line")
+    if not media:
+        raise SdpError("answer has no m= sections")
+    ufrag, pwd = session.get("ice-ufrag", ""), session.get("ice-pwd", "")
+    if not ufrag or not pwd:
+        raise SdpError("answer lacks a=ice-ufrag / a=ice-pwd")
+    if not (4 <= len(ufrag) <= 256 and 22 <= len(pwd) <= 256) or not _TOKEN.match(ufrag + pwd):
+        raise SdpError("answer has an invalid ICE ufrag/pwd (RFC 8839: 4+ / 22+ ice-chars)")
+    if not fingerprints:
+        raise SdpError("answer lacks a=fingerprint (DTLS is mandatory)")
+    setup = session.get("setup", "active")
+    if setup not in ("active", "passive"):
+        raise SdpError(f"answer a=setup:{setup} must be 'active' or 'passive'")
+    for m in media:
+        if not m.mid:
+            raise SdpError(f"m={m.kind} section without a=mid")
+    return Answer(ice_ufrag=ufrag, ice_pwd=pwd, fingerprints=fingerprints, setup=setup,
+                  candidates=candidates, media=media, ice_lite=ice_lite)

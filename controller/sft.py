@@ -1,0 +1,526 @@
+"""The SFT: conferences, participants and their legs, driven by econn
+messages from the HTTP API and the data channel, programming the data plane."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc.rtcdtlstransport import RTCCertificate
+
+from signalling import econn
+
+from . import rtcp
+from .dataplane import Counter, DataPlane, Layer, LegSpec, SlotSource, StreamKind
+from .leg import Leg, PortRange
+from .model import Conference, Participant, StreamRequest, update_speakers
+from .sdp import AUDIO_SLOTS, MAX_VSTREAMS, OfferParams, SdpError, build_offer, parse_answer
+
+log = logging.getLogger("sftd")
+
+AUDIO_SELECTION_INTERVAL = 0.1
+TIMER_INTERVAL = 0.5
+
+
+@dataclass
+class SftConfig:
+    url: str
+    media_addresses: list[str]
+    advertised_address: str | None = None
+    media_ports: tuple[int, int] = (32768, 61000)
+    use_client_turn: bool = False
+    fir_interval_ms: int = 1000
+    setup_timeout: float = 10.0
+    ping_timeout: float = 20.0
+    max_participants: int = 0  # 0 = unlimited
+    max_conference_size: int = 0
+    participants_per_cpu_estimate: int = 50
+    version: str = "0.1.0"
+
+
+@dataclass
+class JoinResult:
+    """What the HTTP layer answers a CONFCONN with."""
+
+    http_status: int
+    message: econn.Message | None = None
+    reason: str = ""
+
+
+class Sft:
+    def __init__(self, config: SftConfig, dataplane: DataPlane) -> None:
+        self.config = config
+        self.dataplane = dataplane
+        self.certificate = RTCCertificate.generateCertificate()
+        self.ports = PortRange(*config.media_ports)
+        self.conferences: dict[str, Conference] = {}
+        self.participants: dict[str, Participant] = {}
+        self.by_leg: dict[int, Participant] = {}
+        self.draining = False
+        self.participants_total = 0
+        self.calls_total = 0
+        self._next_leg_id = 1
+        self._next_conference_id = 1
+        self._seqno = 0
+        self._fir_seq = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sr_received: dict[int, tuple[rtcp.SenderReport, float]] = {}
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.on_idle: Callable[[], None] | None = None
+
+    # ---------------------------------------------------------------- life
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._timers(), name="sft-timers"),
+                       asyncio.create_task(self._audio_selection(), name="sft-audio"),
+                       asyncio.create_task(self._fir_loop(), name="sft-fir")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for participant in list(self.participants.values()):
+            await self.end_participant(participant, "shutdown")
+        self.dataplane.close()
+
+    def drain(self) -> None:
+        """SIGTERM: refuse new participants, keep running calls."""
+        if not self.draining:
+            self.draining = True
+            log.warning("draining: %d calls, %d participants still running",
+                        len(self.conferences), len(self.participants))
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if self.participants:
+            self.idle.clear()
+        else:
+            self.idle.set()
+
+    def state(self) -> dict[str, float]:
+        return {
+            "participants": len(self.participants),
+            "calls": len(self.conferences),
+            "participants_total": self.participants_total,
+            "calls_total": self.calls_total,
+            "draining": 1 if self.draining else 0,
+            "capacity_remaining": max(
+                0, self.config.participants_per_cpu_estimate * (os.cpu_count() or 1)
+                - len(self.participants)),
+        }
+
+    def conference_packets(self) -> dict[str, int]:
+        by_id = self.dataplane.read_conference_packets()
+        return {c.convid: by_id.get(c.conference_id, 0) for c in self.conferences.values()}
+
+    # ---------------------------------------------------------------- HTTP
+    async def handle_econn(self, convid: str, msg: econn.Message, may_start: bool = True,
+                           method: str = "POST") -> JoinResult:
+        key = f"{convid}.{msg.src_userid}.{msg.src_clientid}"
+        participant = self.participants.get(key)
+        if participant is None:
+            if self.draining:
+                return JoinResult(303, reason="draining: join another SFT")
+            if method != "POST" or msg.type != econn.CONFCONN:
+                return JoinResult(400, reason=f"unknown participant {key}: expected a "
+                                  "CONFCONN POST to join")
+            return await self._join(convid, key, msg, may_start, position=None)
+        if msg.type in (econn.SETUP, econn.UPDATE):
+            if not msg.resp:
+                return JoinResult(400, reason=f"{msg.type} from a client must be an answer "
+                                  "(resp:true); the SFT is always the offerer")
+            return self._apply_answer(participant, msg)
+        if msg.type == econn.CONFCONN:
+            # update:true (ICE restart) and update:false (re-create) both get a
+            # fresh leg; update:true keeps the participant's place in the order.
+            position = None
+            if msg.get("update") is True:
+                conference = self.conferences[convid]
+                position = conference.participants.index(participant)
+            await self.end_participant(participant, "re-created by CONFCONN", notify=False)
+            return await self._join(convid, key, msg, may_start, position=position)
+        return JoinResult(400, reason=f"{msg.type} is not accepted over HTTP")
+
+    async def _join(self, convid: str, key: str, msg: econn.Message, may_start: bool,
+                    position: int | None) -> JoinResult:
+        conference = self.conferences.get(convid)
+        if conference is None and not may_start:
+            return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_JOIN_ONLY))
+        limit = self.config.max_participants
+        per_conf = self.config.max_conference_size
+        if (limit and len(self.participants) >= limit) or (
+                per_conf and conference is not None and len(conference.participants) >= per_conf):
+            return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_LIMIT))
+        vstreams = msg.get("vstreams", 0)
+        if not isinstance(vstreams, int) or isinstance(vstreams, bool) \
+                or not 0 <= vstreams <= MAX_VSTREAMS:
+            return JoinResult(400, reason=f"vstreams must be an integer 0–{MAX_VSTREAMS}")
+        created = conference is None
+        if conference is None:
+            conference = Conference(convid, self._next_conference_id)
+            self._next_conference_id += 1
+            self.conferences[convid] = conference
+            self.calls_total += 1
+        leg_id = self._next_leg_id
+        self._next_leg_id += 1
+        used = {p.ssrc_video for p in conference.participants}
+        ssrc_video = _random_ssrc(used)
+        slot_ssrcs = [_random_ssrc(used | {ssrc_video}) for _ in range(AUDIO_SLOTS + vstreams)]
+        leg = Leg(leg_id, certificate=self.certificate, ports=self.ports,
+                  addresses=self.config.media_addresses,
+                  advertised=self.config.advertised_address,
+                  srtp_profiles=self.dataplane.srtp_profiles,
+                  turn=self._turn_from(msg) if self.config.use_client_turn else None,
+                  on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_message=self._on_message,
+                  on_connected=self._on_connected, on_closed=self._on_leg_closed)
+        participant = Participant(
+            key=key, convid=convid, userid=msg.src_userid, clientid=msg.src_clientid,
+            sessid=msg.sessid, vstreams=vstreams, leg=leg,
+            join_index=conference.next_join_index, ssrc_video=ssrc_video,
+            audio_slot_ssrcs=tuple(slot_ssrcs[:AUDIO_SLOTS]),
+            video_slot_ssrcs=tuple(slot_ssrcs[AUDIO_SLOTS:]),
+            created_group=created, sft_url_given=bool(msg.get("sft_url")))
+        conference.next_join_index += 1
+        if position is None:
+            conference.participants.append(participant)
+        else:
+            conference.participants.insert(position, participant)
+        self.participants[key] = participant
+        self.by_leg[leg_id] = participant
+        self.participants_total += 1
+        self._check_idle()
+        try:
+            await leg.gather()
+        except Exception as exc:
+            log.warning("offer failed for %s: %s", key, exc)
+            await self.end_participant(participant, f"offer failed: {exc}")
+            status = 503 if "ports" in str(exc) else 500
+            return JoinResult(status, reason=f"could not prepare the offer: {exc}")
+        sdp = build_offer(OfferParams(
+            session_id=random.randrange(1 << 62), ice_ufrag=leg.ice_ufrag, ice_pwd=leg.ice_pwd,
+            fingerprint=leg.fingerprint(), candidates=tuple(leg.candidates()),
+            audio_slot_ssrcs=participant.audio_slot_ssrcs,
+            video_slot_ssrcs=participant.video_slot_ssrcs))
+        participant.offered_at = time.monotonic()
+        log.info("participant %s offered (leg %d, conference %s)", key, leg_id, convid)
+        return JoinResult(200, econn.setup_offer(msg.sessid, sdp, self.config.url,
+                                                 msg.src_userid, msg.src_clientid))
+
+    @staticmethod
+    def _turn_from(msg: econn.Message) -> dict[str, Any] | None:
+        """-T: the first UDP TURN server of the client's CONFCONN ice_servers."""
+        for server in msg.get("ice_servers") or []:
+            if not isinstance(server, dict):
+                continue
+            urls = server.get("urls")
+            for url in urls if isinstance(urls, list) else [urls]:
+                if isinstance(url, str) and url.startswith("turn:") and "transport=tcp" not in url:
+                    hostport = url[5:].split("?")[0]
+                    host, _, port = hostport.rpartition(":")
+                    if host and port.isdigit():
+                        return {"turn_server": (host, int(port)),
+                                "turn_username": server.get("username"),
+                                "turn_password": server.get("credential")}
+        return None
+
+    def _apply_answer(self, participant: Participant, msg: econn.Message) -> JoinResult:
+        if participant.state != "offered":
+            return JoinResult(400, reason="answer already applied; send CONFCONN update:true "
+                              "to renegotiate")
+        try:
+            answer = parse_answer(msg.get("sdp"))
+        except SdpError as exc:
+            return JoinResult(400, reason=f"bad SDP answer: {exc}")
+        audio = answer.audio_ssrcs()
+        participant.ssrc_audio = audio[0] if audio else 0
+        participant.video_ssrcs = answer.video_ssrcs()
+        participant.muted = econn.prop_is_true(msg.get("props"), "muted")
+        participant.state = "connecting"
+        participant.extensions = answer.extension_ids()
+        participant.leg.start(answer)
+        return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_OK))
+
+    # ---------------------------------------------------------------- legs
+    def _on_connected(self, leg: Leg) -> None:
+        participant = self.by_leg.get(leg.leg_id)
+        pair = leg.selected_pair()
+        if participant is None or pair is None or leg.srtp_keys is None:
+            return
+        conference = self.conferences[participant.convid]
+        local, remote, transport = pair
+        self.dataplane.add_leg(LegSpec(
+            leg_id=leg.leg_id, conference_id=conference.conference_id, local_addr=local,
+            remote_addr=remote, srtp=leg.srtp_keys,
+            audio_slot_ssrcs=participant.audio_slot_ssrcs,
+            video_slot_ssrcs=participant.video_slot_ssrcs,
+            extensions=participant.extensions,
+            transport=transport))
+        self.dataplane.set_publisher(
+            leg.leg_id, (participant.ssrc_audio,) if participant.ssrc_audio else (),
+            _declared_layers(participant.video_ssrcs))
+        participant.state = "connected"
+        participant.last_ping = time.monotonic()
+        log.info("participant %s connected from %s:%d (%s, %s data plane)", participant.key,
+                 remote[0], remote[1], leg.srtp_keys.profile, self.dataplane.name)
+        self._send_confpart(conference)
+        self._update_slots(conference)
+
+    def _on_leg_closed(self, leg: Leg) -> None:
+        participant = self.by_leg.get(leg.leg_id)
+        if participant is not None and participant.state != "ended":
+            asyncio.ensure_future(self.end_participant(participant, "connection closed"))
+
+    def _on_rtp(self, leg: Leg, data: bytes) -> None:
+        self.dataplane.handle_packet(leg.leg_id, data)
+
+    def _on_rtcp(self, leg: Leg, data: bytes) -> None:
+        plain = leg.unprotect_rtcp(data)
+        if plain is None:
+            return
+        participant = self.by_leg.get(leg.leg_id)
+        if participant is None:
+            return
+        now = time.monotonic()
+        for report in rtcp.parse_sender_reports(plain):
+            if report.ssrc != participant.ssrc_audio and report.ssrc not in participant.video_ssrcs:
+                # SSRCs learned from SRs: simulcast layers that only a RID announced
+                participant.video_ssrcs.append(report.ssrc)
+            leg.send_rtcp(rtcp.receiver_report(participant.audio_slot_ssrcs[0], report, now))
+
+    async def end_participant(self, participant: Participant, reason: str,
+                              notify: bool = True) -> None:
+        if participant.state == "ended":
+            return
+        was_connected = participant.connected
+        participant.state = "ended"
+        log.info("participant %s ended: %s", participant.key, reason)
+        self.participants.pop(participant.key, None)
+        self.by_leg.pop(participant.leg.leg_id, None)
+        self.dataplane.remove_leg(participant.leg.leg_id)
+        conference = self.conferences.get(participant.convid)
+        if conference is not None:
+            if participant in conference.participants:
+                conference.participants.remove(participant)
+            for other in conference.participants:
+                other.authorized.discard(participant.key)
+            if not conference.participants and notify is not False:
+                del self.conferences[participant.convid]
+                log.info("conference %s ended", participant.convid)
+            elif not conference.participants:
+                pass  # re-created participant comes right back
+            elif was_connected:
+                self._send_confpart(conference)
+                self._update_slots(conference)
+        await participant.leg.close()
+        self._check_idle()
+        if self.draining and not self.participants and self.on_idle is not None:
+            self.on_idle()
+
+    # ---------------------------------------------------------------- data channel
+    def _on_message(self, leg: Leg, text: str) -> None:
+        participant = self.by_leg.get(leg.leg_id)
+        if participant is None:
+            return
+        try:
+            msg = econn.decode(text)
+        except econn.EconnError as exc:
+            log.info("bad data-channel message from %s: %s", participant.key, exc)
+            return
+        conference = self.conferences.get(participant.convid)
+        if conference is None:
+            return
+        if msg.type == econn.PING:
+            participant.last_ping = time.monotonic()
+            if not msg.resp:
+                leg.send_message(econn.Message(
+                    type=econn.PING, sessid=msg.sessid, resp=True, src_userid=econn.SFT_USERID,
+                    src_clientid=econn.SFT_CLIENTID).encode().decode())
+        elif msg.type == econn.CONFPART and msg.resp:
+            self._on_confpart_reply(conference, participant, msg)
+        elif msg.type == econn.CONFSTREAMS:
+            self._on_confstreams(conference, participant, msg)
+        elif msg.type == econn.PROPSYNC:
+            participant.muted = econn.prop_is_true(msg.get("props"), "muted")
+            relay = econn.Message(type=econn.PROPSYNC, sessid=msg.sessid, resp=True,
+                                  src_userid=participant.userid,
+                                  src_clientid=participant.clientid,
+                                  fields={"props": msg.get("props") or {}}).encode().decode()
+            for other in conference.connected():
+                if other is not participant and Conference.mutual(participant, other):
+                    other.leg.send_message(relay)
+        elif msg.type == econn.HANGUP:
+            asyncio.ensure_future(self.end_participant(participant, "HANGUP"))
+
+    def _on_confpart_reply(self, conference: Conference, participant: Participant,
+                           msg: econn.Message) -> None:
+        entries = msg.get("participants")
+        if not isinstance(entries, list):
+            return
+        authorized = set()
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("authorized") is True:
+                authorized.add(f"{conference.convid}.{entry.get('userid')}."
+                               f"{entry.get('clientid')}")
+        authorized.discard(participant.key)
+        if authorized != participant.authorized:
+            participant.authorized = authorized
+            self._update_slots(conference)
+
+    def _on_confstreams(self, conference: Conference, participant: Participant,
+                        msg: econn.Message) -> None:
+        mode = msg.get("mode", "list")
+        streams = msg.get("streams") or []
+        if mode not in ("list", "level") or not isinstance(streams, list):
+            log.info("CONFSTREAMS from %s with bad mode/streams ignored", participant.key)
+            return
+        requests = []
+        for entry in streams[:participant.vstreams]:
+            if isinstance(entry, dict) and isinstance(entry.get("userid"), str):
+                quality = entry.get("quality", 0)
+                requests.append(StreamRequest(
+                    entry["userid"], entry.get("clientid") or "",
+                    quality if quality in (0, 1, 2) else 0))
+        participant.stream_mode = mode
+        participant.stream_requests = requests
+        self._update_slots(conference)
+
+    def _send_confpart(self, conference: Conference) -> None:
+        self._seqno += 1
+        live = conference.connected()
+        entries = [{"userid": p.userid, "clientid": p.clientid, "authorized": False,
+                    "ssrc_audio": str(p.ssrc_audio), "ssrc_video": str(p.ssrc_video),
+                    "timestamp": p.join_index, "muted": p.muted} for p in live]
+        for p in live:
+            message = econn.Message(
+                type=econn.CONFPART, sessid="", resp=False, src_userid=econn.SFT_USERID,
+                src_clientid=econn.SFT_CLIENTID, dest_userid=p.userid,
+                dest_clientid=p.clientid,
+                fields={"should_start": p.created_group and not p.sft_url_given,
+                        "timestamp": str(int(time.time() * 1000)), "seqno": str(self._seqno),
+                        "entropy": base64.b64encode(os.urandom(16)).decode(),
+                        "participants": entries, "sfts": [self.config.url]})
+            p.leg.send_message(json.dumps(message.to_dict(), separators=(",", ":")))
+
+    # ---------------------------------------------------------------- slots
+    def _update_slots(self, conference: Conference) -> None:
+        """Point every subscriber's slots at what it should receive now. Only
+        mutually authorised pairs are ever connected; changes only are written."""
+        levels = self._levels(conference)
+        key_generator = conference.key_generator
+        by_key = {p.key: p for p in conference.connected()}
+        for sub in conference.connected():
+            allowed = {k: p for k, p in by_key.items()
+                       if p is not sub and Conference.mutual(sub, p)}
+            audio: list[Participant | None] = [None] * len(sub.audio_slot_ssrcs)
+            if key_generator is not None and key_generator.key in allowed and audio:
+                audio[0] = key_generator
+            for i, key in enumerate(conference.speakers[:len(audio) - 1]):
+                if key in allowed:
+                    audio[i + 1] = allowed[key]
+            for index, pub in enumerate(audio):
+                source = SlotSource(pub.leg.leg_id, pub.ssrc_audio) if pub else None
+                self._set(sub, StreamKind.AUDIO, index, source)
+            for index, (pub, layer) in enumerate(self._video_choice(sub, allowed, levels)):
+                source = SlotSource(pub.leg.leg_id, pub.ssrc_video, layer) if pub else None
+                self._set(sub, StreamKind.VIDEO, index, source)
+
+    def _video_choice(self, sub: Participant, allowed: dict[str, Participant],
+                      levels: dict[str, float]) -> list[tuple[Participant | None, Layer]]:
+        slots: list[tuple[Participant | None, Layer]] = [(None, Layer.HIGH)] * len(
+            sub.video_slot_ssrcs)
+        if sub.stream_mode is None:
+            return slots  # no video before the subscriber's first CONFSTREAMS
+        if sub.stream_mode == "list":
+            for index, request in enumerate(sub.stream_requests[:len(slots)]):
+                pub = next((p for p in allowed.values() if p.userid == request.userid and (
+                    not request.clientid or p.clientid == request.clientid)), None)
+                if pub is not None:
+                    slots[index] = (pub, sub.wants_layer(request))
+        else:
+            ranked = sorted(allowed.values(), key=lambda p: (levels.get(p.key, 127), p.join_index))
+            for index, pub in enumerate(ranked[:len(slots)]):
+                slots[index] = (pub, Layer.HIGH)
+        return slots
+
+    def _set(self, sub: Participant, kind: StreamKind, index: int,
+             source: SlotSource | None) -> None:
+        current = sub.audio_sources if kind == StreamKind.AUDIO else sub.video_sources
+        if current[index] == source:
+            return
+        current[index] = source
+        self.dataplane.set_slot(sub.leg.leg_id, kind, index, source)
+        if kind == StreamKind.VIDEO and source is not None:
+            publisher = self.by_leg.get(source.publisher)
+            if publisher is not None:
+                self._send_fir(publisher)  # the slot switches on the next keyframe
+
+    def _levels(self, conference: Conference) -> dict[str, float]:
+        by_leg = self.dataplane.read_audio_levels()
+        return {p.key: by_leg.get(p.leg.leg_id, 127.0) for p in conference.connected()}
+
+    # ---------------------------------------------------------------- timers
+    async def _audio_selection(self) -> None:
+        while True:
+            await asyncio.sleep(AUDIO_SELECTION_INTERVAL)
+            for conference in list(self.conferences.values()):
+                before = list(conference.speakers)
+                update_speakers(conference, self._levels(conference))
+                if conference.speakers != before or any(
+                        p.stream_mode == "level" for p in conference.participants):
+                    self._update_slots(conference)
+
+    async def _timers(self) -> None:
+        while True:
+            await asyncio.sleep(TIMER_INTERVAL)
+            now = time.monotonic()
+            for participant in list(self.participants.values()):
+                if participant.state in ("offered", "connecting") and \
+                        now - participant.offered_at > self.config.setup_timeout:
+                    await self.end_participant(
+                        participant, f"no connection within {self.config.setup_timeout:g} s "
+                        "of the offer")
+                elif participant.connected and \
+                        now - participant.last_ping > self.config.ping_timeout:
+                    await self.end_participant(
+                        participant, f"no PING for {self.config.ping_timeout:g} s")
+
+    async def _fir_loop(self) -> None:
+        interval = max(self.config.fir_interval_ms, 50) / 1000
+        while True:
+            await asyncio.sleep(interval)
+            for participant in list(self.participants.values()):
+                if participant.connected and participant.video_ssrcs:
+                    self._send_fir(participant)
+
+    def _send_fir(self, publisher: Participant) -> None:
+        if not publisher.connected or not publisher.video_ssrcs:
+            return
+        self._fir_seq += 1
+        publisher.leg.send_rtcp(rtcp.keyframe_request(publisher.audio_slot_ssrcs[0],
+                                         publisher.video_ssrcs, self._fir_seq))
+
+    def counters(self) -> dict[Counter, int]:
+        return self.dataplane.read_counters()
+
+
+def _random_ssrc(used: set[int]) -> int:
+    while True:
+        ssrc = random.randrange(1, 1 << 32)
+        if ssrc not in used:
+            used.add(ssrc)
+            return ssrc
+
+
+def _declared_layers(ssrcs: list[int]) -> dict[int, Layer]:
+    """Declared video SSRCs: a SIM group lists low→high; a single SSRC is 'h'."""
+    if len(ssrcs) == 1:
+        return {ssrcs[0]: Layer.HIGH}
+    return {ssrc: (Layer.HIGH if i == len(ssrcs) - 1 else Layer.LOW)
+            for i, ssrc in enumerate(ssrcs)}

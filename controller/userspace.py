@@ -1,0 +1,257 @@
+"""The userspace data plane: the reference implementation of
+``controller.dataplane.DataPlane`` in Python with libsrtp (pylibsrtp).
+
+Runs wherever Python runs (no root, no BPF). Every SRTP packet of a leg is
+unprotected once, then rewritten and protected once per subscribing slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import pylibsrtp
+
+from . import rtp
+from .dataplane import (
+    SRTP_AEAD_AES_128_GCM,
+    SRTP_AEAD_AES_256_GCM,
+    SRTP_AES_CM_128_HMAC_SHA1_80,
+    Counter,
+    Layer,
+    LegSpec,
+    SlotSource,
+    StreamKind,
+)
+from .leg import srtp_session
+
+log = logging.getLogger("sftd.userspace")
+
+LEVEL_SMOOTHING = 0.5  # k of the protocol doc
+LEVEL_STALE_SECONDS = 1.0  # no audio for this long counts as silence
+CLOCK_RATE = {StreamKind.AUDIO: 48000, StreamKind.VIDEO: 90000}
+RID_LAYERS = {b"l": Layer.LOW, b"h": Layer.HIGH}
+
+
+@dataclass
+class _Slot:
+    ssrc: int
+    kind: StreamKind
+    source: SlotSource | None = None
+    input_ssrc: int | None = None  # publisher SSRC currently forwarded
+    seq_offset: int = 0
+    ts_offset: int = 0
+    last_seq: int = field(default_factory=lambda: random.randrange(1 << 16))
+    last_ts: int = field(default_factory=lambda: random.randrange(1 << 32))
+    last_time: float = 0.0
+
+
+@dataclass
+class _Leg:
+    spec: LegSpec
+    rx: pylibsrtp.Session
+    tx: pylibsrtp.Session
+    remote_addr: tuple[str, int]
+    transport: asyncio.DatagramTransport | None
+    audio_slots: list[_Slot]
+    video_slots: list[_Slot]
+    audio_ssrcs: set[int] = field(default_factory=set)
+    video_layers: dict[int, Layer] = field(default_factory=dict)  # ssrc -> layer
+    level: float = float(rtp.AUDIO_LEVEL_SILENT)
+    level_time: float = 0.0
+
+
+class UserspaceDataPlane:
+    name = "userspace"
+    srtp_profiles = (SRTP_AES_CM_128_HMAC_SHA1_80, SRTP_AEAD_AES_128_GCM, SRTP_AEAD_AES_256_GCM)
+
+    def __init__(self) -> None:
+        self._legs: dict[int, _Leg] = {}
+        # publisher leg -> slots currently or soon forwarding it, per kind
+        self._routes: dict[tuple[int, StreamKind], list[tuple[_Leg, _Slot]]] = defaultdict(list)
+        self._counters = [0] * len(Counter)
+        self._conference_packets: dict[int, int] = defaultdict(int)
+
+    # ----------------------------------------------------------------- verbs
+    def add_leg(self, spec: LegSpec) -> None:
+        if spec.srtp.profile not in self.srtp_profiles:
+            raise ValueError(f"SRTP profile {spec.srtp.profile} not supported by {self.name}")
+        self._legs[spec.leg_id] = _Leg(
+            spec=spec,
+            rx=srtp_session(spec.srtp.profile, spec.srtp.rx, inbound=True),
+            tx=srtp_session(spec.srtp.profile, spec.srtp.tx, inbound=False),
+            remote_addr=spec.remote_addr, transport=spec.transport,
+            audio_slots=[_Slot(s, StreamKind.AUDIO) for s in spec.audio_slot_ssrcs],
+            video_slots=[_Slot(s, StreamKind.VIDEO) for s in spec.video_slot_ssrcs])
+
+    def update_leg_address(self, leg_id: int, remote_addr: tuple[str, int],
+                           transport: asyncio.DatagramTransport | None = None) -> None:
+        leg = self._legs[leg_id]
+        leg.remote_addr = remote_addr
+        if transport is not None:
+            leg.transport = transport
+
+    def remove_leg(self, leg_id: int) -> None:
+        leg = self._legs.pop(leg_id, None)
+        if leg is None:
+            return
+        for kind in StreamKind:
+            for sub, slot in self._routes.pop((leg_id, kind), []):
+                slot.source, slot.input_ssrc = None, None
+        for slot in leg.audio_slots + leg.video_slots:
+            self._unroute(leg, slot)
+
+    def set_publisher(self, leg_id: int, audio_ssrcs: tuple[int, ...],
+                      video_ssrcs: dict[int, Layer]) -> None:
+        leg = self._legs[leg_id]
+        leg.audio_ssrcs = set(audio_ssrcs)
+        leg.video_layers.update(video_ssrcs)
+
+    def set_slot(self, subscriber: int, kind: StreamKind, index: int,
+                 source: SlotSource | None) -> None:
+        leg = self._legs[subscriber]
+        slots = leg.audio_slots if kind == StreamKind.AUDIO else leg.video_slots
+        slot = slots[index]
+        if slot.source == source:
+            return
+        self._unroute(leg, slot)
+        slot.source = source
+        if kind == StreamKind.AUDIO or source is None:
+            slot.input_ssrc = None  # audio switches at once; video waits for a keyframe
+        if source is not None:
+            self._routes[(source.publisher, kind)].append((leg, slot))
+
+    def _unroute(self, leg: _Leg, slot: _Slot) -> None:
+        if slot.source is None:
+            return
+        routes = self._routes.get((slot.source.publisher, slot.kind))
+        if routes:
+            routes[:] = [(lg, s) for lg, s in routes if s is not slot]
+
+    def read_audio_levels(self) -> dict[int, float]:
+        now = time.monotonic()
+        return {leg_id: (leg.level if now - leg.level_time < LEVEL_STALE_SECONDS
+                         else float(rtp.AUDIO_LEVEL_SILENT))
+                for leg_id, leg in self._legs.items()}
+
+    def read_counters(self) -> dict[Counter, int]:
+        return {c: self._counters[c] for c in Counter}
+
+    def read_conference_packets(self) -> dict[int, int]:
+        return dict(self._conference_packets)
+
+    def close(self) -> None:
+        self._legs.clear()
+        self._routes.clear()
+
+    # ----------------------------------------------------------- per packet
+    def handle_packet(self, leg_id: int, data: bytes) -> None:
+        counters = self._counters
+        counters[Counter.RX_PACKETS] += 1
+        counters[Counter.RX_BYTES] += len(data)
+        leg = self._legs.get(leg_id)
+        if leg is None:
+            counters[Counter.DROP_UNKNOWN_LEG] += 1
+            return
+        if len(data) < rtp.RTP_HEADER or data[0] >> 6 != 2:
+            counters[Counter.DROP_MALFORMED] += 1
+            return
+        try:
+            plain = leg.rx.unprotect(data)
+        except pylibsrtp.Error as exc:
+            reason = Counter.DROP_REPLAY if "replay" in str(exc) else Counter.DROP_AUTH
+            counters[reason] += 1
+            return
+        try:
+            view = rtp.parse(plain)
+        except rtp.RtpError:
+            counters[Counter.DROP_MALFORMED] += 1
+            return
+        if rtp.padding_only(view):
+            counters[Counter.DROP_PADDING] += 1
+            return
+        ssrc = view.ssrc
+        if ssrc in leg.audio_ssrcs:
+            self._forward_audio(leg, plain, view)
+            return
+        layer = leg.video_layers.get(ssrc)
+        if layer is None:
+            rid = rtp.find_extension(plain, view, leg.spec.extensions.rid)
+            layer = RID_LAYERS.get(rid) if rid else None
+            if layer is None:
+                counters[Counter.DROP_NOT_READY] += 1
+                return
+            leg.video_layers[ssrc] = layer
+        self._forward_video(leg, plain, view, layer)
+
+    def _forward_audio(self, leg: _Leg, plain: bytes, view: rtp.RtpView) -> None:
+        level = rtp.audio_level(plain, view, leg.spec.extensions.audio_level)
+        if level is not None:
+            leg.level = LEVEL_SMOOTHING * leg.level + (1 - LEVEL_SMOOTHING) * level
+            leg.level_time = time.monotonic()
+        routes = self._routes.get((leg.spec.leg_id, StreamKind.AUDIO))
+        if not routes:
+            self._counters[Counter.DROP_NO_ROUTE] += 1
+            return
+        for sub, slot in routes:
+            if slot.input_ssrc != view.ssrc:
+                self._switch(slot, view, StreamKind.AUDIO)
+            self._send(sub, slot, plain, view)
+
+    def _forward_video(self, leg: _Leg, plain: bytes, view: rtp.RtpView, layer: Layer) -> None:
+        routes = self._routes.get((leg.spec.leg_id, StreamKind.VIDEO))
+        if not routes:
+            self._counters[Counter.DROP_NO_ROUTE] += 1
+            return
+        keyframe: bool | None = None
+        sent = False
+        for sub, slot in routes:
+            if slot.input_ssrc != view.ssrc:
+                if self._wanted_layer(leg, slot) != layer:
+                    continue
+                if keyframe is None:
+                    keyframe = rtp.is_keyframe(plain, view, leg.spec.extensions.frame_descriptor)
+                if not keyframe:
+                    continue
+                self._switch(slot, view, StreamKind.VIDEO)
+            self._send(sub, slot, plain, view)
+            sent = True
+        if not sent:
+            self._counters[Counter.DROP_NOT_READY] += 1
+
+    @staticmethod
+    def _wanted_layer(leg: _Leg, slot: _Slot) -> Layer:
+        """The slot's preferred layer if the publisher sends it, else what it has."""
+        assert slot.source is not None
+        layers = set(leg.video_layers.values())
+        if slot.source.layer in layers or not layers:
+            return slot.source.layer
+        return max(layers) if slot.source.layer == Layer.HIGH else min(layers)
+
+    @staticmethod
+    def _switch(slot: _Slot, view: rtp.RtpView, kind: StreamKind) -> None:
+        """Continue the slot's sequence and timestamp from the new source."""
+        now = time.monotonic()
+        elapsed = max(1, int((now - slot.last_time) * CLOCK_RATE[kind])) if slot.last_time else 1
+        slot.seq_offset = (slot.last_seq + 1 - view.seq) & 0xFFFF
+        slot.ts_offset = (slot.last_ts + elapsed - view.timestamp) & 0xFFFFFFFF
+        slot.input_ssrc = view.ssrc
+
+    def _send(self, sub: _Leg, slot: _Slot, plain: bytes, view: rtp.RtpView) -> None:
+        assert slot.source is not None
+        seq = (view.seq + slot.seq_offset) & 0xFFFF
+        ts = (view.timestamp + slot.ts_offset) & 0xFFFFFFFF
+        if ((seq - slot.last_seq) & 0xFFFF) < 0x8000:
+            slot.last_seq, slot.last_ts, slot.last_time = seq, ts, time.monotonic()
+        packet = sub.tx.protect(rtp.rewrite(plain, view, slot.ssrc, seq, ts, slot.source.csrc))
+        if sub.transport is None or sub.transport.is_closing():
+            self._counters[Counter.DROP_NO_ROUTE] += 1
+            return
+        sub.transport.sendto(packet, sub.remote_addr)
+        self._counters[Counter.TX_PACKETS] += 1
+        self._counters[Counter.TX_BYTES] += len(packet)
+        self._conference_packets[sub.spec.conference_id] += 1

@@ -1,0 +1,145 @@
+"""The HTTP API of sftd (protocol doc §2) on aiohttp, plus the metrics
+listener. Paths have exactly two segments: ``/<anything>/<convid>``;
+``…/url`` and ``…/status`` answer discovery and health probes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from controller.sft import Sft
+
+from . import econn
+from .auth import Blacklist, check_token
+
+log = logging.getLogger("sftd.http")
+
+DEMO_DIR = Path(__file__).parent / "demo"
+MAX_BODY_BYTES = econn.MAX_MESSAGE_BYTES
+
+
+@dataclass
+class ApiConfig:
+    url: str
+    auth_secret: bytes | None = None
+    blacklist: Blacklist | None = None
+    allow_origin: str | None = None
+    demo: bool = False
+    request_timeout: float = 15.0
+
+
+def _text(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text + "\r\n", content_type="text/plain")
+
+
+def make_app(sft: Sft, config: ApiConfig) -> web.Application:
+    middlewares = [_cors(config.allow_origin)] if config.allow_origin else []
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
+
+    async def econn_request(request: web.Request) -> web.Response:
+        first, second = request.match_info["first"], request.match_info["second"]
+        if second == "url":
+            return _text(200, config.url)
+        if second == "status":
+            return _text(200, "OK")
+        convid = second
+        if not convid or len(convid) > 128:
+            return _text(400, "conversation id missing or too long")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _text(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        try:
+            msg = econn.decode(body)
+        except econn.EconnError as exc:
+            return _text(400, f"bad econn message: {exc}")
+        may_start = True
+        if msg.type == econn.CONFCONN and (config.blacklist or config.auth_secret) \
+                and f"{convid}.{msg.src_userid}.{msg.src_clientid}" not in sft.participants:
+            if config.blacklist and config.blacklist.blocks(msg.get("toolver")):
+                return _json(econn.confconn_status(msg.sessid, econn.STATUS_BLACKLISTED))
+            if config.auth_secret is not None:
+                result = check_token(config.auth_secret, msg.get("username"),
+                                     msg.get("credential"))
+                if result.status != econn.STATUS_OK:
+                    return _json(econn.confconn_status(msg.sessid, result.status))
+                may_start = result.may_start
+        try:
+            result = await asyncio.wait_for(
+                sft.handle_econn(convid, msg, may_start, request.method),
+                timeout=config.request_timeout)
+        except asyncio.TimeoutError:
+            return _text(500, "offer not ready in time")
+        if result.message is not None:
+            return _json(result.message, result.http_status)
+        return _text(result.http_status, result.reason)
+
+    if config.demo and DEMO_DIR.is_dir():
+        async def demo_root(request: web.Request) -> web.Response:
+            raise web.HTTPFound("/demo/index.html" + (f"?{request.query_string}"
+                                                      if request.query_string else ""))
+        app.router.add_get("/demo", demo_root)
+        app.router.add_get("/demo/", demo_root)
+        app.router.add_get("/", demo_root)
+        app.router.add_static("/demo/", DEMO_DIR)
+    app.router.add_route("*", "/{first}/{second}", econn_request)
+    app.router.add_route("*", "/{first}", _bad_path)
+    return app
+
+
+async def _bad_path(request: web.Request) -> web.Response:
+    if request.match_info["first"] in ("url", "status"):
+        return _text(400, "use /<prefix>/url or /<prefix>/status")
+    return _text(400, "path must be /<prefix>/<convid>")
+
+
+def _json(msg: econn.Message, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=msg.encode(), content_type="application/json")
+
+
+def _cors(origin: str):  # type: ignore[no-untyped-def]
+    @web.middleware
+    async def cors(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        if request.method == "OPTIONS":
+            response = web.Response(status=204)
+        else:
+            response = await handler(request)
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization"
+        response.headers["Access-Control-Max-Age"] = "86400"
+        response.headers["Vary"] = "Origin"
+        return response
+    return cors
+
+
+def make_metrics_app(sft: Sft, registry: CollectorRegistry) -> web.Application:
+    app = web.Application()
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def readyz(request: web.Request) -> web.Response:
+        return _text(503, "draining") if sft.draining else _text(200, "ready")
+
+    async def debug(request: web.Request) -> web.Response:
+        lines = [f"dataplane {sft.dataplane.name} draining={sft.draining}"]
+        for conference in sft.conferences.values():
+            lines.append(f"conference {conference.convid} id={conference.conference_id}")
+            for p in conference.participants:
+                lines.append(f"  {p.userid}.{p.clientid} state={p.state} leg={p.leg.leg_id} "
+                             f"audio={p.ssrc_audio} video={p.video_ssrcs} "
+                             f"authorized={len(p.authorized)}")
+        return _text(200, "\n".join(lines))
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", lambda r: asyncio.sleep(0, _text(200, "ok")))
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/debug", debug)
+    return app

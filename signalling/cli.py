@@ -1,0 +1,281 @@
+"""``sftd``: command line, logging, data-plane choice, listeners, signals."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+import time
+from importlib import metadata
+
+from aiohttp import web
+
+from controller.dataplane import DataPlane
+from controller.metrics import SftCollector, make_registry
+from controller.sft import Sft, SftConfig
+from controller.userspace import UserspaceDataPlane
+
+from .api import ApiConfig, make_app, make_metrics_app
+from .auth import Blacklist
+
+log = logging.getLogger("sftd")
+
+
+def version() -> str:
+    try:
+        return metadata.version("sftd-ebpf")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    if not sep or not low.isdigit() or not high.isdigit() or not 1 <= int(low) <= int(high) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected LO-HI within 1-65535, got {text!r}")
+    return int(low), int(high)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sftd", description="Wire-compatible conference server (SFT) with an eBPF data plane. "
+        "Flags follow Wire's sftd; long options are this implementation's additions.")
+    p.add_argument("-I", dest="listen_addr", default="127.0.0.1", metavar="ADDR",
+                   help="signalling listen address (default 127.0.0.1)")
+    p.add_argument("-p", dest="listen_port", type=int, default=8585, metavar="PORT",
+                   help="signalling listen port (default 8585)")
+    p.add_argument("-A", dest="advertised", metavar="ADDR",
+                   help="media address to advertise in candidates instead of the bound one (1:1 NAT)")
+    p.add_argument("-M", dest="metrics_addr", default="127.0.0.1", metavar="ADDR",
+                   help="metrics listen address (default 127.0.0.1)")
+    p.add_argument("-r", dest="metrics_port", type=int, default=49090, metavar="PORT",
+                   help="metrics listen port (default 49090)")
+    p.add_argument("-u", dest="url", metavar="URL",
+                   help="this SFT's URL handed to clients (default http://<-I>:<-p>)")
+    p.add_argument("-O", dest="interfaces", metavar="IF[,IF…]",
+                   help="media interfaces (default: every non-loopback interface with IPv4; "
+                        "'lo' allowed for local testing)")
+    p.add_argument("-b", dest="blacklist", default="", metavar="LIST",
+                   help="client version blacklist, e.g. '<6.2.9,6.2.11' (CONFCONN status 1)")
+    p.add_argument("-l", dest="log_prefix", metavar="PREFIX",
+                   help="write the log to PREFIX.log instead of stderr")
+    p.add_argument("-q", dest="quiet", action="store_true", help="log warnings and errors only")
+    p.add_argument("-T", dest="use_turn", action="store_true",
+                   help="gather relay candidates via the TURN servers in the client's CONFCONN")
+    p.add_argument("-t", dest="turn_uri", metavar="URI",
+                   help="federation TURN URI (accepted; federation is not implemented yet)")
+    p.add_argument("-f", dest="federation_url", metavar="URL",
+                   help="federation URL (accepted; federation is not implemented yet)")
+    p.add_argument("-s", dest="secret_file", metavar="PATH",
+                   help="file with the shared secret for -a (and federation)")
+    p.add_argument("-a", dest="auth", action="store_true",
+                   help="require CONFCONN username/credential tokens (needs -s)")
+    p.add_argument("-w", dest="workers", type=int, default=1, metavar="N",
+                   help="worker count (accepted for compatibility: signalling runs on one event "
+                        "loop, media runs in the data plane)")
+    p.add_argument("-k", dest="fir_interval", type=int, default=1000, metavar="MS",
+                   help="send RTCP FIR to every video sender every MS ms (default 1000)")
+    p.add_argument("-v", dest="verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"sftd {version()}")
+    p.add_argument("--tls-cert", metavar="PATH", help="serve the signalling API over HTTPS")
+    p.add_argument("--tls-key", metavar="PATH", help="private key for --tls-cert")
+    p.add_argument("--allow-origin", metavar="ORIGIN",
+                   help="answer CORS (incl. OPTIONS preflight) for this origin, e.g. https://app.wire.com")
+    p.add_argument("--media-ports", type=_port_range, default=(32768, 61000), metavar="LO-HI",
+                   help="UDP port range for media legs (default 32768-61000)")
+    p.add_argument("--dataplane", choices=("auto", "userspace", "kernel"), default="auto",
+                   help="auto: kernel when BPF can be loaded here, else userspace (default auto)")
+    p.add_argument("--instance", default="default", metavar="NAME",
+                   help="instance name: BPF pins live under /sys/fs/bpf/sftd/NAME (default 'default')")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="log line format (default text)")
+    p.add_argument("--drain-timeout", type=float, default=0, metavar="SECONDS",
+                   help="after SIGTERM, exit at the latest after SECONDS even if calls "
+                        "remain (default 0: wait for the last call)")
+    p.add_argument("--demo", action="store_true",
+                   help="serve the browser demo page at /demo/ (off by default)")
+    p.add_argument("--setup-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="end a participant that has not connected this long after the offer "
+                        "(default 10)")
+    p.add_argument("--ping-timeout", type=float, default=20.0, metavar="SECONDS",
+                   help="end a participant that has not sent PING for this long (default 20)")
+    p.add_argument("--max-participants", type=int, default=0, metavar="N",
+                   help="refuse new participants beyond N on this instance, CONFCONN status 4 "
+                        "(default 0: no limit)")
+    p.add_argument("--max-conference-size", type=int, default=0, metavar="N",
+                   help="refuse joins beyond N participants per conference, status 4 (default 0)")
+    return p
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+                 "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    handler: logging.Handler = (logging.FileHandler(args.log_prefix + ".log") if args.log_prefix
+                                else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(JsonFormatter() if args.log_format == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    for noisy in ("aiortc", "aioice", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+
+
+def interface_addresses(names: list[str] | None) -> list[str]:
+    """IPv4 addresses of the media interfaces."""
+    from pyroute2 import IPRoute
+
+    found: list[str] = []
+    with IPRoute() as ipr:
+        links = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        for addr in ipr.get_addr(family=socket.AF_INET):
+            name = links.get(addr["index"], "")
+            ip = addr.get_attr("IFA_ADDRESS")
+            if names is None and name == "lo":
+                continue
+            if names is None or name in names:
+                found.append(ip)
+    unknown = sorted(set(names or ()) - set(links.values()))
+    if unknown:
+        raise SystemExit(f"sftd: -O names unknown interfaces: {', '.join(unknown)}")
+    return found
+
+
+def choose_dataplane(args: argparse.Namespace) -> DataPlane:
+    if args.dataplane == "userspace":
+        log.info("data plane: userspace (--dataplane userspace)")
+        return UserspaceDataPlane()
+    reason = ""
+    try:
+        from bpf.dataplane import KernelDataPlane, kernel_available
+
+        ok, reason = kernel_available()
+        if ok:
+            plane = KernelDataPlane(interfaces=args.interface_names,
+                                    media_ports=args.media_ports, instance=args.instance)
+            log.info("data plane: kernel (eBPF) on %s", ",".join(args.interface_names))
+            return plane
+    except ImportError as exc:
+        reason = f"kernel data plane not installed ({exc})"
+    except Exception as exc:  # a load failure falls back in auto mode, with the reason
+        reason = f"BPF load failed: {exc}"
+    if args.dataplane == "kernel":
+        raise SystemExit(f"sftd: --dataplane kernel requested but unavailable: {reason}")
+    log.warning("data plane: userspace, because the kernel path is unavailable: %s", reason)
+    return UserspaceDataPlane()
+
+
+async def serve(args: argparse.Namespace) -> int:
+    url = args.url or f"http://{args.listen_addr}:{args.listen_port}"
+    secret = None
+    if args.auth:
+        if not args.secret_file:
+            raise SystemExit("sftd: -a needs -s SECRETFILE")
+        try:
+            with open(args.secret_file, "rb") as f:
+                secret = f.read().strip()
+        except OSError as exc:
+            raise SystemExit(f"sftd: cannot read secret file {args.secret_file}: {exc.strerror}")
+        if not secret:
+            raise SystemExit(f"sftd: secret file {args.secret_file} is empty")
+    try:
+        blacklist = Blacklist(args.blacklist)
+    except ValueError as exc:
+        raise SystemExit(f"sftd: -b {args.blacklist!r}: {exc}")
+    addresses = args.media_addresses
+    dataplane = choose_dataplane(args)
+    sft = Sft(SftConfig(url=url, media_addresses=addresses, advertised_address=args.advertised,
+                        media_ports=args.media_ports, use_client_turn=args.use_turn,
+                        fir_interval_ms=args.fir_interval, setup_timeout=args.setup_timeout,
+                        ping_timeout=args.ping_timeout, max_participants=args.max_participants,
+                        max_conference_size=args.max_conference_size, version=version()),
+              dataplane)
+    registry = make_registry(SftCollector(version(), sft.state, lambda: dataplane.name,
+                                          sft.counters, sft.conference_packets))
+    ssl_context = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise SystemExit("sftd: --tls-cert and --tls-key go together")
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+    api = web.AppRunner(make_app(sft, ApiConfig(url=url, auth_secret=secret, blacklist=blacklist,
+                                                allow_origin=args.allow_origin, demo=args.demo)),
+                        access_log=None, handler_cancellation=True)
+    metrics = web.AppRunner(make_metrics_app(sft, registry), access_log=None)
+    await api.setup()
+    await metrics.setup()
+    try:
+        await web.TCPSite(api, args.listen_addr, args.listen_port, ssl_context=ssl_context).start()
+        await web.TCPSite(metrics, args.metrics_addr, args.metrics_port).start()
+    except OSError as exc:
+        dataplane.close()
+        raise SystemExit(f"sftd: cannot listen: {exc.strerror} ({exc})")
+    sft.start()
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_sigterm() -> None:
+        sft.drain()
+        if not sft.participants:
+            done.set()
+        elif args.drain_timeout > 0:
+            loop.call_later(args.drain_timeout, done.set)
+
+    sft.on_idle = done.set
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    loop.add_signal_handler(signal.SIGINT, done.set)
+    scheme = "https" if ssl_context else "http"
+    log.info("listening on %s://%s:%d (url %s), metrics on %s:%d, media %s ports %d-%d, "
+             "%s data plane", scheme, args.listen_addr, args.listen_port, url, args.metrics_addr,
+             args.metrics_port, ",".join(addresses), *args.media_ports, dataplane.name)
+    await done.wait()
+    started = time.monotonic()
+    log.info("shutting down (%d participants left)", len(sft.participants))
+    await sft.stop()
+    await api.cleanup()
+    await metrics.cleanup()
+    log.info("stopped in %.1f s", time.monotonic() - started)
+    return 0
+
+
+def _interfaces_of(addresses: list[str]) -> list[str]:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        links = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        return sorted({links[a["index"]] for a in ipr.get_addr(family=socket.AF_INET)
+                       if a.get_attr("IFA_ADDRESS") in addresses})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    # pyroute2's synchronous API runs its own loop: resolve interfaces before ours starts.
+    names = [n for n in args.interfaces.split(",") if n] if args.interfaces else None
+    args.media_addresses = interface_addresses(names)
+    if not args.media_addresses:
+        raise SystemExit(f"sftd: no IPv4 address on media interfaces {names or 'non-loopback'}; "
+                         "pass -O with an interface that has one (e.g. -O lo for local tests)")
+    args.interface_names = names or _interfaces_of(args.media_addresses)
+    if args.workers != 1:
+        log.info("-w %d accepted; this server runs one signalling loop", args.workers)
+    try:
+        return asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
