@@ -241,6 +241,8 @@ def parse_candidate(value: str) -> Candidate:
                          port=int(bits[5]), type=bits[7])
     except ValueError:
         raise SdpError(f"bad number in candidate {value[:80]!r}") from None
+    if cand.type not in ("host", "srflx", "prflx", "relay"):
+        raise SdpError(f"candidate {value[:80]!r} has unknown type {cand.type!r}")
     if not (0 < cand.port < 65536) or cand.component not in (1, 2):
         raise SdpError(f"candidate {value[:80]!r} has an invalid port or component")
     return cand

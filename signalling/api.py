@@ -88,14 +88,12 @@ def make_app(sft: Sft, config: ApiConfig) -> web.Application:
         app.router.add_get("/", demo_root)
         app.router.add_static("/demo/", DEMO_DIR)
     app.router.add_route("*", "/{first}/{second}", econn_request)
-    app.router.add_route("*", "/{first}", _bad_path)
+    app.router.add_route("*", "/{tail:.*}", _bad_path)
     return app
 
 
 async def _bad_path(request: web.Request) -> web.Response:
-    if request.match_info["first"] in ("url", "status"):
-        return _text(400, "use /<prefix>/url or /<prefix>/status")
-    return _text(400, "path must be /<prefix>/<convid>")
+    return _text(400, f"path {request.path!r} must have exactly two segments: /sft/<convid>")
 
 
 def _json(msg: econn.Message, status: int = 200) -> web.Response:

@@ -1,0 +1,249 @@
+"""Shared fixtures: a real ``sftd`` process, Wire clients, headless Chromium pages.
+
+``sftd``            one server with the default test arguments, plus any given by
+                    ``@pytest.mark.sftd_args("--ping-timeout", "3")`` on the test.
+``sftd_factory``    start more servers: ``await sftd_factory("--demo")``.
+``wire_client``     ``await wire_client(server, convid, userid=..., **WireClient kwargs)``
+                    returns a joined :class:`sftclient.WireClient`; all are closed at teardown.
+``browser_page``    ``await browser_page(url)``: a Playwright page in its own fresh
+                    Chromium (own ``--user-data-dir``), fake camera and microphone.
+
+A failing test gets the tail of every server's log attached to its report.
+Servers are stopped by their own PID (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SFTD = ROOT / ".venv" / "bin" / "sftd"
+CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium")
+                 if os.path.exists(p)), "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+]
+READY_TIMEOUT = 20.0
+LOG_TAIL_LINES = 200
+
+sys.path.insert(0, str(ROOT))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sftd_args(*args): extra sftd arguments for `sftd`")
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_udp_range(size: int = 200) -> tuple[int, int]:
+    """A UDP port range on 127.0.0.1 whose first, middle and last ports are free."""
+    for _ in range(50):
+        lo = random.randrange(20000, 60000 - size)
+        probe = (lo, lo + size // 2, lo + size - 1)
+        ok = True
+        for port in probe:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return lo, lo + size - 1
+    raise RuntimeError("no free UDP port range found")
+
+
+class SftServer:
+    """One ``sftd`` subprocess on free ports, logging to a file."""
+
+    def __init__(self, extra_args: tuple[str, ...], logdir: Path) -> None:
+        self.port = free_tcp_port()
+        self.metrics_port = free_tcp_port()
+        self.media_ports = free_udp_range()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self.args = [
+            str(SFTD), "-I", "127.0.0.1", "-p", str(self.port),
+            "-M", "127.0.0.1", "-r", str(self.metrics_port), "-O", "lo",
+            "--media-ports", f"{self.media_ports[0]}-{self.media_ports[1]}",
+            "--dataplane", "userspace", *extra_args,
+        ]
+        self.log_path = logdir / f"sftd-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> SftServer:
+        if not SFTD.exists():
+            pytest.fail(f"{SFTD} not found (pip install -e . first)")
+        logfile = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.args, stdout=logfile, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=ROOT)
+        logfile.close()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"sftd exited with {self.proc.returncode} before it was ready:\n"
+                            f"{' '.join(self.args)}\n{self.log_tail()}")
+            if re.search(r"listening", self.log_text()):
+                return self
+            await asyncio.sleep(0.05)
+        pytest.fail(f"sftd not ready after {READY_TIMEOUT}s:\n{self.log_tail()}")
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    async def metrics(self) -> dict[str, float]:
+        """Prometheus text as {'name' or 'name{labels}': value}."""
+        async with aiohttp.ClientSession() as s, s.get(self.metrics_url) as r:
+            assert r.status == 200, f"GET /metrics -> {r.status}"
+            text = await r.text()
+        return parse_prometheus(text)
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)", line)
+        if match:
+            with contextlib.suppress(ValueError):
+                out[match.group(1)] = float(match.group(2))
+    return out
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    servers: list[SftServer] = getattr(item, "_sftd_servers", [])
+    if report.failed and servers:
+        for server in servers:
+            report.sections.append((f"sftd log ({server.url}, {report.when})",
+                                    server.log_tail()))
+
+
+@pytest.fixture
+async def sftd_factory(request: pytest.FixtureRequest,
+                       tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[SftServer]]]:
+    servers: list[SftServer] = []
+    request.node._sftd_servers = servers
+
+    async def start(*extra_args: str) -> SftServer:
+        server = SftServer(tuple(extra_args), tmp_path)
+        servers.append(server)
+        return await server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+async def sftd(request: pytest.FixtureRequest,
+               sftd_factory: Callable[..., Awaitable[SftServer]]) -> SftServer:
+    extra: list[str] = []
+    for marker in request.node.iter_markers("sftd_args"):
+        extra.extend(str(a) for a in marker.args)
+    return await sftd_factory(*extra)
+
+
+@pytest.fixture
+async def wire_client() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    from sftclient import WireClient
+
+    clients: list[WireClient] = []
+
+    async def make(server: SftServer, convid: str, userid: str | None = None, *,
+                   join: bool = True, **kwargs: Any) -> WireClient:
+        client = WireClient(server.url, convid, userid, **kwargs)
+        clients.append(client)
+        if join:
+            await client.join()
+        return client
+
+    yield make
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+@pytest.fixture
+async def browser_page() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Each call launches its own Chromium with a fresh profile and opens ``url``."""
+    from playwright.async_api import async_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("chromium not installed")
+    contexts: list[Any] = []
+    profiles: list[str] = []
+    console: dict[int, list[str]] = {}
+    async with async_playwright() as pw:
+
+        async def open_page(url: str) -> Any:
+            profile = tempfile.mkdtemp(prefix="sft-chromium-")
+            profiles.append(profile)
+            context = await pw.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+                permissions=["camera", "microphone"], ignore_default_args=["--mute-audio"])
+            contexts.append(context)
+            page = context.pages[0] if context.pages else await context.new_page()
+            lines = console.setdefault(id(page), [])
+            page.on("console", lambda msg: lines.append(f"{msg.type}: {msg.text}"))
+            page.on("pageerror", lambda exc: lines.append(f"pageerror: {exc}"))
+            page.console_lines = lines  # for assertions/diagnostics
+            await page.goto(url)
+            return page
+
+        try:
+            yield open_page
+        finally:
+            for context in contexts:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(context.close(), 10)
+            for profile in profiles:
+                shutil.rmtree(profile, ignore_errors=True)

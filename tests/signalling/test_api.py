@@ -1,0 +1,184 @@
+"""The HTTP API against the real Sft and userspace data plane, in process."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from controller.sft import Sft, SftConfig
+from controller.userspace import UserspaceDataPlane
+from signalling import econn
+from signalling.api import ApiConfig, make_app
+from signalling.auth import Blacklist, make_token
+
+CONV = "0123456789abcdef0123456789abcdef"
+SECRET = b"topsecret"
+URL = "http://sft.example/sfts/sftd-0"
+
+
+def confconn(user="alice", client="c1", **extra):
+    msg = {"version": "3.0", "type": "CONFCONN", "sessid": "s1", "src_userid": user,
+           "src_clientid": client, "dest_userid": "SFT", "resp": False, "status": 0,
+           "update": False, "vstreams": 2, "selective_audio": True, "selective_video": True,
+           "tool": "test", "toolver": "7.0.0"}
+    msg.update(extra)
+    return msg
+
+
+async def _client(**api):
+    sft = Sft(SftConfig(url=URL, media_addresses=["127.0.0.1"], media_ports=(41000, 41999),
+                        **api.pop("sft", {})), UserspaceDataPlane())
+    sft.start()
+    client = TestClient(TestServer(make_app(sft, ApiConfig(url=URL, **api))))
+    await client.start_server()
+    return sft, client
+
+
+@pytest.fixture
+async def api():
+    sft, client = await _client()
+    yield sft, client
+    await client.close()
+    await sft.stop()
+
+
+async def test_url_and_status(api):
+    _, client = api
+    r = await client.get("/sft/url")
+    assert r.status == 200 and (await r.text()) == URL + "\r\n"
+    assert (await client.get("/whatever/status")).status == 200
+
+
+@pytest.mark.parametrize("path", ["/sft", "/a/b/c", "/"])
+async def test_path_must_have_two_segments(api, path):
+    _, client = api
+    r = await client.post(path, data=b"{}")
+    assert r.status == 400 and "two segments" in await r.text()
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"{not json", "not valid JSON"),
+    (json.dumps({**confconn(), "type": "FOO"}).encode(), "unknown message type"),
+    (json.dumps({**confconn(), "version": "2.0"}).encode(), "unsupported version"),
+    (json.dumps({k: v for k, v in confconn().items() if k != "sessid"}).encode(), "sessid"),
+    (json.dumps({**confconn(), "vstreams": 99}).encode(), "vstreams"),
+])
+async def test_bad_requests_get_400_and_server_keeps_serving(api, body, reason):
+    _, client = api
+    r = await client.post(f"/sft/{CONV}", data=body)
+    assert r.status == 400 and reason in await r.text()
+    r = await client.post(f"/sft/{CONV}", json=confconn())
+    offer = await r.json()
+    assert r.status == 200 and offer["type"] == "SETUP" and offer["url"] == URL
+
+
+async def test_confconn_gets_offer_then_answer_rules(api):
+    sft, client = api
+    offer = await (await client.post(f"/sft/{CONV}", json=confconn())).json()
+    assert offer["sdp"].startswith("v=0") and offer["src_userid"] == "sft"
+    assert offer["dest_userid"] == "alice" and offer["resp"] is False
+    setup = {"version": "3.0", "type": "SETUP", "sessid": "s1", "src_userid": "alice",
+             "src_clientid": "c1", "sdp": "v=0\r\n", "props": {}}
+    r = await client.post(f"/sft/{CONV}", json={**setup, "resp": False})
+    assert r.status == 400 and "resp:true" in await r.text()
+    r = await client.post(f"/sft/{CONV}", json={**setup, "resp": True})
+    assert r.status == 400 and "bad SDP" in await r.text()
+    r = await client.post(f"/sft/{CONV}", json={**setup, "resp": True, "src_userid": "bob"})
+    assert r.status == 400 and "unknown participant" in await r.text()
+    assert sft.state()["participants"] == 1 and sft.state()["calls"] == 1
+
+
+async def test_recreate_moves_participant_to_the_end(api):
+    sft, client = api
+    for user in ("alice", "bob"):
+        await client.post(f"/sft/{CONV}", json=confconn(user))
+    await client.post(f"/sft/{CONV}", json=confconn("alice", update=False))
+    order = [p.userid for p in sft.conferences[CONV].participants]
+    assert order == ["bob", "alice"]
+    assert sft.state()["participants"] == 2 and sft.participants_total == 3
+
+
+async def test_draining_refuses_new_participants_with_303(api):
+    sft, client = api
+    sft.drain()
+    r = await client.post(f"/sft/{CONV}", json=confconn())
+    assert r.status == 303
+
+
+async def test_cors_preflight_and_headers():
+    sft, client = await _client(allow_origin="https://app.example")
+    try:
+        r = await client.options(f"/sft/{CONV}")
+        assert r.status == 204
+        assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert "POST" in r.headers["Access-Control-Allow-Methods"]
+        r = await client.get("/sft/url")
+        assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    finally:
+        await client.close()
+        await sft.stop()
+
+
+@pytest.fixture
+async def auth_api():
+    sft, client = await _client(auth_secret=SECRET, blacklist=Blacklist("<6.2.9"))
+    yield sft, client
+    await client.close()
+    await sft.stop()
+
+
+def _tokens(expiry_offset=60, may_start=True, secret=SECRET):
+    user, cred = make_token(secret, int(time.time()) + expiry_offset, may_start)
+    return {"username": user, "credential": cred}
+
+
+async def _status(client, **extra):
+    r = await client.post(f"/sft/{CONV}", json=confconn(**extra))
+    assert r.status == 200
+    body = await r.json()
+    return body.get("status") if body["type"] == "CONFCONN" else "offer"
+
+
+async def test_auth_outcomes(auth_api):
+    sft, client = auth_api
+    assert await _status(client) == econn.STATUS_AUTH_INVALID  # no token at all
+    assert await _status(client, **_tokens(secret=b"wrong")) == econn.STATUS_AUTH_INVALID
+    assert await _status(client, **_tokens(expiry_offset=-5)) == econn.STATUS_AUTH_EXPIRED
+    assert await _status(client, **_tokens(may_start=False)) == econn.STATUS_JOIN_ONLY
+    assert sft.state()["calls"] == 0
+    assert await _status(client, **_tokens()) == "offer"
+    # once the conference exists, a join-only token may join it
+    assert await _status(client, user="bob", **_tokens(may_start=False)) == "offer"
+    assert sft.state()["participants"] == 2
+
+
+async def test_blacklisted_version(auth_api):
+    _, client = auth_api
+    assert await _status(client, toolver="6.2.8", **_tokens()) == econn.STATUS_BLACKLISTED
+    assert await _status(client, toolver="6.2.9", **_tokens()) == "offer"
+
+
+async def test_participant_limit_is_status_4():
+    sft, client = await _client(sft={"max_participants": 1})
+    try:
+        assert await _status(client) == "offer"
+        assert await _status(client, user="bob") == econn.STATUS_LIMIT
+    finally:
+        await client.close()
+        await sft.stop()
+
+
+async def test_unanswered_offer_times_out():
+    sft, client = await _client(sft={"setup_timeout": 0.5})
+    try:
+        assert await _status(client) == "offer"
+        import asyncio
+        await asyncio.sleep(1.5)
+        assert sft.state()["participants"] == 0 and sft.state()["calls"] == 0
+        assert not sft.ports.in_use  # the leg's UDP port went back to the range
+    finally:
+        await client.close()
+        await sft.stop()

@@ -1,0 +1,115 @@
+import pytest
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+
+from controller.dataplane import ExtensionIds
+from controller.sdp import Candidate, OfferParams, SdpError, build_offer, parse_answer
+
+PARAMS = OfferParams(
+    session_id=1, ice_ufrag="abcd", ice_pwd="a" * 22,
+    fingerprint="sha-256 " + ":".join(["AB"] * 32),
+    candidates=(Candidate("1", 1, "udp", 2130706431, "127.0.0.1", 40000, "host"),),
+    audio_slot_ssrcs=(11, 12, 13, 14, 15), video_slot_ssrcs=(21, 22))
+
+
+def test_offer_has_wire_layout():
+    sdp = build_offer(PARAMS)
+    assert "a=group:BUNDLE audio video data 1 2 3 4 5 6 7\r\n" in sdp
+    assert sdp.count("m=audio") == 6 and sdp.count("m=video") == 3
+    assert "m=application 40000 DTLS/SCTP 5000" in sdp
+    assert "a=sctpmap:5000 webrtc-datachannel 16" in sdp
+    assert "a=setup:actpass" in sdp and "a=simulcast:recv h;l" in sdp
+    assert "ssrc-audio-level vad=on" in sdp
+    assert sdp.count("a=sendonly") == 7
+    for ssrc in (11, 15, 21, 22):
+        assert f"a=ssrc:{ssrc} cname:sft" in sdp
+    assert "nack" not in sdp and "goog-remb" not in sdp
+
+
+async def test_aiortc_answers_our_offer_and_we_read_it():
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    try:
+        offer = build_offer(PARAMS).replace(" vad=on", "")
+        await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        pc.addTrack(AudioStreamTrack())
+        pc.addTrack(VideoStreamTrack())
+        await pc.setLocalDescription(await pc.createAnswer())
+        answer = parse_answer(pc.localDescription.sdp)
+    finally:
+        await pc.close()
+    assert answer.setup == "active"
+    assert len(answer.audio_ssrcs()) == 1 and len(answer.video_ssrcs()) == 1
+    assert answer.by_mid("data").sctp_port == 5000
+    assert answer.by_mid("3").direction == "recvonly"
+    assert answer.extension_ids().audio_level == 1
+
+
+CHROME_LIKE = """v=0\r
+o=- 1 2 IN IP4 127.0.0.1\r
+s=-\r
+t=0 0\r
+a=group:BUNDLE audio video data\r
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r
+a=candidate:1 1 udp 2122260223 192.168.1.2 50000 typ host generation 0\r
+a=candidate:2 1 tcp 1518280447 192.168.1.2 9 typ host tcptype active\r
+a=ice-ufrag:wxyz\r
+a=ice-pwd:bbbbbbbbbbbbbbbbbbbbbbbb\r
+a=fingerprint:sha-256 CD:CD\r
+a=setup:active\r
+a=mid:audio\r
+a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r
+a=sendrecv\r
+a=ssrc:1001 cname:x\r
+m=video 9 UDP/TLS/RTP/SAVPF 100\r
+a=mid:video\r
+a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r
+a=extmap:11 http://www.webrtc.org/experiments/rtp-hdrext/generic-frame-descriptor-00\r
+a=sendrecv\r
+a=rid:h send\r
+a=rid:l send\r
+a=simulcast:send h;l\r
+m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r
+a=mid:data\r
+a=sctp-port:5000\r
+"""
+
+
+def test_chrome_style_answer_with_simulcast():
+    answer = parse_answer(CHROME_LIKE)
+    assert answer.audio_ssrcs() == (1001,)
+    assert answer.video_ssrcs() == []  # learned from RIDs at run time
+    assert [c.port for c in answer.candidates] == [50000]  # TCP candidates are not ours
+    assert answer.extension_ids() == ExtensionIds(audio_level=1, rid=4, repaired_rid=0,
+                                                  frame_descriptor=11)
+
+
+def test_sim_group_orders_layers_and_excludes_rtx():
+    sdp = CHROME_LIKE.replace("a=rid:h send\r\n", "a=ssrc-group:SIM 5 6\r\n"
+                              "a=ssrc-group:FID 5 7\r\na=ssrc:5 cname:x\r\na=ssrc:7 cname:x\r\n")
+    assert parse_answer(sdp).video_ssrcs() == [5, 6]
+    sdp = CHROME_LIKE.replace("a=rid:h send\r\n", "a=ssrc-group:FID 5 7\r\n"
+                              "a=ssrc:5 cname:x\r\na=ssrc:7 cname:x\r\n")
+    assert parse_answer(sdp).video_ssrcs() == [5]
+
+
+@pytest.mark.parametrize("mutate, reason", [
+    (lambda s: "hello", "x=value"),
+    (lambda s: s.replace("v=0\r\n", ""), "no 'v='"),
+    (lambda s: s.replace("a=ice-ufrag:wxyz\r\n", ""), "ice-ufrag"),
+    (lambda s: s.replace("a=ice-pwd:bbbbbbbbbbbbbbbbbbbbbbbb", "a=ice-pwd:short"), "ufrag/pwd"),
+    (lambda s: s.replace("a=fingerprint:sha-256 CD:CD\r\n", ""), "fingerprint"),
+    (lambda s: s.replace("a=setup:active", "a=setup:actpass"), "setup"),
+    (lambda s: s.replace("typ host generation", "typ"), "unknown type"),
+    (lambda s: s.replace("typ host generation", "host"), "bad candidate"),
+    (lambda s: s.replace("50000 typ", "99999 typ"), "port"),
+    (lambda s: s.replace("a=ssrc:1001", "a=ssrc:x1"), "SSRC"),
+    (lambda s: s.replace("a=mid:video\r\n", ""), "a=mid"),
+    (lambda s: s.replace("m=video 9 UDP", "m=video x UDP"), "m= line"),
+    (lambda s: s + "garbage\r\n", "x=value"),
+    (lambda s: s.split("m=audio")[0], "no m="),
+    (lambda s: s.replace("a=extmap:4 ", "a=extmap:400 "), "extmap"),
+    (lambda s: s * 1000, "exceeds"),
+])
+def test_bad_answers_say_what_is_wrong(mutate, reason):
+    with pytest.raises(SdpError, match=reason):
+        parse_answer(mutate(CHROME_LIKE))
