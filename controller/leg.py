@@ -117,6 +117,21 @@ class LegIceConnection(Connection):
         self._on_media = on_media
         self.port: int | None = None
         self.rejected_media = 0
+        # During an ICE restart: the connection being replaced, whose nominated
+        # pair still carries media until this one has its own.
+        self.previous: LegIceConnection | None = None
+
+    def adopt(self, previous: LegIceConnection) -> None:
+        """ICE restart: take over the previous connection's sockets (same port,
+        new credentials), so the data plane keeps its local address."""
+        self.previous = previous
+        self.port, previous.port = previous.port, None
+        self._protocols, previous._protocols = previous._protocols, []
+        for protocol in self._protocols:
+            protocol.receiver = self
+            self._local_candidates.append(protocol.local_candidate)
+        self._queue = previous._queue  # the DTLS transport keeps reading the same queue
+        self._local_candidates_start = self._local_candidates_end = True
 
     async def gather_candidates(self) -> None:
         if self._local_candidates_start:
@@ -140,6 +155,8 @@ class LegIceConnection(Connection):
 
     def media_received(self, data: bytes, addr: tuple[str, int], protocol: LegSocket) -> None:
         pair = self._nominated.get(1)
+        if pair is None and self.previous is not None:
+            pair = self.previous._nominated.get(1)
         if pair is None or pair.protocol is not protocol or pair.remote_addr != addr:
             self.rejected_media += 1  # not from the ICE-validated address: never forwarded
             return
@@ -219,6 +236,8 @@ class Leg:
         self._rtcp_rx: pylibsrtp.Session | None = None
         self._rtcp_tx: pylibsrtp.Session | None = None
         self._start_task: asyncio.Task[None] | None = None
+        self._restart: LegIceConnection | None = None
+        self._restart_task: asyncio.Task[None] | None = None
         self._pending_messages: list[str] = []
 
     # ----------------------------------------------------------- offer side
@@ -228,29 +247,90 @@ class Leg:
 
     @property
     def ice_ufrag(self) -> str:
-        return self.ice.local_username
+        return self.offer_ice.local_username
 
     @property
     def ice_pwd(self) -> str:
-        return self.ice.local_password
+        return self.offer_ice.local_password
 
     def candidates(self) -> list[Candidate]:
         return [Candidate(foundation=c.foundation, component=c.component, transport="udp",
                           priority=c.priority, host=c.host, port=c.port, type=c.type,
                           related_address=c.related_address, related_port=c.related_port)
-                for c in self.ice.local_candidates]
+                for c in self.offer_ice.local_candidates]
 
     def fingerprint(self) -> str:
         fp = next(f for f in self._certificate.getFingerprints() if f.algorithm == "sha-256")
         return f"sha-256 {fp.value}"
 
+    def restart_ice(self) -> None:
+        """CONFCONN update:true: new ICE credentials on the same socket; DTLS,
+        SRTP keys and the data channel stay. Call ``start`` with the answer."""
+        if self.state != "connected":
+            raise RuntimeError("ICE restart needs a connected leg")
+        pending, ice = self._restart, self.ice
+        fresh = LegIceConnection(ports=ice._ports, addresses=ice._addresses,
+                                 advertised=ice._advertised, on_media=self._media)
+        fresh.adopt(pending or ice)  # the sockets move to the newest connection
+        fresh.previous = ice  # whose nominated pair carries media meanwhile
+        self._restart = fresh
+        if pending is not None:  # a restart of a restart: drop the unanswered one
+            if self._restart_task is not None:
+                self._restart_task.cancel()
+            pending._queue = asyncio.Queue()
+            asyncio.ensure_future(pending.close())
+
+    @property
+    def offer_ice(self) -> LegIceConnection:
+        """The connection whose credentials the next offer carries."""
+        return self._restart or self.ice
+
     # ----------------------------------------------------------- answer side
-    def start(self, answer: Answer) -> None:
-        """Apply the client's answer: ICE checks, DTLS, SCTP, data channel."""
+    def start(self, answer: Answer, on_restarted: Callable[[Leg], None] | None = None) -> None:
+        """Apply the client's answer: ICE checks, DTLS, SCTP, data channel; or,
+        after ``restart_ice``, the ICE checks alone."""
+        if self._restart is not None:
+            self._restart_task = asyncio.create_task(
+                self._run_restart(self._restart, answer, on_restarted),
+                name=f"leg-{self.leg_id}-restart")
+            return
         if self._start_task is not None:
             raise RuntimeError("leg already started")
         self.state = "connecting"
         self._start_task = asyncio.create_task(self._run(answer), name=f"leg-{self.leg_id}")
+
+    async def _connect_ice(self, ice: LegIceConnection, answer: Answer) -> None:
+        for cand in answer.candidates:
+            await ice.add_remote_candidate(IceCandidate(
+                foundation=cand.foundation, component=1, transport="udp",
+                priority=cand.priority, host=cand.host, port=cand.port, type=cand.type))
+        if answer.candidates:
+            await ice.add_remote_candidate(None)
+        ice.remote_username, ice.remote_password = answer.ice_ufrag, answer.ice_pwd
+        ice.remote_is_lite = answer.ice_lite
+        await ice.connect()
+
+    async def _run_restart(self, fresh: LegIceConnection, answer: Answer,
+                           on_restarted: Callable[[Leg], None] | None) -> None:
+        try:
+            await self._connect_ice(fresh, answer)
+        except (ConnectionError, OSError) as exc:
+            log.info("leg %d ICE restart failed: %s", self.leg_id, exc)
+            await self.close()
+            return
+        if self._restart is not fresh or self.state == "closed":
+            return  # superseded by another restart, or closed meanwhile
+        old, self.ice, self._restart = self.ice, fresh, None
+        self._gatherer._connection = fresh
+        self._ice_transport._connection = fresh
+        self._ice_transport._recv = fresh.recv
+        self._ice_transport._send = fresh.send
+        fresh.previous = None
+        old._queue = asyncio.Queue()  # closing it must not end the DTLS reader
+        await old.close()
+        log.info("leg %d ICE restarted", self.leg_id)
+        if on_restarted is not None:
+            on_restarted(self)
 
     async def _run(self, answer: Answer) -> None:
         try:
@@ -348,9 +428,12 @@ class Leg:
         if self.state == "closed":
             return
         self.state = "closed"
-        if self._start_task is not None and not self._start_task.done() \
-                and self._start_task is not asyncio.current_task():
-            self._start_task.cancel()
+        for task in (self._start_task, self._restart_task):
+            if task is not None and not task.done() and task is not asyncio.current_task():
+                task.cancel()
+        if self._restart is not None:
+            restart, self._restart = self._restart, None
+            await restart.close()  # it holds the sockets since adopt()
         try:
             if self._sctp is not None:
                 await self._sctp.stop()

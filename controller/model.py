@@ -17,6 +17,7 @@ Lifecycle of a participant: ``offered`` (SETUP sent, waiting for the answer,
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -57,6 +58,9 @@ class Participant:
     stream_mode: str | None = None  # None until the first CONFSTREAMS
     stream_requests: list[StreamRequest] = field(default_factory=list)
     muted: bool = False
+    restarting: bool = False  # an ICE-restart offer awaits its answer
+    sdp_session_id: int = field(default_factory=lambda: random.randrange(1 << 62))
+    sdp_version: int = 1
     extensions: ExtensionIds = field(default_factory=ExtensionIds)
     last_ping: float = field(default_factory=time.monotonic)
     offered_at: float = field(default_factory=time.monotonic)

@@ -66,6 +66,7 @@ class OfferParams:
     candidates: tuple[Candidate, ...]
     audio_slot_ssrcs: tuple[int, ...]
     video_slot_ssrcs: tuple[int, ...]
+    session_version: int = 2  # grows with every re-offer (ICE restart)
     cname: str = "sft"
     simulcast: bool = True
 
@@ -112,7 +113,7 @@ def build_offer(p: OfferParams) -> str:
     slot_mids = [str(i + 1) for i in range(len(p.audio_slot_ssrcs) + len(p.video_slot_ssrcs))]
     lines = [
         "v=0",
-        f"o=- {p.session_id} 2 IN IP4 127.0.0.1",
+        f"o=- {p.session_id} {p.session_version} IN IP4 127.0.0.1",
         "s=-",
         "t=0 0",
         "a=group:BUNDLE " + " ".join(["audio", "video", "data", *slot_mids]),

@@ -138,14 +138,17 @@ class Sft:
                                   "(resp:true); the SFT is always the offerer")
             return self._apply_answer(participant, msg)
         if msg.type == econn.CONFCONN:
-            # update:true (ICE restart) and update:false (re-create) both get a
-            # fresh leg; update:true keeps the participant's place in the order.
-            position = None
-            if msg.get("update") is True:
-                conference = self.conferences[convid]
-                position = conference.participants.index(participant)
+            if msg.get("update") is True and participant.connected:
+                participant.leg.restart_ice()
+                participant.restarting = True
+                log.info("participant %s: ICE restart offered", key)
+                return JoinResult(200, econn.setup_offer(msg.sessid, self._offer_sdp(participant),
+                                                         self.config.url, msg.src_userid,
+                                                         msg.src_clientid))
+            # update:false (or an update for a leg that never connected) re-creates
+            # the participant at the end of the key-generator order.
             await self.end_participant(participant, "re-created by CONFCONN", notify=False)
-            return await self._join(convid, key, msg, may_start, position=position)
+            return await self._join(convid, key, msg, may_start, position=None)
         return JoinResult(400, reason=f"{msg.type} is not accepted over HTTP")
 
     async def _join(self, convid: str, key: str, msg: econn.Message, may_start: bool,
@@ -203,15 +206,22 @@ class Sft:
             await self.end_participant(participant, f"offer failed: {exc}")
             status = 503 if "ports" in str(exc) else 500
             return JoinResult(status, reason=f"could not prepare the offer: {exc}")
-        sdp = build_offer(OfferParams(
-            session_id=random.randrange(1 << 62), ice_ufrag=leg.ice_ufrag, ice_pwd=leg.ice_pwd,
+        participant.offered_at = time.monotonic()
+        log.info("participant %s offered (leg %d, conference %s)", key, leg_id, convid)
+        return JoinResult(200, econn.setup_offer(msg.sessid, self._offer_sdp(participant),
+                                                 self.config.url, msg.src_userid,
+                                                 msg.src_clientid))
+
+    @staticmethod
+    def _offer_sdp(participant: Participant) -> str:
+        leg = participant.leg
+        participant.sdp_version += 1
+        return build_offer(OfferParams(
+            session_id=participant.sdp_session_id, session_version=participant.sdp_version,
+            ice_ufrag=leg.ice_ufrag, ice_pwd=leg.ice_pwd,
             fingerprint=leg.fingerprint(), candidates=tuple(leg.candidates()),
             audio_slot_ssrcs=participant.audio_slot_ssrcs,
             video_slot_ssrcs=participant.video_slot_ssrcs))
-        participant.offered_at = time.monotonic()
-        log.info("participant %s offered (leg %d, conference %s)", key, leg_id, convid)
-        return JoinResult(200, econn.setup_offer(msg.sessid, sdp, self.config.url,
-                                                 msg.src_userid, msg.src_clientid))
 
     @staticmethod
     def _turn_from(msg: econn.Message) -> dict[str, Any] | None:
@@ -231,6 +241,14 @@ class Sft:
         return None
 
     def _apply_answer(self, participant: Participant, msg: econn.Message) -> JoinResult:
+        if participant.restarting:
+            try:
+                answer = parse_answer(msg.get("sdp"))
+            except SdpError as exc:
+                return JoinResult(400, reason=f"bad SDP answer: {exc}")
+            participant.restarting = False
+            participant.leg.start(answer, on_restarted=self._on_restarted)
+            return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_OK))
         if participant.state != "offered":
             return JoinResult(400, reason="answer already applied; send CONFCONN update:true "
                               "to renegotiate")
@@ -271,6 +289,13 @@ class Sft:
                  remote[0], remote[1], leg.srtp_keys.profile, self.dataplane.name)
         self._send_confpart(conference)
         self._update_slots(conference)
+
+    def _on_restarted(self, leg: Leg) -> None:
+        pair = leg.selected_pair()
+        if pair is not None and leg.leg_id in self.by_leg:
+            self.dataplane.update_leg_address(leg.leg_id, pair[1], pair[2])
+            log.info("participant %s continues from %s:%d after ICE restart",
+                     self.by_leg[leg.leg_id].key, *pair[1])
 
     def _on_leg_closed(self, leg: Leg) -> None:
         participant = self.by_leg.get(leg.leg_id)

@@ -257,8 +257,13 @@
       } else if (s.type === "outbound-rtp") {
         const key = `${s.kind}${s.rid ? ":" + s.rid : ""}`;
         out.outbound[key] = { packetsSent: s.packetsSent || 0, framesEncoded: s.framesEncoded };
-      } else if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
-        out.candidatePair = { bytesSent: s.bytesSent, bytesReceived: s.bytesReceived };
+      } else if (s.type === "transport" && s.selectedCandidatePairId) {
+        const pair = report.get(s.selectedCandidatePairId);
+        const addr = (id) => { const c = id && report.get(id); return c ? `${c.address}:${c.port}` : null; };
+        if (pair) {
+          out.candidatePair = { local: addr(pair.localCandidateId), remote: addr(pair.remoteCandidateId),
+                                bytesSent: pair.bytesSent, bytesReceived: pair.bytesReceived };
+        }
       }
     });
     const now = performance.now();
