@@ -147,6 +147,9 @@ def interface_addresses(names: list[str] | None) -> list[str]:
                 continue
             if names is None or name in names:
                 found.append(ip)
+    if names is None and not found:
+        log.warning("no non-loopback IPv4 interface: offering media on 127.0.0.1 only")
+        found = ["127.0.0.1"]
     unknown = sorted(set(names or ()) - set(links.values()))
     if unknown:
         raise SystemExit(f"sftd: -O names unknown interfaces: {', '.join(unknown)}")
