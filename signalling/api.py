@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,33 @@ class ApiConfig:
     blacklist: Blacklist | None = None
     allow_origin: str | None = None
     demo: bool = False
-    request_timeout: float = 15.0
+    request_timeout: float = 15.0  # whole request: body read and offer preparation
+    confconn_rate: float = 0.0  # new joins per second per source address (0: no limit)
+    confconn_burst: int = 20
+
+
+class RateLimiter:
+    """Token bucket per source address for new participants (CONFCONN)."""
+
+    MAX_TRACKED = 100_000
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, source: str) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        tokens, last = self._buckets.get(source, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if len(self._buckets) >= self.MAX_TRACKED:
+            self._buckets.clear()  # bounded memory under address spraying
+        if tokens < 1:
+            self._buckets[source] = (tokens, now)
+            return False
+        self._buckets[source] = (tokens - 1, now)
+        return True
 
 
 def _text(status: int, text: str) -> web.Response:
@@ -40,6 +67,8 @@ def _text(status: int, text: str) -> web.Response:
 def make_app(sft: Sft, config: ApiConfig) -> web.Application:
     middlewares = [_cors(config.allow_origin)] if config.allow_origin else []
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
+
+    limiter = RateLimiter(config.confconn_rate, config.confconn_burst)
 
     async def econn_request(request: web.Request) -> web.Response:
         first, second = request.match_info["first"], request.match_info["second"]
@@ -51,14 +80,20 @@ def make_app(sft: Sft, config: ApiConfig) -> web.Application:
         if not convid or len(convid) > 128:
             return _text(400, "conversation id missing or too long")
         try:
-            body = await request.read()
+            body = await asyncio.wait_for(request.read(), timeout=config.request_timeout)
         except web.HTTPRequestEntityTooLarge:
             return _text(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        except asyncio.TimeoutError:
+            return _text(408, f"request body not received within {config.request_timeout:g} s")
         try:
             msg = econn.decode(body)
         except econn.EconnError as exc:
             return _text(400, f"bad econn message: {exc}")
         may_start = True
+        new_participant = f"{convid}.{msg.src_userid}.{msg.src_clientid}" not in sft.participants
+        if msg.type == econn.CONFCONN and new_participant \
+                and not limiter.allow(request.remote or "?"):
+            return _text(429, "too many CONFCONN requests from this address; retry later")
         if msg.type == econn.CONFCONN and (config.blacklist or config.auth_secret) \
                 and f"{convid}.{msg.src_userid}.{msg.src_clientid}" not in sft.participants:
             if config.blacklist and config.blacklist.blocks(msg.get("toolver")):

@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-participants", type=int, default=0, metavar="N",
                    help="refuse new participants beyond N on this instance, CONFCONN status 4 "
                         "(default 0: no limit)")
+    p.add_argument("--confconn-rate", type=float, default=0, metavar="PER_SECOND",
+                   help="new joins allowed per second per source address, burst 20; more get "
+                        "HTTP 429 (default 0: no limit; behind an ingress all clients share "
+                        "its address)")
+    p.add_argument("--request-timeout", type=float, default=15.0, metavar="SECONDS",
+                   help="a request whose body or offer takes longer gets 408/500 (default 15)")
     p.add_argument("--max-conference-size", type=int, default=0, metavar="N",
                    help="refuse joins beyond N participants per conference, status 4 (default 0)")
     return p
@@ -214,7 +220,9 @@ async def serve(args: argparse.Namespace) -> int:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
     api = web.AppRunner(make_app(sft, ApiConfig(url=url, auth_secret=secret, blacklist=blacklist,
-                                                allow_origin=args.allow_origin, demo=args.demo)),
+                                                allow_origin=args.allow_origin, demo=args.demo,
+                                                request_timeout=args.request_timeout,
+                                                confconn_rate=args.confconn_rate)),
                         access_log=None, handler_cancellation=True)
     metrics = web.AppRunner(make_metrics_app(sft, registry), access_log=None)
     await api.setup()

@@ -182,3 +182,45 @@ async def test_unanswered_offer_times_out():
     finally:
         await client.close()
         await sft.stop()
+
+
+async def test_confconn_rate_limit_per_source_address():
+    sft, client = await _client(confconn_rate=0.5, confconn_burst=2)
+    try:
+        assert await _status(client, user="u1") == "offer"
+        assert await _status(client, user="u2") == "offer"
+        r = await client.post(f"/sft/{CONV}", json=confconn(user="u3"))
+        assert r.status == 429 and "too many" in await r.text()
+        # a known participant's answer is not rate limited
+        r = await client.post(f"/sft/{CONV}", json={
+            "version": "3.0", "type": "SETUP", "sessid": "s1", "src_userid": "u1",
+            "src_clientid": "c1", "resp": True, "sdp": "v=0\r\n", "props": {}})
+        assert r.status == 400 and "bad SDP" in await r.text()
+    finally:
+        await client.close()
+        await sft.stop()
+
+
+async def test_oversized_body_is_refused():
+    sft, client = await _client()
+    try:
+        r = await client.post(f"/sft/{CONV}", data=b"x" * (econn.MAX_MESSAGE_BYTES + 10))
+        assert r.status == 413
+        assert await _status(client) == "offer"
+    finally:
+        await client.close()
+        await sft.stop()
+
+
+async def test_ports_exhausted_is_a_clear_503():
+    sft, client = await _client()
+    sft.ports.low = sft.ports.high = 41500
+    try:
+        assert await _status(client, user="first") == "offer"
+        r = await client.post(f"/sft/{CONV}", json=confconn(user="second"))
+        text = await r.text()
+        assert r.status == 503 and "--media-ports" in text
+        assert sft.state()["participants"] == 1
+    finally:
+        await client.close()
+        await sft.stop()
