@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="federation TURN URI (accepted; federation is not implemented yet)")
     p.add_argument("-f", dest="federation_url", metavar="URL",
                    help="federation URL (accepted; federation is not implemented yet)")
+    p.add_argument("-x", dest="turn_user", metavar="USER",
+                   help="federation TURN username (accepted; federation is not implemented yet)")
+    p.add_argument("-c", dest="turn_credential", metavar="PASSWORD",
+                   help="federation TURN password (accepted; federation is not implemented yet)")
     p.add_argument("-s", dest="secret_file", metavar="PATH",
                    help="file with the shared secret for -a (and federation)")
     p.add_argument("-a", dest="auth", action="store_true",
