@@ -99,7 +99,13 @@ def srtp_session(master: bytes, outbound: bool) -> Session:
                     else Policy.SSRC_ANY_INBOUND,
                     srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
     policy.allow_repeat_tx = True
-    return Session(policy=policy)
+    session = Session(policy=policy)
+    # pylibsrtp's 1500-byte work buffer keeps 144 bytes for the trailer, too little
+    # for full-MTU RTP: give it room (a test-only reach into its internals).
+    from pylibsrtp._binding import ffi
+    session._cdata = ffi.new("char[]", 4096)
+    session._buffer = ffi.buffer(session._cdata)
+    return session
 
 
 @dataclass

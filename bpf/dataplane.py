@@ -1,0 +1,663 @@
+"""``KernelDataPlane``: the DataPlane of controller/dataplane.py, in eBPF.
+
+Once a leg's ICE and DTLS are done (``add_leg``), its SRTP never reaches the
+interpreter: ``sft_xdp_ingress`` (XDP, on the NIC) sends STUN/DTLS/RTCP to the
+socket and drops junk aimed at the media ports; ``sft_tc_ingress`` (clsact
+ingress) verifies, decrypts, rewrites, re-protects and clones every packet to
+the subscribed slots and drops the original.
+
+This class only writes maps when the controller changes state. Two periodic
+jobs remain in user space (``maintain``, run by a task started with the first
+leg): topping up the AES-CM keystream rings the kernel XORs with (computed
+here with AES-NI, the cheapest measured option, see platform-facts), and
+renewing each leg's lease (the kernel stops a leg whose lease is older than
+30 s, so a dead controller cannot leave media flowing).
+
+Ownership of the maps is described in bpf/include/sft_abi.h. Pins live under
+``/sys/fs/bpf/sftd/<instance>/``; a new instance first removes what a crashed
+one of the same name left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+import os
+import secrets
+import shutil
+import socket
+import struct
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controller.dataplane import (
+    SRTP_AES_CM_128_HMAC_SHA1_80, Counter, Layer, LegSpec, SlotSource, StreamKind,
+)
+
+from . import abi as abi_mod
+from . import libbpf
+from .srtp import SrtpSession
+
+log = logging.getLogger(__name__)
+
+OBJECT_PATH = Path(__file__).resolve().parent / "build" / "sft.bpf.o"
+PIN_ROOT = libbpf.BPFFS / "sftd"
+TC_PRIORITY = 0x5F7  # our filter's priority on clsact ingress; the handle is per instance
+PROGRAMS = ("sft_xdp_ingress", "sft_tc_ingress")
+MAPS = ("sft_config", "sft_leg_by_addr", "sft_legs", "sft_leg_state", "sft_streams",
+        "sft_stream_state", "sft_slots", "sft_slot_state", "sft_fanout", "sft_keystream",
+        "sft_counters", "sft_kcounters", "sft_conf_packets", "sft_events")
+AUDIO_KEYSTREAM_BYTES = 512  # Opus at 40 ms stays far below
+
+
+class KernelDataPlaneError(RuntimeError):
+    """The kernel data plane cannot do what was asked; the message says why."""
+
+
+def kernel_available(object_path: Path = OBJECT_PATH) -> tuple[bool, str]:
+    """Whether this process can run the kernel data plane, and if not, why."""
+    if os.geteuid() != 0:
+        return False, "not root: loading BPF programs needs CAP_BPF and CAP_NET_ADMIN"
+    if not Path("/sys/kernel/btf/vmlinux").exists():
+        return False, "the kernel has no BTF (/sys/kernel/btf/vmlinux)"
+    if not os.path.ismount(libbpf.BPFFS):
+        return False, "bpffs is not mounted: mount -t bpf bpf /sys/fs/bpf"
+    if not object_path.exists():
+        return False, f"{object_path} is not built: make -C bpf"
+    try:
+        libbpf.lib()
+        abi_mod.load()
+    except (libbpf.BpfError, abi_mod.AbiUnavailable, OSError) as exc:
+        return False, str(exc)
+    return True, "ok"
+
+
+def _ip(addr: str) -> int:
+    """An IPv4 address as the __be32 the kernel compares (host int of network bytes)."""
+    ip = ipaddress.ip_address(addr)
+    if ip.version != 4:
+        raise KernelDataPlaneError(f"{addr}: the kernel data plane handles IPv4 only")
+    return int.from_bytes(ip.packed, "little")
+
+
+def _be16(port: int) -> int:
+    return int.from_bytes(port.to_bytes(2, "big"), "little")
+
+
+def _mac(text: str | None) -> bytes:
+    return bytes.fromhex(text.replace(":", "")) if text else bytes(6)
+
+
+@dataclass
+class Route:
+    ifindex: int
+    src_mac: bytes
+    dst_mac: bytes
+
+
+def resolve_route(local_ip: str, remote_ip: str) -> Route | None:
+    """Egress interface and MACs towards remote_ip, from the kernel's tables
+    (the peer answered ICE checks, so its neighbour entry exists)."""
+    from pyroute2 import IPRoute
+
+    try:
+        with IPRoute() as ipr:
+            routes = ipr.route("get", dst=remote_ip)
+            if not routes:
+                return None
+            oif = routes[0].get_attr("RTA_OIF")
+            next_hop = routes[0].get_attr("RTA_GATEWAY") or remote_ip
+            link = ipr.link("get", index=oif)[0]
+            src_mac = _mac(link.get_attr("IFLA_ADDRESS"))
+            if link["flags"] & 0x8:  # IFF_LOOPBACK: no L2 addresses
+                return Route(oif, bytes(6), bytes(6))
+            for neigh in ipr.get_neighbours(ifindex=oif):
+                if neigh.get_attr("NDA_DST") == next_hop and neigh.get_attr("NDA_LLADDR"):
+                    return Route(oif, src_mac, _mac(neigh.get_attr("NDA_LLADDR")))
+    except Exception as exc:  # noqa: BLE001 - an unresolved route is retried later
+        log.debug("route to %s unresolved: %s", remote_ip, exc)
+    return None
+
+
+class _RingAllocator:
+    """Power-of-two ranges of keystream entries."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._next = 0
+        self._free: dict[int, list[int]] = {}
+
+    def alloc(self, size: int) -> int:
+        if self._free.get(size):
+            return self._free[size].pop()
+        base = (self._next + size - 1) & ~(size - 1)
+        if base + size > self.entries:
+            raise KernelDataPlaneError(
+                f"keystream map full ({self.entries} entries): raise keystream_entries")
+        self._next = base + size
+        return base
+
+    def free(self, base: int, size: int) -> None:
+        self._free.setdefault(size, []).append(base)
+
+
+@dataclass
+class _Ring:
+    """One keystream ring: a publisher stream (rx) or a slot (tx)."""
+
+    base: int
+    size: int
+    ssrc: int
+    session: SrtpSession
+    length: int
+    filled_until: int = -1  # exclusive end of the indices written, -1 = nothing yet
+
+    def fill_range(self, start: int, end: int) -> range:
+        """Indices still to write so that [start, end) is covered."""
+        fresh = self.filled_until < 0 or not start <= self.filled_until < start + self.size
+        if fresh:
+            first = start
+        else:
+            first = self.filled_until
+        return range(first, max(first, end))
+
+
+@dataclass
+class _Leg:
+    spec: LegSpec
+    rx: SrtpSession
+    tx: SrtpSession
+    value: Any  # struct sft_leg cdata
+    addr_key: bytes
+    audio_slots: list[int] = field(default_factory=list)
+    video_slots: list[int] = field(default_factory=list)
+    streams: dict[int, tuple[StreamKind, int | None, _Ring]] = field(default_factory=dict)
+
+
+@dataclass
+class _Slot:
+    slot_id: int
+    subscriber: int
+    kind: StreamKind
+    ssrc: int
+    ring: _Ring
+    source: SlotSource | None = None
+    generation: int = 0
+
+
+class KernelDataPlane:
+    name = "kernel"
+    srtp_profiles = (SRTP_AES_CM_128_HMAC_SHA1_80,)
+
+    def __init__(self, interfaces: Sequence[str] = (),
+                 media_ports: tuple[int, int] = (32768, 61000), instance: str = "default", *,
+                 xdp: bool = True,
+                 object_path: Path = OBJECT_PATH, keystream_entries: int = 16384,
+                 audio_ring: int = 32, video_ring: int = 128,
+                 lease_renew_s: float = 10.0, maintain_interval_s: float = 0.02,
+                 slot_initial_index: Callable[[], int] | None = None) -> None:
+        ok, reason = kernel_available(object_path)
+        if not ok:
+            raise KernelDataPlaneError(f"kernel data plane unavailable: {reason}")
+        if "/" in instance or not instance:
+            raise KernelDataPlaneError(f"bad instance name {instance!r}")
+        self.instance = instance
+        self.pin_dir = PIN_ROOT / instance
+        self.abi = abi_mod.load()
+        self._c = self.abi.consts
+        self._tc_handle = (zlib.crc32(instance.encode()) & 0xFFFF) or 1
+        self._audio_ring = audio_ring
+        self._video_ring = video_ring
+        self._lease_renew_ns = int(lease_renew_s * 1e9)
+        self._maintain_interval = maintain_interval_s
+        self._slot_initial_index = slot_initial_index or (lambda: secrets.randbelow(0x8000))
+        self._legs: dict[int, _Leg] = {}
+        self._slots: dict[int, _Slot] = {}
+        self._free_slot_ids = list(range(self._c.SFT_MAX_SLOTS - 1, -1, -1))
+        self._attachments: list[libbpf.Attachment] = []
+        self._userspace_packets = 0
+        self._last_lease = 0
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._home = libbpf.NetnsHome()
+
+        self._remove_stale()
+        self.obj = libbpf.BpfObject.open(object_path)
+        try:
+            self.obj.set_max_entries("sft_keystream", keystream_entries)
+            self.obj.load(PROGRAMS)
+            self.maps = {name: self.obj.map(name) for name in MAPS}
+            self.xdp_program = self.obj.program("sft_xdp_ingress")
+            self.tc_program = self.obj.program("sft_tc_ingress")
+            self._pin()
+            self._keystream_mm = self.maps["sft_keystream"].mmap()
+            self._slot_state_mm = self.maps["sft_slot_state"].mmap()
+            self._rings = _RingAllocator(keystream_entries)
+            self._events = libbpf.RingBuffer(self.maps["sft_events"], self._on_event)
+            self.maps["sft_config"].update(struct.pack("<I", 0), self.abi.pack(
+                "sft_config", port_min=media_ports[0], port_max=media_ports[1],
+                lease_timeout_ns=self._c.SFT_LEASE_TIMEOUT_NS))
+            for ifname in interfaces:
+                self._attach(ifname, xdp)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- lifecycle ----
+
+    def _pin(self) -> None:
+        self.pin_dir.mkdir(parents=True, exist_ok=True)
+        for name, m in self.maps.items():
+            self.obj.pin_map(m, self.pin_dir / name)
+        for name in PROGRAMS:
+            self.obj.pin_program(name, self.pin_dir / f"prog_{name}")
+
+    def _attach(self, ifname: str, xdp: bool) -> None:
+        ifindex = socket.if_nametoindex(ifname)
+        if xdp:
+            self._attachments.append(libbpf.attach_xdp(ifindex, self.xdp_program))
+        self._attachments.append(
+            libbpf.attach_tc(ifindex, self.tc_program, self._tc_handle, TC_PRIORITY))
+
+    def _remove_stale(self) -> None:
+        """Detach and unpin what a previous process of this instance left."""
+        if not self.pin_dir.exists():
+            return
+        stale_ids = set()
+        for name in PROGRAMS:
+            pin = self.pin_dir / f"prog_{name}"
+            if pin.exists():
+                fd = libbpf.obj_get(pin)
+                try:
+                    stale_ids.add(libbpf.prog_id_of_fd(fd))
+                finally:
+                    os.close(fd)
+        for ifindex, _name in socket.if_nameindex():
+            for mode in (libbpf.XDP_FLAGS_DRV_MODE, libbpf.XDP_FLAGS_SKB_MODE):
+                try:
+                    prog_id = libbpf.xdp_prog_id(ifindex, mode)
+                except libbpf.AttachFailed:
+                    continue
+                if prog_id in stale_ids:
+                    libbpf.detach_xdp(ifindex, prog_id, mode)
+            tc_id = libbpf.tc_prog_id(ifindex, self._tc_handle, TC_PRIORITY)
+            if tc_id in stale_ids:
+                libbpf.detach_tc(ifindex, self._tc_handle, TC_PRIORITY, tc_id)
+        shutil.rmtree(self.pin_dir, ignore_errors=True)
+        log.info("removed stale pins and programs of instance %s", self.instance)
+
+    def close(self) -> None:
+        """Detach, unpin and free everything this instance created."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        with self._home.entered():  # ifindexes mean something only there
+            for attachment in reversed(self._attachments):
+                try:
+                    attachment.detach()
+                except libbpf.BpfError as exc:
+                    log.warning("%s", exc)
+        self._attachments.clear()
+        self._home.close()
+        events = getattr(self, "_events", None)
+        if events is not None:
+            events.close()
+        for mm_name in ("_keystream_mm", "_slot_state_mm"):
+            mm = getattr(self, mm_name, None)
+            if mm is not None:
+                mm.close()
+        for name in MAPS:
+            (self.pin_dir / name).unlink(missing_ok=True)
+        for name in PROGRAMS:
+            (self.pin_dir / f"prog_{name}").unlink(missing_ok=True)
+        try:
+            self.pin_dir.rmdir()
+        except OSError:
+            pass
+        obj = getattr(self, "obj", None)
+        if obj is not None:
+            obj.close()
+
+    def __enter__(self) -> KernelDataPlane:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- legs ----
+
+    def _leg_value(self, spec: LegSpec, rx: SrtpSession, tx: SrtpSession) -> Any:
+        with self._home.entered():
+            route = resolve_route(spec.local_addr[0], spec.remote_addr[0])
+        rx_inner, rx_outer = rx.hmac_states()
+        tx_inner, tx_outer = tx.hmac_states()
+        value = self.abi.new(
+            "sft_leg", lease_ns=time.monotonic_ns(), leg_id=spec.leg_id,
+            conference_id=spec.conference_id, local_ip=_ip(spec.local_addr[0]),
+            remote_ip=_ip(spec.remote_addr[0]), local_port=_be16(spec.local_addr[1]),
+            remote_port=_be16(spec.remote_addr[1]), ifindex=route.ifindex if route else 0,
+            ext_audio_level=spec.extensions.audio_level, ext_rid=spec.extensions.rid,
+            ext_frame_descriptor=spec.extensions.frame_descriptor, flags=self._c.SFT_LEG_ACTIVE)
+        if route:
+            value.src_mac = list(route.src_mac)
+            value.dst_mac = list(route.dst_mac)
+        value.rx_auth.inner.h = list(rx_inner)
+        value.rx_auth.outer.h = list(rx_outer)
+        value.tx_auth.inner.h = list(tx_inner)
+        value.tx_auth.outer.h = list(tx_outer)
+        return value
+
+    def _addr_key(self, spec_local: tuple[str, int], remote: tuple[str, int]) -> bytes:
+        return self.abi.pack("sft_addr_key", remote_ip=_ip(remote[0]), local_ip=_ip(spec_local[0]),
+                             remote_port=_be16(remote[1]), local_port=_be16(spec_local[1]))
+
+    def add_leg(self, spec: LegSpec) -> None:
+        if spec.srtp.profile != SRTP_AES_CM_128_HMAC_SHA1_80:
+            raise KernelDataPlaneError(
+                f"leg {spec.leg_id}: SRTP profile {spec.srtp.profile} is not supported in the "
+                f"kernel; offer {SRTP_AES_CM_128_HMAC_SHA1_80} first")
+        if spec.leg_id in self._legs:
+            self.remove_leg(spec.leg_id)
+        rx = SrtpSession.from_master(spec.srtp.rx)
+        tx = SrtpSession.from_master(spec.srtp.tx)
+        leg = _Leg(spec=spec, rx=rx, tx=tx, value=self._leg_value(spec, rx, tx),
+                   addr_key=self._addr_key(spec.local_addr, spec.remote_addr))
+        key = struct.pack("<I", spec.leg_id)
+        self.maps["sft_leg_state"].update(key, self.abi.pack(
+            "sft_leg_state", audio_level_fp=127 << 8))
+        self._write_leg(leg)
+        self.maps["sft_leg_by_addr"].update(leg.addr_key, key)
+        self._legs[spec.leg_id] = leg
+        for kind, ssrcs, slots in ((StreamKind.AUDIO, spec.audio_slot_ssrcs, leg.audio_slots),
+                                   (StreamKind.VIDEO, spec.video_slot_ssrcs, leg.video_slots)):
+            for ssrc in ssrcs:
+                slots.append(self._create_slot(spec.leg_id, kind, ssrc, tx))
+        self._ensure_task()
+
+    def _write_leg(self, leg: _Leg) -> None:
+        self.maps["sft_legs"].update(struct.pack("<I", leg.spec.leg_id),
+                                     bytes(self.abi.ffi.buffer(leg.value)))
+
+    def update_leg_address(self, leg_id: int, remote_addr: tuple[str, int],
+                           transport: asyncio.DatagramTransport | None = None) -> None:
+        leg = self._legs[leg_id]
+        new_spec = dataclasses.replace(leg.spec, remote_addr=remote_addr,
+                                       transport=transport or leg.spec.transport)
+        new_key = self._addr_key(new_spec.local_addr, remote_addr)
+        leg.value = self._leg_value(new_spec, leg.rx, leg.tx)
+        leg.spec = new_spec
+        self._write_leg(leg)
+        self.maps["sft_leg_by_addr"].update(new_key, struct.pack("<I", leg_id))
+        if new_key != leg.addr_key:
+            self.maps["sft_leg_by_addr"].delete(leg.addr_key)
+            leg.addr_key = new_key
+
+    def remove_leg(self, leg_id: int) -> None:
+        leg = self._legs.pop(leg_id, None)
+        if leg is None:
+            return
+        key = struct.pack("<I", leg_id)
+        self.maps["sft_leg_by_addr"].delete(leg.addr_key)
+        self.maps["sft_fanout"].delete(key)
+        for slot in list(self._slots.values()):
+            if slot.source is not None and slot.source.publisher == leg_id:
+                self._point_slot(slot, None)
+        for slot_id in leg.audio_slots + leg.video_slots:
+            self._delete_slot(slot_id)
+        for ssrc in list(leg.streams):
+            self._delete_stream(leg, ssrc)
+        for stale in list(self.maps["sft_stream_state"].keys()):
+            if struct.unpack_from("<I", stale)[0] == leg_id:
+                self.maps["sft_stream_state"].delete(stale)
+        self.maps["sft_legs"].delete(key)
+        self.maps["sft_leg_state"].delete(key)
+
+    # ---- publishers ----
+
+    def set_publisher(self, leg_id: int, audio_ssrcs: tuple[int, ...],
+                      video_ssrcs: dict[int, Layer]) -> None:
+        leg = self._legs[leg_id]
+        wanted: dict[int, tuple[StreamKind, int | None]] = {
+            ssrc: (StreamKind.AUDIO, None) for ssrc in audio_ssrcs}
+        wanted.update({ssrc: (StreamKind.VIDEO, int(layer)) for ssrc, layer in video_ssrcs.items()})
+        for ssrc in list(leg.streams):
+            if ssrc not in wanted:
+                self._delete_stream(leg, ssrc)
+        for ssrc, (kind, layer) in wanted.items():
+            current = leg.streams.get(ssrc)
+            if current and current[:2] == (kind, layer):
+                continue
+            self._write_stream(leg, ssrc, kind, layer)
+
+    def _write_stream(self, leg: _Leg, ssrc: int, kind: StreamKind, layer: int | None) -> None:
+        if ssrc in leg.streams:
+            ring = leg.streams[ssrc][2]
+        else:
+            size = self._audio_ring if kind == StreamKind.AUDIO else self._video_ring
+            ring = _Ring(base=self._rings.alloc(size), size=size, ssrc=ssrc, session=leg.rx,
+                         length=self._keystream_length(kind))
+        leg.streams[ssrc] = (kind, layer, ring)
+        self.maps["sft_streams"].update(
+            self.abi.pack("sft_stream_key", leg_id=leg.spec.leg_id, ssrc=ssrc),
+            self.abi.pack("sft_stream", ks_base=ring.base, ks_size=ring.size, kind=int(kind),
+                          layer=self._c.SFT_LAYER_UNKNOWN if layer is None else layer))
+        self._refill_stream(leg, ssrc)
+
+    def _delete_stream(self, leg: _Leg, ssrc: int) -> None:
+        _kind, _layer, ring = leg.streams.pop(ssrc)
+        self.maps["sft_streams"].delete(
+            self.abi.pack("sft_stream_key", leg_id=leg.spec.leg_id, ssrc=ssrc))
+        self._rings.free(ring.base, ring.size)
+
+    def _keystream_length(self, kind: StreamKind) -> int:
+        return (AUDIO_KEYSTREAM_BYTES if kind == StreamKind.AUDIO
+                else self._c.SFT_KEYSTREAM_BYTES)
+
+    # ---- slots ----
+
+    def _create_slot(self, subscriber: int, kind: StreamKind, ssrc: int,
+                     tx: SrtpSession) -> int:
+        slot_id = self._free_slot_ids.pop()
+        size = self._audio_ring if kind == StreamKind.AUDIO else self._video_ring
+        ring = _Ring(base=self._rings.alloc(size), size=size, ssrc=ssrc, session=tx,
+                     length=self._keystream_length(kind))
+        slot = _Slot(slot_id=slot_id, subscriber=subscriber, kind=kind, ssrc=ssrc, ring=ring)
+        self._slots[slot_id] = slot
+        key = struct.pack("<I", slot_id)
+        self.maps["sft_slot_state"].update(key, self.abi.pack(
+            "sft_slot_state", next_index=self._slot_initial_index()))
+        self._write_slot(slot)
+        self._refill_slot(slot)
+        return slot_id
+
+    def _write_slot(self, slot: _Slot) -> None:
+        source = slot.source
+        self.maps["sft_slots"].update(struct.pack("<I", slot.slot_id), self.abi.pack(
+            "sft_slot", subscriber=slot.subscriber, ssrc=slot.ssrc,
+            publisher=source.publisher if source else 0, csrc=source.csrc if source else 0,
+            generation=slot.generation, ks_base=slot.ring.base, ks_size=slot.ring.size,
+            kind=int(slot.kind), layer=int(source.layer) if source else 0,
+            flags=self._c.SFT_SLOT_ACTIVE if source else 0))
+
+    def _delete_slot(self, slot_id: int) -> None:
+        slot = self._slots.pop(slot_id)
+        if slot.source is not None:
+            self._point_slot(slot, None)
+        self.maps["sft_slots"].update(struct.pack("<I", slot_id),
+                                      bytes(self.abi.sizeof("sft_slot")))
+        self._rings.free(slot.ring.base, slot.ring.size)
+        self._free_slot_ids.append(slot_id)
+
+    def set_slot(self, subscriber: int, kind: StreamKind, index: int,
+                 source: SlotSource | None) -> None:
+        leg = self._legs[subscriber]
+        slots = leg.audio_slots if kind == StreamKind.AUDIO else leg.video_slots
+        self._point_slot(self._slots[slots[index]], source)
+
+    def _point_slot(self, slot: _Slot, source: SlotSource | None) -> None:
+        if source == slot.source:
+            return
+        old = slot.source.publisher if slot.source else None
+        slot.source = source
+        slot.generation = (slot.generation + 1) & 0xFFFFFFFF
+        self._write_slot(slot)
+        for publisher in {old, source.publisher if source else None} - {None}:
+            self._write_fanout(publisher)  # type: ignore[arg-type]
+
+    def _write_fanout(self, publisher: int) -> None:
+        slot_ids = [s.slot_id for s in self._slots.values()
+                    if s.source is not None and s.source.publisher == publisher]
+        key = struct.pack("<I", publisher)
+        if not slot_ids:
+            self.maps["sft_fanout"].delete(key)
+            return
+        if len(slot_ids) > self._c.SFT_MAX_FANOUT:
+            log.error("publisher %d feeds %d slots; the kernel serves the first %d",
+                      publisher, len(slot_ids), self._c.SFT_MAX_FANOUT)
+            slot_ids = slot_ids[:self._c.SFT_MAX_FANOUT]
+        value = self.abi.new("sft_fanout", count=len(slot_ids))
+        value.slot_ids[0:len(slot_ids)] = slot_ids
+        self.maps["sft_fanout"].update(key, bytes(self.abi.ffi.buffer(value)))
+
+    # ---- packets that reached user space anyway ----
+
+    def handle_packet(self, leg_id: int, data: bytes) -> None:
+        self._userspace_packets += 1
+
+    @property
+    def userspace_packets(self) -> int:
+        return self._userspace_packets
+
+    # ---- reading ----
+
+    def read_audio_levels(self) -> dict[int, float]:
+        levels = {}
+        for leg_id, leg in self._legs.items():
+            if not any(kind == StreamKind.AUDIO for kind, _l, _r in leg.streams.values()):
+                continue
+            raw = self.maps["sft_leg_state"].lookup(struct.pack("<I", leg_id))
+            if raw is not None:
+                levels[leg_id] = self.abi.unpack("sft_leg_state", raw).audio_level_fp / 256.0
+        return levels
+
+    def _sum_percpu(self, map_name: str, key: bytes) -> int:
+        return sum(struct.unpack("<Q", v)[0] for v in self.maps[map_name].lookup_percpu(key))
+
+    def read_counters(self) -> dict[Counter, int]:
+        return {c: self._sum_percpu("sft_counters", struct.pack("<I", c.value)) for c in Counter}
+
+    def read_kernel_counters(self) -> dict[str, int]:
+        """Detail counters (``enum sft_kcounter``), by name without the prefix."""
+        return {name.removeprefix("SFT_K_"): self._sum_percpu("sft_kcounters",
+                                                              struct.pack("<I", value))
+                for name, value in self.abi.enum_members("sft_kcounter").items()
+                if name != "SFT_K_MAX"}
+
+    def read_conference_packets(self) -> dict[int, int]:
+        m = self.maps["sft_conf_packets"]
+        return {struct.unpack("<I", key)[0]: self._sum_percpu("sft_conf_packets", key)
+                for key in m.keys()}
+
+    # ---- keystream refill and leases ----
+
+    def _write_keystream(self, ring: _Ring, indices: range) -> None:
+        if not indices:
+            return
+        ffi = self.abi.ffi
+        stride = self.maps["sft_keystream"].entry_stride
+        bytes_off = ffi.offsetof("struct sft_keystream", "bytes")
+        mm = self._keystream_mm
+        if len(indices) > ring.size:
+            indices = indices[-ring.size:]
+        for index, ks in zip(indices, ring.session.keystreams(ring.ssrc, indices, ring.length)):
+            off = (ring.base + (index & (ring.size - 1))) * stride
+            struct.pack_into("<Q", mm, off, 0)  # invalid while being written
+            mm[off + bytes_off:off + bytes_off + len(ks)] = ks
+            struct.pack_into("<IHH", mm, off + 8, ring.ssrc, len(ks), 0)
+            struct.pack_into("<Q", mm, off, index + 1)
+        ring.filled_until = indices[-1] + 1
+
+    def _refill_slot(self, slot: _Slot) -> None:
+        stride = self.maps["sft_slot_state"].entry_stride
+        next_index = struct.unpack_from("<Q", self._slot_state_mm, slot.slot_id * stride)[0]
+        self._write_keystream(slot.ring, slot.ring.fill_range(next_index,
+                                                              next_index + slot.ring.size))
+
+    def _refill_stream(self, leg: _Leg, ssrc: int, index: int | None = None) -> None:
+        _kind, _layer, ring = leg.streams[ssrc]
+        if index is None:
+            raw = self.maps["sft_stream_state"].lookup(
+                self.abi.pack("sft_stream_key", leg_id=leg.spec.leg_id, ssrc=ssrc))
+            if raw is None:
+                return  # first packet unseen: its miss event says where to start
+            index = self.abi.unpack("sft_stream_state", raw).highest_index
+        # keep a quarter of the ring behind the newest packet for reordering
+        self._write_keystream(ring, ring.fill_range(index + 1, index + 1 + ring.size * 3 // 4))
+
+    def _on_event(self, data: bytes) -> None:
+        ev = self.abi.unpack("sft_event", data)
+        if ev.type == self._c.SFT_EV_SLOT_KEYSTREAM:
+            slot = self._slots.get(ev.owner)
+            if slot is not None:
+                self._refill_slot(slot)
+        elif ev.type in (self._c.SFT_EV_STREAM_KEYSTREAM, self._c.SFT_EV_NEW_STREAM):
+            leg = self._legs.get(ev.leg_id)
+            if leg is None:
+                return
+            if ev.ssrc not in leg.streams:
+                if ev.type != self._c.SFT_EV_NEW_STREAM:
+                    return
+                self._write_stream(leg, ev.ssrc, StreamKind.VIDEO, None)
+            self._refill_stream(leg, ev.ssrc, ev.index)
+
+    def maintain(self) -> None:
+        """One round of the periodic work: events, keystream top-up, leases."""
+        self._events.consume()
+        for slot in self._slots.values():
+            if slot.source is not None:
+                self._refill_slot(slot)
+        for leg in self._legs.values():
+            for ssrc in leg.streams:
+                self._refill_stream(leg, ssrc)
+        now = time.monotonic_ns()
+        if now - self._last_lease >= self._lease_renew_ns:
+            self._last_lease = now
+            for leg in self._legs.values():
+                leg.value.lease_ns = now
+                self._write_leg(leg)
+
+    def _ensure_task(self) -> None:
+        if self._task is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # synchronous use (tests, tools): call maintain() yourself
+        self._task = loop.create_task(self._run(), name=f"sft-kernel-{self.instance}")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        loop.add_reader(self._events.epoll_fd, wake.set)
+        try:
+            while not self._closed:
+                try:
+                    self.maintain()
+                except Exception:  # noqa: BLE001 - keep refilling; the error is logged
+                    log.exception("kernel data plane maintenance failed")
+                wake.clear()
+                try:
+                    await asyncio.wait_for(wake.wait(), self._maintain_interval)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            loop.remove_reader(self._events.epoll_fd)
+

@@ -1,0 +1,230 @@
+/* SPDX-License-Identifier: AGPL-3.0-or-later */
+/* The one contract between the BPF programs and Python (bpf/abi.py reads this
+ * file through cffi; tests/kernel/test_abi.py compares it with the object's BTF).
+ *
+ * Rules for this file, so that cffi can take its preprocessed form:
+ *   - integer constants are plain `#define NAME <integer>` or enum members;
+ *   - only the types __u8 __u16 __u32 __u64 __be16 __be32 (given by vmlinux.h
+ *     in BPF C and by abi.py in Python);
+ *   - every struct is padded explicitly, no implicit holes, size % 8 == 0.
+ * Ownership: "controller-owned" maps are written only by Python, on state
+ * changes; "kernel-owned" values are written by the programs, and by Python
+ * only when it creates the entry.
+ */
+#ifndef SFT_ABI_H
+#define SFT_ABI_H
+
+#if !defined(__VMLINUX_H__) && !defined(SFT_ABI_CFFI)
+#include <linux/types.h>
+#endif
+
+/* ---- limits (compile-time, the verifier needs them) ---- */
+#define SFT_MAX_LEGS 4096
+#define SFT_MAX_STREAMS 16384
+#define SFT_MAX_SLOTS 32768
+#define SFT_MAX_FANOUT 64          /* slots fed by one publisher */
+#define SFT_MAX_CONFERENCES 1024
+#define SFT_KEYSTREAM_ENTRIES 8192 /* shared by all rings; 12 MB */
+#define SFT_MAX_RTP 1472           /* SRTP packet incl. tag: 1500 MTU - IPv4 - UDP */
+#define SFT_KEYSTREAM_BYTES 1456   /* >= SFT_MAX_RTP - 12 - 10, multiple of 16 */
+#define SFT_AUTH_TAG_LEN 10        /* HMAC-SHA1-80 */
+#define SFT_REPLAY_WINDOW 64
+#define SFT_LAYERS 2
+#define SFT_LAYER_UNKNOWN 255
+#define SFT_LEASE_TIMEOUT_NS 30000000000ULL
+
+/* Names and values identical to controller.dataplane.Counter. */
+enum sft_counter {
+	SFT_CTR_RX_PACKETS = 0,
+	SFT_CTR_RX_BYTES = 1,
+	SFT_CTR_TX_PACKETS = 2,
+	SFT_CTR_TX_BYTES = 3,
+	SFT_CTR_DROP_AUTH = 4,
+	SFT_CTR_DROP_REPLAY = 5,
+	SFT_CTR_DROP_UNKNOWN_LEG = 6,
+	SFT_CTR_DROP_MALFORMED = 7,
+	SFT_CTR_DROP_NO_ROUTE = 8,
+	SFT_CTR_DROP_PADDING = 9,
+	SFT_CTR_DROP_NOT_READY = 10,
+	SFT_CTR_MAX = 11,
+};
+
+/* Kernel-only detail behind the counters above (reasons, misses, errors). */
+enum sft_kcounter {
+	SFT_K_XDP_PASS_STUN = 0,
+	SFT_K_XDP_PASS_DTLS = 1,
+	SFT_K_XDP_PASS_RTCP = 2,
+	SFT_K_XDP_PASS_RTP = 3,
+	SFT_K_XDP_DROP_SHORT = 4,      /* UDP payload too short for any protocol we speak */
+	SFT_K_XDP_DROP_JUNK = 5,       /* first byte is no STUN/DTLS/RTP/RTCP */
+	SFT_K_XDP_DROP_UNKNOWN = 6,    /* RTP from an address no leg validated */
+	SFT_K_XDP_DROP_FRAGMENT = 7,   /* IP fragment aimed at the media ports */
+	SFT_K_TC_PASS_CONTROL = 8,     /* STUN/DTLS/RTCP of a leg, to its socket */
+	SFT_K_TC_BAD_VERSION = 9,
+	SFT_K_TC_TRUNCATED = 10,
+	SFT_K_TC_OVERSIZE = 11,
+	SFT_K_TC_LEASE_EXPIRED = 12,
+	SFT_K_TC_RX_KEYSTREAM_MISS = 13,
+	SFT_K_TC_TX_KEYSTREAM_MISS = 14,
+	SFT_K_TC_WAIT_KEYFRAME = 15,   /* a slot waits for a keyframe of its new source */
+	SFT_K_TC_NO_ROUTE_TO_LEG = 16, /* subscriber leg has no ifindex/MACs */
+	SFT_K_TC_CLONE_FAILED = 17,
+	SFT_K_TC_ADJUST_FAILED = 18,
+	SFT_K_TC_STORE_FAILED = 19,
+	SFT_K_TC_GSO_PASSED = 20,
+	SFT_K_TC_UNKNOWN_SSRC = 21,    /* no stream entry and no RID to learn it from */
+	SFT_K_MAX = 22,
+};
+
+enum sft_stream_kind {
+	SFT_KIND_AUDIO = 0,
+	SFT_KIND_VIDEO = 1,
+};
+
+enum sft_event_type {
+	SFT_EV_STREAM_KEYSTREAM = 1, /* an ingress stream needs keystream from .index on */
+	SFT_EV_SLOT_KEYSTREAM = 2,   /* a slot needs keystream from .index on */
+	SFT_EV_NEW_STREAM = 3,       /* a video SSRC was learned from its RID */
+};
+
+enum sft_leg_flags {
+	SFT_LEG_ACTIVE = 1,
+};
+
+enum sft_slot_flags {
+	SFT_SLOT_ACTIVE = 1,
+};
+
+/* sft_config[0], controller-owned. */
+struct sft_config {
+	__u16 port_min; /* media port range, host order, inclusive */
+	__u16 port_max;
+	__u32 flags;
+	__u64 lease_timeout_ns;
+};
+
+/* sft_leg_by_addr key: the ICE-validated 5-tuple as it arrives. */
+struct sft_addr_key {
+	__be32 remote_ip;
+	__be32 local_ip;
+	__be16 remote_port;
+	__be16 local_port;
+};
+
+/* SHA-1 chaining values after hashing one 64-byte block. */
+struct sft_sha1_state {
+	__u32 h[5];
+};
+
+/* HMAC-SHA1 key as the states after (key ^ ipad) and (key ^ opad). */
+struct sft_hmac_key {
+	struct sft_sha1_state inner;
+	struct sft_sha1_state outer;
+};
+
+/* sft_legs[leg_id], controller-owned. */
+struct sft_leg {
+	__u64 lease_ns; /* CLOCK_MONOTONIC of the last renewal */
+	__u32 leg_id;
+	__u32 conference_id;
+	__be32 local_ip;
+	__be32 remote_ip;
+	__be16 local_port;
+	__be16 remote_port;
+	__u32 ifindex; /* egress towards remote_ip */
+	__u8 src_mac[6];
+	__u8 dst_mac[6];
+	__u8 ext_audio_level; /* one/two-byte header extension ids, 0 = none */
+	__u8 ext_rid;
+	__u8 ext_frame_descriptor;
+	__u8 flags;
+	struct sft_hmac_key rx_auth; /* verifies what the leg publishes */
+	struct sft_hmac_key tx_auth; /* signs what the leg receives */
+};
+
+/* sft_leg_state[leg_id], kernel-owned. */
+struct sft_leg_state {
+	__u32 audio_level_fp;            /* smoothed -dBov x 256, k = 0.5 */
+	__u32 video_ssrc[SFT_LAYERS];    /* publisher SSRC last seen per layer */
+	__u32 pad;
+	__u64 rx_packets;
+};
+
+struct sft_stream_key {
+	__u32 leg_id;
+	__u32 ssrc;
+};
+
+/* sft_streams[leg, ssrc], controller-owned: a publisher's SSRC. */
+struct sft_stream {
+	__u32 ks_base; /* first entry of this stream's keystream ring */
+	__u32 ks_size; /* ring entries, a power of two; 0 = none yet */
+	__u8 kind;     /* enum sft_stream_kind */
+	__u8 layer;    /* declared layer or SFT_LAYER_UNKNOWN */
+	__u16 pad;
+	__u32 pad2;
+};
+
+/* sft_stream_state[leg, ssrc], kernel-owned: SRTP receive state. */
+struct sft_stream_state {
+	__u64 highest_index; /* ROC << 16 | SEQ of the newest authentic packet */
+	__u64 replay_window; /* bit i set: highest_index - i was received */
+	__u64 packets;
+	__u8 layer_learned; /* from the RID extension, or SFT_LAYER_UNKNOWN */
+	__u8 kind;
+	__u16 pad;
+	__u32 pad2;
+};
+
+/* sft_slots[slot_id], controller-owned: one sendonly m-line of a subscriber. */
+struct sft_slot {
+	__u32 subscriber; /* leg_id */
+	__u32 ssrc;       /* the SFT-chosen SSRC of the slot */
+	__u32 publisher;  /* leg_id, meaningful when SFT_SLOT_ACTIVE */
+	__u32 csrc;
+	__u32 generation; /* changes with every set_slot */
+	__u32 ks_base;
+	__u32 ks_size;
+	__u8 kind;
+	__u8 layer; /* preferred video layer */
+	__u8 flags;
+	__u8 pad;
+};
+
+/* sft_slot_state[slot_id], kernel-owned rewrite state (created by Python). */
+struct sft_slot_state {
+	__u64 next_index;    /* SRTP index (ROC << 16 | SEQ) of the next packet sent */
+	__u32 generation;    /* the sft_slot generation this state follows */
+	__u32 source_ssrc;   /* publisher SSRC being forwarded, 0 = none yet */
+	__u32 ts_offset;     /* out timestamp = in timestamp + ts_offset */
+	__u32 last_out_ts;
+	__u64 packets;
+};
+
+/* sft_fanout[publisher leg_id], controller-owned: slots fed by the publisher. */
+struct sft_fanout {
+	__u32 count;
+	__u32 slot_ids[SFT_MAX_FANOUT];
+	__u32 pad;
+};
+
+/* sft_keystream[i], mmapable, filled ahead by Python: AES-CM keystream of one
+ * (SSRC, index). Rings of entries belong to one stream or slot each. */
+struct sft_keystream {
+	__u64 index_tag; /* SRTP index + 1 this entry holds, 0 = empty */
+	__u32 ssrc;
+	__u16 valid_len; /* bytes of keystream written */
+	__u16 pad;
+	__u8 bytes[SFT_KEYSTREAM_BYTES];
+};
+
+/* sft_events ring buffer records: what the keystream refill task must do. */
+struct sft_event {
+	__u32 type; /* enum sft_event_type */
+	__u32 leg_id;
+	__u32 ssrc;
+	__u32 owner; /* slot id for SFT_EV_SLOT_KEYSTREAM */
+	__u64 index;
+};
+
+#endif /* SFT_ABI_H */

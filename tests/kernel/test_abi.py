@@ -1,0 +1,65 @@
+"""bpf/abi.py (Python's reading of sft_abi.h) against the compiled object's BTF."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from bpf import abi
+from bpf.dataplane import OBJECT_PATH
+from controller.dataplane import Counter
+
+
+@pytest.fixture(scope="module")
+def btf_types() -> list[dict]:
+    out = subprocess.run(["bpftool", "-j", "btf", "dump", "file", str(OBJECT_PATH)],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["types"]
+
+
+@pytest.fixture(scope="module")
+def btf(btf_types: list[dict]) -> dict[str, dict]:
+    return {f"{t['kind']} {t['name']}": t for t in btf_types if t.get("name")}
+
+
+def _btf_size(btf_types: list[dict], type_id: int) -> int:
+    by_id = {t["id"]: t for t in btf_types}
+    t = by_id[type_id]
+    while t["kind"] in ("TYPEDEF", "CONST", "VOLATILE"):
+        t = by_id[t["type_id"]]
+    if t["kind"] == "ARRAY":
+        return t["nr_elems"] * _btf_size(btf_types, t["type_id"])
+    return t["size"]
+
+
+def test_every_shared_struct_matches_btf(btf: dict[str, dict], btf_types: list[dict]) -> None:
+    a = abi.load()
+    for name in abi.SHARED_STRUCTS:
+        t = btf.get(f"STRUCT {name}")
+        assert t is not None, f"struct {name} is not in the object's BTF (unused by the programs?)"
+        assert a.sizeof(name) == t["size"], name
+        ctype = a.ffi.typeof(f"struct {name}")
+        python_fields = [f for f, _ in ctype.fields]
+        assert python_fields == [m["name"] for m in t["members"]], name
+        for member in t["members"]:
+            assert a.ffi.offsetof(f"struct {name}", member["name"]) * 8 == member["bits_offset"], \
+                f"{name}.{member['name']}"
+            field_type = dict(ctype.fields)[member["name"]].type
+            assert a.ffi.sizeof(field_type) == _btf_size(btf_types, member["type_id"]), \
+                f"{name}.{member['name']}"
+
+
+def test_enums_match_btf(btf: dict[str, dict]) -> None:
+    a = abi.load()
+    for name in abi.SHARED_ENUMS:
+        t = btf.get(f"ENUM {name}")
+        assert t is not None, f"enum {name} is not in the object's BTF"
+        assert {v["name"]: v["val"] for v in t["values"]} == a.enum_members(name)
+
+
+def test_counter_enum_matches_controller() -> None:
+    members = abi.load().enum_members("sft_counter")
+    assert members.pop("SFT_CTR_MAX") == len(Counter)
+    assert members == {f"SFT_CTR_{c.name}": c.value for c in Counter}
