@@ -335,8 +335,8 @@ class KernelDataPlane:
     # ---- legs ----
 
     def _leg_value(self, spec: LegSpec, rx: SrtpSession, tx: SrtpSession) -> Any:
-        with self._home.entered():
-            route = resolve_route(spec.local_addr[0], spec.remote_addr[0])
+        route = libbpf.off_event_loop(self._resolve_route, spec.local_addr[0],
+                                      spec.remote_addr[0])
         rx_inner, rx_outer = rx.hmac_states()
         tx_inner, tx_outer = tx.hmac_states()
         value = self.abi.new(
@@ -354,6 +354,10 @@ class KernelDataPlane:
         value.tx_auth.inner.h = list(tx_inner)
         value.tx_auth.outer.h = list(tx_outer)
         return value
+
+    def _resolve_route(self, local_ip: str, remote_ip: str) -> Route | None:
+        with self._home.entered():  # setns is per thread: enter on the thread that asks
+            return resolve_route(local_ip, remote_ip)
 
     def _addr_key(self, spec_local: tuple[str, int], remote: tuple[str, int]) -> bytes:
         return self.abi.pack("sft_addr_key", remote_ip=_ip(remote[0]), local_ip=_ip(spec_local[0]),
@@ -553,6 +557,10 @@ class KernelDataPlane:
 
     def read_counters(self) -> dict[Counter, int]:
         return {c: self._sum_percpu("sft_counters", struct.pack("<I", c.value)) for c in Counter}
+
+    def read_detail_counters(self) -> dict[str, int]:
+        """Kernel detail counters, plus media of kernel legs that reached user space."""
+        return {**self.read_kernel_counters(), "USERSPACE_MEDIA": self._userspace_packets}
 
     def read_kernel_counters(self) -> dict[str, int]:
         """Detail counters (``enum sft_kcounter``), by name without the prefix."""

@@ -11,7 +11,9 @@ verbs (update/lookup/delete, per-CPU, mmap) → ``attach_xdp``/``attach_tc`` →
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import ctypes
 import errno as errno_mod
@@ -20,9 +22,11 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cffi
+
+T = TypeVar("T")
 
 BPFFS = Path("/sys/fs/bpf")
 
@@ -517,7 +521,22 @@ def detach_tc(ifindex: int, handle: int, priority: int, prog_id: int | None = No
             lib().bpf_tc_hook_destroy(hook)
 
 
+def off_event_loop(fn: Callable[..., T], *args: Any) -> T:
+    """pyroute2's synchronous API refuses to run inside a running asyncio loop
+    (the controller's): run such calls on a short-lived thread instead."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn(*args)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netlink") as pool:
+        return pool.submit(fn, *args).result()
+
+
 def _tc_has_filters(ifindex: int) -> bool:
+    return off_event_loop(_tc_has_filters_now, ifindex)
+
+
+def _tc_has_filters_now(ifindex: int) -> bool:
     # libbpf cannot list filters; ask the kernel through pyroute2.
     try:
         from pyroute2 import IPRoute

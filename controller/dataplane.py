@@ -146,5 +146,9 @@ class DataPlane(Protocol):
     def read_conference_packets(self) -> dict[int, int]:
         """Forwarded packets per conference_id since start."""
 
+    def read_detail_counters(self) -> dict[str, int]:
+        """Implementation-specific counters by name (e.g. kernel drop reasons,
+        media packets that reached user space on the kernel path)."""
+
     def close(self) -> None:
         """Detach and free everything this data plane created."""

@@ -17,12 +17,14 @@ class SftCollector:
     def __init__(self, version: str, state: Callable[[], dict[str, float]],
                  dataplane_name: Callable[[], str],
                  counters: Callable[[], dict[Counter, int]],
-                 conference_packets: Callable[[], dict[str, int]]) -> None:
+                 conference_packets: Callable[[], dict[str, int]],
+                 detail_counters: Callable[[], dict[str, int]] = dict) -> None:
         self._version = version
         self._state = state
         self._dataplane_name = dataplane_name
         self._counters = counters
         self._conference_packets = conference_packets
+        self._detail_counters = detail_counters
         self._started = time.monotonic()
 
     def collect(self) -> Iterable[Metric]:
@@ -52,6 +54,12 @@ class SftCollector:
         for counter, value in self._counters().items():
             packets.add_metric([counter.name], value)
         yield packets
+        detail = CounterMetricFamily(
+            "sft_dataplane_detail", "Data-plane detail counters (kernel drop reasons, "
+            "keystream misses, media that reached user space)", labels=["counter"])
+        for name, value in self._detail_counters().items():
+            detail.add_metric([name], value)
+        yield detail
         per_conf = CounterMetricFamily("sft_conference_forwarded_packets",
                                        "Packets forwarded per live conference",
                                        labels=["conference"])

@@ -231,6 +231,12 @@ class Answer:
 _TOKEN = re.compile(r"^[A-Za-z0-9+/=_.\-:#~]+$")
 
 
+def _digits(text: str) -> bool:
+    """ASCII decimal digits that ``int()`` surely converts (``str.isdigit`` also
+    accepts e.g. "²", and ``int`` refuses more than 4300 digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= 20
+
+
 def parse_candidate(value: str) -> Candidate:
     bits = value.split()
     if len(bits) < 8 or bits[6] != "typ":
@@ -271,11 +277,11 @@ def parse_answer(text: str) -> Answer:
             saw_version = True
         elif key == "m":
             bits = value.split()
-            if len(bits) < 3 or not bits[1].isdigit():
+            if len(bits) < 3 or not _digits(bits[1]):
                 raise SdpError(f"line {number}: bad m= line {line[:60]!r}")
             current = AnswerMedia(kind=bits[0], mid="", port=int(bits[1]))
             for fmt in bits[3:]:
-                if fmt.isdigit():
+                if _digits(fmt):
                     current.payload_types.append(int(fmt))
             media.append(current)
             attrs = {}
@@ -305,13 +311,13 @@ def parse_answer(text: str) -> Answer:
                 current.direction = name
             elif name == "ssrc":
                 ssrc_text = arg.split(" ", 1)[0]
-                if not ssrc_text.isdigit() or int(ssrc_text) > 0xFFFFFFFF:
+                if not _digits(ssrc_text) or int(ssrc_text) > 0xFFFFFFFF:
                     raise SdpError(f"line {number}: bad SSRC {ssrc_text!r}")
                 if int(ssrc_text) not in current.ssrcs:
                     current.ssrcs.append(int(ssrc_text))
             elif name == "ssrc-group":
                 bits = arg.split()
-                if not bits or not all(b.isdigit() and int(b) <= 0xFFFFFFFF for b in bits[1:]):
+                if not bits or not all(_digits(b) and int(b) <= 0xFFFFFFFF for b in bits[1:]):
                     raise SdpError(f"line {number}: bad ssrc-group {arg[:60]!r}")
                 current.ssrc_groups.append((bits[0], [int(b) for b in bits[1:]]))
             elif name == "rid":
@@ -324,12 +330,12 @@ def parse_answer(text: str) -> Answer:
                 ext_id_text, _, rest = arg.partition(" ")
                 ext_id_text = ext_id_text.split("/")[0]
                 uri = rest.split(" ")[0]
-                if not ext_id_text.isdigit() or not 1 <= int(ext_id_text) <= 255 or not uri:
+                if not _digits(ext_id_text) or not 1 <= int(ext_id_text) <= 255 or not uri:
                     raise SdpError(f"line {number}: bad extmap {arg[:60]!r}")
                 current.extmaps[uri] = int(ext_id_text)
             elif name == "sctp-port" or name == "sctpmap":
                 port_text = arg.split(" ")[0]
-                if not port_text.isdigit():
+                if not _digits(port_text):
                     raise SdpError(f"line {number}: bad SCTP port {port_text!r}")
                 current.sctp_port = int(port_text)
         # other line types (o, s, t, c, b) carry nothing we use

@@ -144,6 +144,9 @@ class UserspaceDataPlane:
     def read_conference_packets(self) -> dict[int, int]:
         return dict(self._conference_packets)
 
+    def read_detail_counters(self) -> dict[str, int]:
+        return {}
+
     def close(self) -> None:
         self._legs.clear()
         self._routes.clear()

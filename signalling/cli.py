@@ -216,7 +216,8 @@ async def serve(args: argparse.Namespace) -> int:
                         max_conference_size=args.max_conference_size, version=version()),
               dataplane)
     registry = make_registry(SftCollector(version(), sft.state, lambda: dataplane.name,
-                                          sft.counters, sft.conference_packets))
+                                          sft.counters, sft.conference_packets,
+                                          dataplane.read_detail_counters))
     ssl_context = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):

@@ -91,8 +91,17 @@ def decode(data: bytes | str) -> Message:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EconnError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # e.g. "[[[[…" nested deeper than the interpreter allows
+        raise EconnError("body is not valid JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise EconnError("body must be a JSON object")
+    try:  # "\ud800" escapes (or surrogatepass input) give strings no UTF-8 can carry
+        json.dumps(obj, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise EconnError("body is not valid JSON: a string holds a lone UTF-16 surrogate") \
+            from None
+    except RecursionError:
+        raise EconnError("body is not valid JSON: nested too deeply") from None
     version = obj.get("version")
     if version != VERSION:
         raise EconnError(f"unsupported version {version!r}, expected {VERSION!r}")
