@@ -37,6 +37,9 @@ extras=""
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e ".${extras}"
 
+# The load generator's native sender/receiver (cffi, gcc).
+.venv/bin/python -m sftload.native.build >/dev/null
+
 # BPF objects are built here, once; nodes running a built package or image need no compiler.
 if [ -f bpf/Makefile ]; then
     make -s -C bpf

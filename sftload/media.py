@@ -1,0 +1,253 @@
+"""The Wire call mix as pre-protected SRTP packets, and the receiver's checks.
+
+Per publisher (performance.md): Opus-like audio, 50 pkt/s, 100-byte payload,
+with the ssrc-audio-level extension (a slow per-participant curve, so the
+loudest speakers change); one VP8 layer, 100 pkt/s, 1200-byte payload, RID
+``h`` in the rtp-stream-id extension (sftd forwards video only after a RID),
+25 frames/s of 4 packets, a VP8 payload descriptor and frame tag in front (the
+part of a frame Wire's end-to-end encryption leaves in clear: S bit, P bit =
+keyframe), keyframes on FIR/PLI. The rest of the payload is opaque; its first
+bytes after the VP8 header carry the send timestamp (CLOCK_MONOTONIC ns),
+the publisher index and a per-stream counter.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import struct
+from dataclasses import dataclass
+
+import hmac
+from hashlib import sha1
+
+import pylibsrtp
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+AUDIO_INTERVAL_NS = 20_000_000
+VIDEO_INTERVAL_NS = 10_000_000
+VIDEO_PACKETS_PER_FRAME = 4
+AUDIO_PAYLOAD = 100
+VIDEO_PAYLOAD = 1200
+STAMP = struct.Struct("!QII")  # send time ns, publisher index, stream counter
+VP8_HEADER = 4  # payload descriptor (1) + frame tag (3)
+PT_PSFB = 206
+
+PROFILE_CM_SHA1_80 = "SRTP_AES128_CM_SHA1_80"
+KEY_LEN, SALT_LEN = 16, 14
+
+
+def srtp_pair(profile: str, material: bytes, role: str) -> tuple[bytes, bytes]:
+    """(our key||salt, their key||salt) from RFC 5764 keying material."""
+    if profile != PROFILE_CM_SHA1_80:
+        raise ValueError(f"SRTP profile {profile} negotiated; the load generator (and the "
+                         "kernel data plane) use AES_CM_128_HMAC_SHA1_80 only")
+    ck, sk = material[:KEY_LEN], material[KEY_LEN:2 * KEY_LEN]
+    cs, ss = material[2 * KEY_LEN:2 * KEY_LEN + SALT_LEN], material[2 * KEY_LEN + SALT_LEN:]
+    client, server = ck + cs, sk + ss
+    return (client, server) if role == "client" else (server, client)
+
+
+def session(key_salt: bytes, inbound: bool) -> pylibsrtp.Session:
+    policy = pylibsrtp.Policy(
+        key=key_salt,
+        ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound
+        else pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+        srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
+    policy.allow_repeat_tx = False
+    policy.window_size = 1024
+    return pylibsrtp.Session(policy=policy)
+
+
+class SrtpError(ValueError):
+    pass
+
+
+def _aes_ctr(key: bytes, iv: int, data: bytes) -> bytes:
+    enc = Cipher(algorithms.AES(key), modes.CTR(iv.to_bytes(16, "big"))).encryptor()
+    return enc.update(data) + enc.finalize()
+
+
+class SrtpReceiver:
+    """AES_CM_128_HMAC_SHA1_80 unprotect with an explicit rollover counter
+    (RFC 3711 §3-4), for sampled packets.
+
+    libsrtp guesses the ROC from the packets it has seen; a receiver that
+    decrypts only 1 packet in 100 has not seen a stream's wrap and would guess
+    wrong. The C receiver sees every packet, so it knows each one's extended
+    sequence number, and the ROC comes with the sample. The keys are the
+    receiver leg's own (RFC 5764 export); the test suite checks this against
+    libsrtp's protect.
+    """
+
+    def __init__(self, key_salt: bytes) -> None:
+        master_key, master_salt = key_salt[:KEY_LEN], key_salt[KEY_LEN:KEY_LEN + SALT_LEN]
+        salt = int.from_bytes(master_salt, "big")
+
+        def kdf(label: int, length: int) -> bytes:
+            x = salt ^ (label << 48)
+            return _aes_ctr(master_key, x << 16, bytes(length))
+
+        self.k_e = kdf(0, 16)
+        self.k_a = kdf(1, 20)
+        self.k_s = int.from_bytes(kdf(2, 14), "big")
+
+    def unprotect(self, packet: bytes, roc: int) -> bytes:
+        if len(packet) < 12 + 10:
+            raise SrtpError("too short")
+        body, tag = packet[:-10], packet[-10:]
+        mac = hmac.new(self.k_a, body + roc.to_bytes(4, "big"), sha1).digest()[:10]
+        if not hmac.compare_digest(mac, tag):
+            raise SrtpError("authentication failure")
+        b0 = body[0]
+        off = 12 + 4 * (b0 & 0x0F)
+        if b0 & 0x10:
+            off += 4 + 4 * struct.unpack_from("!H", body, off + 2)[0]
+        seq = struct.unpack_from("!H", body, 2)[0]
+        ssrc = struct.unpack_from("!I", body, 8)[0]
+        index = (roc << 16) | seq
+        iv = (self.k_s << 16) ^ (ssrc << 64) ^ (index << 16)
+        return body[:off] + _aes_ctr(self.k_e, iv, body[off:])
+
+
+@dataclass
+class Streams:
+    """What the answer declared and negotiated for one publisher."""
+
+    audio_ssrc: int
+    video_ssrc: int
+    audio_pt: int = 111
+    video_pt: int = 100
+    audio_level_id: int = 1
+    rid_id: int = 4
+
+
+class Publisher:
+    """Generates one participant's packets in due-time order and protects them."""
+
+    def __init__(self, index: int, streams: Streams, tx: pylibsrtp.Session, start_ns: int,
+                 seed: int | None = None) -> None:
+        rnd = random.Random(seed if seed is not None else index)
+        self.index = index
+        self.s = streams
+        self.tx = tx
+        self.t0 = start_ns
+        self.a_seq = rnd.randrange(1 << 16)
+        self.v_seq = rnd.randrange(1 << 16)
+        self.a_ts0 = rnd.randrange(1 << 32)
+        self.v_ts0 = rnd.randrange(1 << 32)
+        self.a_count = 0
+        self.v_count = 0
+        self.keyframe_wanted = True
+        self.keyframes = 0
+        # level curve: 10..70 -dBov, own period and phase, so speakers change
+        self.level_period = rnd.uniform(2.0, 6.0)
+        self.level_phase = rnd.uniform(0, 2 * math.pi)
+        self.next_audio = start_ns + rnd.randrange(AUDIO_INTERVAL_NS)
+        self.next_video = start_ns + rnd.randrange(VIDEO_INTERVAL_NS)
+        fill = os.urandom(VIDEO_PAYLOAD)
+        # audio: header(12) + ext hdr(4) + [0x10|len0, level, 0, 0] + payload
+        self.a_tmpl = bytearray(struct.pack("!BBHII", 0x90, streams.audio_pt, 0, 0,
+                                            streams.audio_ssrc))
+        self.a_tmpl += struct.pack("!HH", 0xBEDE, 1)
+        self.a_level_off = len(self.a_tmpl) + 1
+        self.a_tmpl += bytes([(streams.audio_level_id << 4) | 0, 0, 0, 0])
+        self.a_payload_off = len(self.a_tmpl)
+        self.a_tmpl += fill[:AUDIO_PAYLOAD]
+        # video: header(12) + ext hdr(4) + [rid id|len0, 'h', 0, 0] + payload
+        self.v_tmpl = bytearray(struct.pack("!BBHII", 0x90, streams.video_pt, 0, 0,
+                                            streams.video_ssrc))
+        self.v_tmpl += struct.pack("!HH", 0xBEDE, 1)
+        self.v_tmpl += bytes([(streams.rid_id << 4) | 0, ord("h"), 0, 0])
+        self.v_payload_off = len(self.v_tmpl)
+        self.v_tmpl += fill[:VIDEO_PAYLOAD]
+
+    def resume(self, now_ns: int) -> None:
+        """After a pause: continue the schedule from now (sequence numbers continue)."""
+        if self.next_audio < now_ns:
+            self.next_audio = now_ns + (self.next_audio - now_ns) % AUDIO_INTERVAL_NS
+        if self.next_video < now_ns:
+            lag = now_ns - self.next_video
+            frames = -(-lag // (VIDEO_INTERVAL_NS * VIDEO_PACKETS_PER_FRAME))
+            self.next_video += frames * VIDEO_INTERVAL_NS * VIDEO_PACKETS_PER_FRAME
+
+    def level(self, due_ns: int) -> int:
+        t = (due_ns - self.t0) / 1e9
+        return int(40 + 30 * math.sin(2 * math.pi * t / self.level_period + self.level_phase))
+
+    def next_packet(self) -> tuple[int, int, bytes]:
+        """(due ns, kind 0 audio / 1 video, protected packet), earliest first."""
+        if self.next_audio <= self.next_video:
+            due = self.next_audio
+            self.next_audio += AUDIO_INTERVAL_NS
+            t = self.a_tmpl
+            ts = (self.a_ts0 + (due - self.t0) * 48_000 // 1_000_000_000) & 0xFFFFFFFF
+            struct.pack_into("!HI", t, 2, self.a_seq, ts)
+            t[self.a_level_off] = self.level(due)
+            STAMP.pack_into(t, self.a_payload_off, due, self.index, self.a_count)
+            self.a_seq = (self.a_seq + 1) & 0xFFFF
+            self.a_count += 1
+            return due, 0, self.tx.protect(bytes(t))
+        due = self.next_video
+        self.next_video += VIDEO_INTERVAL_NS
+        t = self.v_tmpl
+        part = self.v_count % VIDEO_PACKETS_PER_FRAME
+        frame_due = due - part * VIDEO_INTERVAL_NS
+        ts = (self.v_ts0 + (frame_due - self.t0) * 90_000 // 1_000_000_000) & 0xFFFFFFFF
+        marker = 0x80 if part == VIDEO_PACKETS_PER_FRAME - 1 else 0
+        t[1] = marker | self.s.video_pt
+        struct.pack_into("!HI", t, 2, self.v_seq, ts)
+        off = self.v_payload_off
+        if part == 0:
+            key = self.keyframe_wanted
+            if key:
+                self.keyframe_wanted = False
+                self.keyframes += 1
+            t[off] = 0x10  # S=1, PID=0
+            t[off + 1] = 0x00 if key else 0x01  # frame tag: P=0 keyframe
+        else:
+            t[off] = 0x00
+            t[off + 1] = 0x01
+        STAMP.pack_into(t, off + VP8_HEADER, due, self.index, self.v_count)
+        self.v_seq = (self.v_seq + 1) & 0xFFFF
+        self.v_count += 1
+        return due, 1, self.tx.protect(bytes(t))
+
+
+def wants_keyframe(rtcp: bytes) -> bool:
+    """A plaintext compound RTCP packet carries a FIR or a PLI."""
+    pos = 0
+    while pos + 4 <= len(rtcp):
+        b0, pt, words = struct.unpack_from("!BBH", rtcp, pos)
+        if b0 >> 6 != 2:
+            return False
+        if pt == PT_PSFB and (b0 & 0x1F) in (1, 4):
+            return True
+        pos += 4 * (words + 1)
+    return False
+
+
+@dataclass
+class SampleInfo:
+    ssrc: int
+    csrc: int | None
+    send_ns: int
+    publisher: int
+    counter: int
+
+
+def parse_sample(plain: bytes, video: bool) -> SampleInfo:
+    """Read our stamp back from a decrypted forwarded packet."""
+    b0 = plain[0]
+    cc = b0 & 0x0F
+    off = 12 + 4 * cc
+    csrc = struct.unpack_from("!I", plain, 12)[0] if cc else None
+    if b0 & 0x10:
+        words = struct.unpack_from("!H", plain, off + 2)[0]
+        off += 4 + 4 * words
+    if video:
+        off += VP8_HEADER
+    send_ns, pub, counter = STAMP.unpack_from(plain, off)
+    ssrc = struct.unpack_from("!I", plain, 8)[0]
+    return SampleInfo(ssrc, csrc, send_ns, pub, counter)
