@@ -166,6 +166,20 @@ def interface_addresses(names: list[str] | None) -> list[str]:
     return found
 
 
+# Keystream rings per stream/slot, refilled every 20 ms: 16 audio packets
+# (320 ms at 50/s) and 32 video packets (a keyframe burst) of headroom.
+KEYSTREAM_AUDIO_RING = 16
+KEYSTREAM_VIDEO_RING = 32
+KEYSTREAM_ENTRIES_PER_PARTICIPANT = 512  # 5·16 + 9·32 slots + 16 + 32 ingress, rounded up
+
+
+def keystream_entries(max_participants: int) -> int:
+    """Keystream map size (1.5 KB per entry): for --max-participants if set,
+    else for 128 participants (96 MB)."""
+    wanted = (max_participants or 128) * KEYSTREAM_ENTRIES_PER_PARTICIPANT
+    return 1 << max(14, (wanted - 1).bit_length())
+
+
 def choose_dataplane(args: argparse.Namespace) -> DataPlane:
     if args.dataplane == "userspace":
         log.info("data plane: userspace (--dataplane userspace)")
@@ -177,7 +191,10 @@ def choose_dataplane(args: argparse.Namespace) -> DataPlane:
         ok, reason = kernel_available()
         if ok:
             plane = KernelDataPlane(interfaces=args.interface_names,
-                                    media_ports=args.media_ports, instance=args.instance)
+                                    media_ports=args.media_ports, instance=args.instance,
+                                    keystream_entries=keystream_entries(args.max_participants),
+                                    audio_ring=KEYSTREAM_AUDIO_RING,
+                                    video_ring=KEYSTREAM_VIDEO_RING)
             log.info("data plane: kernel (eBPF) on %s", ",".join(args.interface_names))
             return plane
     except ImportError as exc:
