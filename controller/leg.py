@@ -94,29 +94,44 @@ class PortRange:
 
 
 class LegSocket(StunProtocol):
-    """aioice's socket protocol with an RTP/RTCP fast path in front."""
+    """aioice's socket protocol with an RTP/RTCP fast path in front, and a gate:
+    only STUN may come from anywhere (ICE checks authenticate themselves);
+    DTLS and media are taken only from the ICE-nominated remote address."""
 
     receiver: LegIceConnection
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
-        if isinstance(data, bytes) and data and 127 < data[0] < 192:
-            self.receiver.media_received(data, (addr[0], addr[1]), self)
+        if not isinstance(data, bytes) or not data:
             return
-        super().datagram_received(data, addr)
+        first = data[0]
+        if first < 4:  # STUN (RFC 7983)
+            super().datagram_received(data, addr)
+            return
+        source = (addr[0], addr[1])
+        if not self.receiver.validated(source, self):
+            self.receiver.reject(data)
+        elif 127 < first < 192:
+            self.receiver.media_received(data, source, self)
+        elif 19 < first < 64:  # DTLS
+            super().datagram_received(data, addr)
+        else:
+            self.receiver.reject(data)
 
 
 class LegIceConnection(Connection):
     """An aioice connection whose host candidates and sockets we choose."""
 
     def __init__(self, *, ports: PortRange, addresses: list[str], advertised: str | None,
-                 on_media: Callable[[bytes, LegSocket], None], **kwargs: Any) -> None:
+                 on_media: Callable[[bytes, LegSocket], None],
+                 on_reject: Callable[[bytes], None] | None = None, **kwargs: Any) -> None:
         super().__init__(ice_controlling=True, components=1, use_ipv6=False, **kwargs)
         self._ports = ports
         self._addresses = addresses
         self._advertised = advertised
         self._on_media = on_media
+        self._on_reject = on_reject
         self.port: int | None = None
-        self.rejected_media = 0
+        self.rejected = 0
         # During an ICE restart: the connection being replaced, whose nominated
         # pair still carries media until this one has its own.
         self.previous: LegIceConnection | None = None
@@ -153,13 +168,21 @@ class LegIceConnection(Connection):
             self._local_candidates += await self.get_component_candidates(1, [])
         self._local_candidates_end = True
 
+    def validated(self, addr: tuple[str, int], protocol: LegSocket) -> bool:
+        """Whether ``addr`` is the remote end of the nominated pair on ``protocol``."""
+        for connection in (self, self.previous):
+            pair = connection._nominated.get(1) if connection is not None else None
+            if pair is not None and pair.protocol is protocol and pair.remote_addr == addr:
+                return True
+        return False
+
+    def reject(self, data: bytes) -> None:
+        """Not from the ICE-validated address (or not a protocol we speak): dropped."""
+        self.rejected += 1
+        if self._on_reject is not None:
+            self._on_reject(data)
+
     def media_received(self, data: bytes, addr: tuple[str, int], protocol: LegSocket) -> None:
-        pair = self._nominated.get(1)
-        if pair is None and self.previous is not None:
-            pair = self.previous._nominated.get(1)
-        if pair is None or pair.protocol is not protocol or pair.remote_addr != addr:
-            self.rejected_media += 1  # not from the ICE-validated address: never forwarded
-            return
         self._on_media(data, protocol)
 
     async def close(self) -> None:
@@ -218,7 +241,8 @@ class Leg:
                  turn: dict[str, Any] | None,
                  on_rtp: Callable[[Leg, bytes], None], on_rtcp: Callable[[Leg, bytes], None],
                  on_message: Callable[[Leg, str], None], on_connected: Callable[[Leg], None],
-                 on_closed: Callable[[Leg], None]) -> None:
+                 on_closed: Callable[[Leg], None],
+                 on_reject: Callable[[bytes], None] | None = None) -> None:
         self.leg_id = leg_id
         self.state = "new"  # new → gathered → connecting → connected → closed
         self._certificate = certificate
@@ -226,8 +250,9 @@ class Leg:
         self._on_rtp, self._on_rtcp = on_rtp, on_rtcp
         self._on_message, self._on_connected, self._on_closed = on_message, on_connected, on_closed
         self._gatherer = RTCIceGatherer(iceServers=[])
+        self._on_reject = on_reject
         self.ice = LegIceConnection(ports=ports, addresses=addresses, advertised=advertised,
-                                    on_media=self._media, **(turn or {}))
+                                    on_media=self._media, on_reject=on_reject, **(turn or {}))
         self._gatherer._connection = self.ice
         self._ice_transport = RTCIceTransport(self._gatherer)
         self.dtls = LegDtlsTransport(self._ice_transport, certificate, srtp_profiles)
@@ -270,7 +295,8 @@ class Leg:
             raise RuntimeError("ICE restart needs a connected leg")
         pending, ice = self._restart, self.ice
         fresh = LegIceConnection(ports=ice._ports, addresses=ice._addresses,
-                                 advertised=ice._advertised, on_media=self._media)
+                                 advertised=ice._advertised, on_media=self._media,
+                                 on_reject=self._on_reject)
         fresh.adopt(pending or ice)  # the sockets move to the newest connection
         fresh.previous = ice  # whose nominated pair carries media meanwhile
         self._restart = fresh

@@ -19,7 +19,15 @@ from aiortc.rtcdtlstransport import RTCCertificate
 from signalling import econn
 
 from . import rtcp
-from .dataplane import Counter, DataPlane, Layer, LegSpec, SlotSource, StreamKind
+from .dataplane import (
+    UNVALIDATED_SOURCE,
+    Counter,
+    DataPlane,
+    Layer,
+    LegSpec,
+    SlotSource,
+    StreamKind,
+)
 from .leg import Leg, PortRange
 from .model import Conference, Participant, StreamRequest, update_speakers
 from .sdp import AUDIO_SLOTS, MAX_VSTREAMS, OfferParams, SdpError, build_offer, parse_answer
@@ -182,7 +190,8 @@ class Sft:
                   srtp_profiles=self.dataplane.srtp_profiles,
                   turn=self._turn_from(msg) if self.config.use_client_turn else None,
                   on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_message=self._on_message,
-                  on_connected=self._on_connected, on_closed=self._on_leg_closed)
+                  on_connected=self._on_connected, on_closed=self._on_leg_closed,
+                  on_reject=self._on_unvalidated)
         participant = Participant(
             key=key, convid=convid, userid=msg.src_userid, clientid=msg.src_clientid,
             sessid=msg.sessid, vstreams=vstreams, leg=leg,
@@ -301,6 +310,9 @@ class Sft:
         participant = self.by_leg.get(leg.leg_id)
         if participant is not None and participant.state != "ended":
             asyncio.ensure_future(self.end_participant(participant, "connection closed"))
+
+    def _on_unvalidated(self, data: bytes) -> None:
+        self.dataplane.handle_packet(UNVALIDATED_SOURCE, data)  # counted, never forwarded
 
     def _on_rtp(self, leg: Leg, data: bytes) -> None:
         self.dataplane.handle_packet(leg.leg_id, data)
