@@ -28,7 +28,7 @@ from typing import Any
 import pylibsrtp
 from aioice import Candidate as IceCandidate
 from aioice.candidate import candidate_foundation, candidate_priority
-from aioice.ice import Connection, StunProtocol
+from aioice.ice import CandidatePair, Connection, StunProtocol, candidate_pair_priority
 from aiortc.rtcdatachannel import RTCDataChannel, RTCDataChannelParameters
 from aiortc.rtcdtlstransport import (
     SRTP_PROFILES,
@@ -130,6 +130,7 @@ class LegIceConnection(Connection):
         self._advertised = advertised
         self._on_media = on_media
         self._on_reject = on_reject
+        self.on_path_change: Callable[[], None] | None = None
         self.port: int | None = None
         self.rejected = 0
         # During an ICE restart: the connection being replaced, whose nominated
@@ -168,13 +169,47 @@ class LegIceConnection(Connection):
             self._local_candidates += await self.get_component_candidates(1, [])
         self._local_candidates_end = True
 
-    def validated(self, addr: tuple[str, int], protocol: LegSocket) -> bool:
-        """Whether ``addr`` is the remote end of the nominated pair on ``protocol``."""
+    def check_complete(self, pair: CandidatePair) -> None:
+        super().check_complete(pair)
+        # Aggressive nomination may nominate several pairs; the controlled
+        # peer uses the highest-priority one (RFC 8445 §8.1.1), so do we.
+        nominated = [p for p in self._check_list if p.nominated
+                     and p.state == CandidatePair.State.SUCCEEDED]
+        if nominated:
+            self._nominated[1] = max(nominated, key=self._pair_priority)
+
+    def _pair_priority(self, pair: CandidatePair) -> int:
+        return candidate_pair_priority(pair.local_candidate, pair.remote_candidate,
+                                       self.ice_controlling)
+
+    def _validated_pair(self, addr: tuple[str, int], protocol: LegSocket) -> CandidatePair | None:
+        """The succeeded pair (ICE-validated path) that ``addr`` on ``protocol`` belongs to."""
         for connection in (self, self.previous):
-            pair = connection._nominated.get(1) if connection is not None else None
+            if connection is None:
+                continue
+            pair = connection._nominated.get(1)
             if pair is not None and pair.protocol is protocol and pair.remote_addr == addr:
-                return True
-        return False
+                return pair
+            for pair in connection._check_list:
+                if pair.state == CandidatePair.State.SUCCEEDED and pair.protocol is protocol \
+                        and pair.remote_addr == addr:
+                    return pair
+        return None
+
+    def validated(self, addr: tuple[str, int], protocol: LegSocket) -> bool:
+        return self._validated_pair(addr, protocol) is not None
+
+    def latch(self, addr: tuple[str, int], protocol: LegSocket) -> bool:
+        """Media arrived on a validated pair other than the selected one: the
+        peer chose that path, so send there too. True if the path changed."""
+        current = self._nominated.get(1)
+        if current is not None and current.protocol is protocol and current.remote_addr == addr:
+            return False
+        pair = self._validated_pair(addr, protocol)
+        if pair is None or pair not in self._check_list:
+            return False
+        self._nominated[1] = pair
+        return True
 
     def reject(self, data: bytes) -> None:
         """Not from the ICE-validated address (or not a protocol we speak): dropped."""
@@ -183,6 +218,8 @@ class LegIceConnection(Connection):
             self._on_reject(data)
 
     def media_received(self, data: bytes, addr: tuple[str, int], protocol: LegSocket) -> None:
+        if self.latch(addr, protocol) and self.on_path_change is not None:
+            self.on_path_change()
         self._on_media(data, protocol)
 
     async def close(self) -> None:
@@ -242,7 +279,8 @@ class Leg:
                  on_rtp: Callable[[Leg, bytes], None], on_rtcp: Callable[[Leg, bytes], None],
                  on_message: Callable[[Leg, str], None], on_connected: Callable[[Leg], None],
                  on_closed: Callable[[Leg], None],
-                 on_reject: Callable[[bytes], None] | None = None) -> None:
+                 on_reject: Callable[[bytes], None] | None = None,
+                 on_path_change: Callable[[Leg], None] | None = None) -> None:
         self.leg_id = leg_id
         self.state = "new"  # new → gathered → connecting → connected → closed
         self._certificate = certificate
@@ -251,8 +289,10 @@ class Leg:
         self._on_message, self._on_connected, self._on_closed = on_message, on_connected, on_closed
         self._gatherer = RTCIceGatherer(iceServers=[])
         self._on_reject = on_reject
+        self._on_path_change = on_path_change
         self.ice = LegIceConnection(ports=ports, addresses=addresses, advertised=advertised,
                                     on_media=self._media, on_reject=on_reject, **(turn or {}))
+        self.ice.on_path_change = self._path_changed
         self._gatherer._connection = self.ice
         self._ice_transport = RTCIceTransport(self._gatherer)
         self.dtls = LegDtlsTransport(self._ice_transport, certificate, srtp_profiles)
@@ -297,6 +337,7 @@ class Leg:
         fresh = LegIceConnection(ports=ice._ports, addresses=ice._addresses,
                                  advertised=ice._advertised, on_media=self._media,
                                  on_reject=self._on_reject)
+        fresh.on_path_change = self._path_changed
         fresh.adopt(pending or ice)  # the sockets move to the newest connection
         fresh.previous = ice  # whose nominated pair carries media meanwhile
         self._restart = fresh
@@ -399,6 +440,11 @@ class Leg:
         except Exception as exc:  # any failure ends the leg; the controller logs why
             log.info("leg %d failed to connect: %s", self.leg_id, exc)
             await self.close()
+
+    def _path_changed(self) -> None:
+        if self.state == "connected" and self._on_path_change is not None:
+            log.info("leg %d: peer moved to another validated path", self.leg_id)
+            self._on_path_change(self)
 
     def _dtls_state(self) -> None:
         if self.dtls.state in ("closed", "failed"):

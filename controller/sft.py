@@ -191,7 +191,7 @@ class Sft:
                   turn=self._turn_from(msg) if self.config.use_client_turn else None,
                   on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_message=self._on_message,
                   on_connected=self._on_connected, on_closed=self._on_leg_closed,
-                  on_reject=self._on_unvalidated)
+                  on_reject=self._on_unvalidated, on_path_change=self._on_path_changed)
         participant = Participant(
             key=key, convid=convid, userid=msg.src_userid, clientid=msg.src_clientid,
             sessid=msg.sessid, vstreams=vstreams, leg=leg,
@@ -256,7 +256,7 @@ class Sft:
             except SdpError as exc:
                 return JoinResult(400, reason=f"bad SDP answer: {exc}")
             participant.restarting = False
-            participant.leg.start(answer, on_restarted=self._on_restarted)
+            participant.leg.start(answer, on_restarted=self._on_path_changed)
             return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_OK))
         if participant.state != "offered":
             return JoinResult(400, reason="answer already applied; send CONFCONN update:true "
@@ -299,12 +299,12 @@ class Sft:
         self._send_confpart(conference)
         self._update_slots(conference)
 
-    def _on_restarted(self, leg: Leg) -> None:
+    def _on_path_changed(self, leg: Leg) -> None:
+        """ICE restart done, or the peer moved to another validated pair."""
         pair = leg.selected_pair()
         if pair is not None and leg.leg_id in self.by_leg:
             self.dataplane.update_leg_address(leg.leg_id, pair[1], pair[2])
-            log.info("participant %s continues from %s:%d after ICE restart",
-                     self.by_leg[leg.leg_id].key, *pair[1])
+            log.info("participant %s now at %s:%d", self.by_leg[leg.leg_id].key, *pair[1])
 
     def _on_leg_closed(self, leg: Leg) -> None:
         participant = self.by_leg.get(leg.leg_id)

@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pylibsrtp
@@ -65,11 +66,29 @@ class _Leg:
     level_time: float = 0.0
 
 
+def _wall_clock_gap(kind: StreamKind, elapsed: float | None) -> int:
+    """Timestamp gap left when a slot switches source: the time since its last packet."""
+    return max(1, int(elapsed * CLOCK_RATE[kind])) if elapsed is not None else 1
+
+
 class UserspaceDataPlane:
     name = "userspace"
     srtp_profiles = (SRTP_AES_CM_128_HMAC_SHA1_80, SRTP_AEAD_AES_128_GCM, SRTP_AEAD_AES_256_GCM)
 
-    def __init__(self) -> None:
+    def __init__(self, *, slot_initial_index: Callable[[], int] | None = None,
+                 slot_initial_ts: Callable[[], int] | None = None,
+                 switch_ts_gap: Callable[[StreamKind, float | None], int] | None = None) -> None:
+        """The keyword hooks make the plane's free choices deterministic (tests compare it
+        with the kernel plane byte for byte); by default they are random / wall time.
+
+        ``slot_initial_index``: sequence number of a new slot's first packet (called once
+        per slot, audio slots then video slots of each leg, as KernelDataPlane does);
+        ``slot_initial_ts``: the timestamp a new slot counts on from;
+        ``switch_ts_gap(kind, seconds since the slot's last packet or None)``: timestamp
+        gap a slot leaves when it switches to a new source."""
+        self._slot_initial_index = slot_initial_index
+        self._slot_initial_ts = slot_initial_ts
+        self._switch_ts_gap = switch_ts_gap or _wall_clock_gap
         self._legs: dict[int, _Leg] = {}
         # publisher leg -> slots currently or soon forwarding it, per kind
         self._routes: dict[tuple[int, StreamKind], list[tuple[_Leg, _Slot]]] = defaultdict(list)
@@ -85,8 +104,16 @@ class UserspaceDataPlane:
             rx=srtp_session(spec.srtp.profile, spec.srtp.rx, inbound=True),
             tx=srtp_session(spec.srtp.profile, spec.srtp.tx, inbound=False),
             remote_addr=spec.remote_addr, transport=spec.transport,
-            audio_slots=[_Slot(s, StreamKind.AUDIO) for s in spec.audio_slot_ssrcs],
-            video_slots=[_Slot(s, StreamKind.VIDEO) for s in spec.video_slot_ssrcs])
+            audio_slots=[self._new_slot(s, StreamKind.AUDIO) for s in spec.audio_slot_ssrcs],
+            video_slots=[self._new_slot(s, StreamKind.VIDEO) for s in spec.video_slot_ssrcs])
+
+    def _new_slot(self, ssrc: int, kind: StreamKind) -> _Slot:
+        slot = _Slot(ssrc, kind)
+        if self._slot_initial_index is not None:
+            slot.last_seq = (self._slot_initial_index() - 1) & 0xFFFF
+        if self._slot_initial_ts is not None:
+            slot.last_ts = self._slot_initial_ts() & 0xFFFFFFFF
+        return slot
 
     def update_leg_address(self, leg_id: int, remote_addr: tuple[str, int],
                            transport: asyncio.DatagramTransport | None = None) -> None:
@@ -176,6 +203,7 @@ class UserspaceDataPlane:
             return
         if rtp.padding_only(view):
             counters[Counter.DROP_PADDING] += 1
+            self._skip_sequence_number(leg, view)
             return
         ssrc = view.ssrc
         if ssrc in leg.audio_ssrcs:
@@ -202,7 +230,7 @@ class UserspaceDataPlane:
             return
         for sub, slot in routes:
             if slot.input_ssrc != view.ssrc:
-                self._switch(slot, view, StreamKind.AUDIO)
+                self._switch(slot, view, StreamKind.AUDIO, self._switch_ts_gap)
             self._send(sub, slot, plain, view)
 
     def _forward_video(self, leg: _Leg, plain: bytes, view: rtp.RtpView, layer: Layer) -> None:
@@ -220,11 +248,19 @@ class UserspaceDataPlane:
                     keyframe = rtp.is_keyframe(plain, view, leg.spec.extensions.frame_descriptor)
                 if not keyframe:
                     continue
-                self._switch(slot, view, StreamKind.VIDEO)
+                self._switch(slot, view, StreamKind.VIDEO, self._switch_ts_gap)
             self._send(sub, slot, plain, view)
             sent = True
         if not sent:
             self._counters[Counter.DROP_NOT_READY] += 1
+
+    def _skip_sequence_number(self, leg: _Leg, view: rtp.RtpView) -> None:
+        """A dropped padding packet must not leave a gap in the slots' sequence
+        (receivers would wait for it): later packets of that source move down by one."""
+        for kind in StreamKind:
+            for _, slot in self._routes.get((leg.spec.leg_id, kind), ()):
+                if slot.input_ssrc == view.ssrc:
+                    slot.seq_offset = (slot.seq_offset - 1) & 0xFFFF
 
     @staticmethod
     def _wanted_layer(leg: _Leg, slot: _Slot) -> Layer:
@@ -236,10 +272,11 @@ class UserspaceDataPlane:
         return max(layers) if slot.source.layer == Layer.HIGH else min(layers)
 
     @staticmethod
-    def _switch(slot: _Slot, view: rtp.RtpView, kind: StreamKind) -> None:
+    def _switch(slot: _Slot, view: rtp.RtpView, kind: StreamKind,
+                ts_gap: Callable[[StreamKind, float | None], int] = _wall_clock_gap) -> None:
         """Continue the slot's sequence and timestamp from the new source."""
         now = time.monotonic()
-        elapsed = max(1, int((now - slot.last_time) * CLOCK_RATE[kind])) if slot.last_time else 1
+        elapsed = ts_gap(kind, now - slot.last_time if slot.last_time else None)
         slot.seq_offset = (slot.last_seq + 1 - view.seq) & 0xFFFF
         slot.ts_offset = (slot.last_ts + elapsed - view.timestamp) & 0xFFFFFFFF
         slot.input_ssrc = view.ssrc

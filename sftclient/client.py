@@ -133,6 +133,10 @@ class Received:
     # (kind, csrc) -> all packets, explained or not
     csrc_packets: Counter[tuple[str, int]] = field(default_factory=Counter)
     no_csrc_packets: Counter[str] = field(default_factory=Counter)  # mid -> packets with CC=0
+    # mid -> packets missing in the slot's sequence (the SFT promises continuous
+    # sequence numbers per slot; aiortc has no loss recovery through an SFT)
+    seq_gaps: Counter[str] = field(default_factory=Counter)
+    seq_reordered: Counter[str] = field(default_factory=Counter)  # mid -> late/duplicate
     # mid -> csrc -> monotonic time of the last packet
     slot_last_seen: dict[str, dict[int, float]] = field(default_factory=dict)
     messages: list[econn.Message] = field(default_factory=list)  # data channel, in order
@@ -247,6 +251,7 @@ class _Slot:
         self.kind: str = transceiver.kind
         self.receiver = transceiver.receiver
         self.current_csrc: int | None = None
+        self.last_seq: int | None = None
         self._raw_ts_csrc: OrderedDict[int, int | None] = OrderedDict()
         self._pts_csrc: OrderedDict[int, int | None] = OrderedDict()
         self.frames = 0
@@ -266,6 +271,15 @@ class _Slot:
 
     def on_packet(self, packet: RtpPacket) -> None:
         self.packets += 1
+        seq = packet.sequence_number
+        if self.last_seq is not None:
+            step = (seq - self.last_seq) & 0xFFFF
+            if 1 < step < 0x8000:  # forward jump: packets missing on this slot
+                self.client.received.seq_gaps[self.mid] += step - 1
+            elif step == 0 or step >= 0x8000:
+                self.client.received.seq_reordered[self.mid] += 1
+        if self.last_seq is None or 0 < ((seq - self.last_seq) & 0xFFFF) < 0x8000:
+            self.last_seq = seq
         csrc = packet.csrc[0] if packet.csrc else None
         self.current_csrc = csrc
         self._raw_ts_csrc[packet.timestamp] = csrc
@@ -484,8 +498,8 @@ class WireClient:
         # Our upstream: first audio and first video transceiver take mids
         # "audio"/"video" (aiortc matches remote m-lines to unassigned
         # transceivers of the same kind in order); the slots get recvonly ones.
-        audio_dir = "sendrecv" if self.audio_track else "recvonly"
-        video_dir = "sendrecv" if self.video_track else "recvonly"
+        audio_dir = "sendrecv" if self.audio_track else "inactive"
+        video_dir = "sendrecv" if self.video_track else "inactive"
         pc.addTransceiver(self.audio_track or "audio", direction=audio_dir)
         video_tr = pc.addTransceiver(self.video_track or "video", direction=video_dir)
 
@@ -815,6 +829,7 @@ class WireClient:
             "unknown_csrc_packets": {f"{k}:{c}": n for (k, c), n
                                      in self.received.unknown_csrc_packets.items()},
             "unknown_frames": dict(self.received.unknown_frames),
+            "seq_gaps": dict(self.received.seq_gaps),
             "confparts": self.received.confparts, "pongs": self.received.pongs,
             "messages": Counter(m.type + ("/resp" if m.resp else "")
                                 for m in self.received.messages),

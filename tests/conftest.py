@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,8 @@ import aiohttp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SFTD = ROOT / ".venv" / "bin" / "sftd"
+# SFTD_BIN runs the suite against another build of the server (same CLI).
+SFTD = Path(os.environ.get("SFTD_BIN") or ROOT / ".venv" / "bin" / "sftd")
 CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium")
                  if os.path.exists(p)), "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -99,7 +103,7 @@ class SftServer:
 
     async def start(self) -> SftServer:
         if not SFTD.exists():
-            pytest.fail(f"{SFTD} not found (pip install -e . first)")
+            pytest.fail(f"{SFTD} not found (pip install -e . first, or set SFTD_BIN)")
         logfile = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.args, stdout=logfile, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=ROOT)
@@ -212,13 +216,31 @@ async def wire_client() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
+def write_tone_wav(path: Path, seconds: float = 2.0, hz: int = 440,
+                   amplitude: float = 0.4) -> Path:
+    """A continuous tone for Chromium's fake microphone. Its default fake audio
+    is a short beep a second: silence to the SFT's level-based audio slots, so
+    a browser that is not the key generator would rarely get a slot."""
+    rate = 48000
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"".join(
+            struct.pack("<h", int(32767 * amplitude * math.sin(2 * math.pi * hz * i / rate)))
+            for i in range(int(rate * seconds))))
+    return path
+
+
 @pytest.fixture
-async def browser_page() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+async def browser_page(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     """Each call launches its own Chromium with a fresh profile and opens ``url``."""
     from playwright.async_api import async_playwright
 
     if not os.path.exists(CHROMIUM):
         pytest.skip("chromium not installed")
+    tone = write_tone_wav(tmp_path / "tone.wav")
+    flags = [*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={tone}"]
     contexts: list[Any] = []
     profiles: list[str] = []
     console: dict[int, list[str]] = {}
@@ -228,7 +250,7 @@ async def browser_page() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
             profile = tempfile.mkdtemp(prefix="sft-chromium-")
             profiles.append(profile)
             context = await pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+                profile, executable_path=CHROMIUM, headless=True, args=flags,
                 permissions=["camera", "microphone"], ignore_default_args=["--mute-audio"])
             contexts.append(context)
             page = context.pages[0] if context.pages else await context.new_page()

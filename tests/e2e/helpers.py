@@ -54,6 +54,7 @@ def media_table(clients: Iterable[WireClient]) -> str:
         unknown = dict(rx.received.unknown_csrc_packets)
         rows.append(f"  {rx.userid} <- " + ", ".join(cells)
                     + (f"  unknown CSRC pkts {unknown}" if unknown else "")
+                    + (f"  seq gaps {dict(rx.received.seq_gaps)}" if rx.received.seq_gaps else "")
                     + f"  confparts={rx.received.confparts} state={rx.state}"
                     f" pc={rx.pc.connectionState if rx.pc else None}")
     return "\n".join(rows)

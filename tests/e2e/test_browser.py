@@ -7,7 +7,7 @@ import pytest
 
 from sftclient import Person
 
-from .helpers import media_table, new_convid, wait_until
+from .helpers import new_convid, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90),
               pytest.mark.sftd_args("--demo")]
@@ -44,9 +44,9 @@ async def test_two_browsers_and_an_aiortc_client(sftd, wire_client, browser_page
             lines.append(f"  page {i + 1}: phase={s.get('phase')} error={s.get('error')} "
                          f"conn={s.get('connectionState')} dc={s.get('datachannel')} "
                          f"framesDecoded={s.get('framesDecoded')} byPerson={s.get('byPerson')}"
-                         f" join={s.get('joinMs')}")
+                         f" join={s.get('joinMs')} pair={s.get('candidatePair')} out={s.get('outbound')}")
             lines.extend("    console " + line for line in page.console_lines[-10:])
-        lines.append(media_table([client]))
+        lines.append(f"  aiortc: {client.summary()['received']}")
         return "\n".join(lines)
 
     # Both pages joined and see all three participants.
