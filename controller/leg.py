@@ -22,6 +22,7 @@ import errno
 import logging
 import random
 import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -105,7 +106,10 @@ class LegSocket(StunProtocol):
             return
         first = data[0]
         if first < 4:  # STUN (RFC 7983)
-            super().datagram_received(data, addr)
+            try:
+                super().datagram_received(data, addr)
+            except (ValueError, IndexError, KeyError, struct.error):
+                self.receiver.reject(data)  # aioice chokes on some malformed attributes
             return
         source = (addr[0], addr[1])
         if not self.receiver.validated(source, self):

@@ -20,11 +20,23 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .dataplane import ExtensionIds, Layer, SlotSource
 from .leg import Leg
 
 SILENCE_LEVEL = 110  # smoothed −dBov at or above which a speaker slot is freed
+
+
+class ParticipantKey(NamedTuple):
+    """Wire's "<convid>.<userid>.<clientid>", kept as a tuple: ids may contain dots."""
+
+    convid: str
+    userid: str
+    clientid: str
+
+    def __str__(self) -> str:
+        return f"{self.convid}.{self.userid}.{self.clientid}"
 
 
 @dataclass
@@ -38,7 +50,7 @@ class StreamRequest:
 
 @dataclass(eq=False)
 class Participant:
-    key: str
+    key: ParticipantKey
     convid: str
     userid: str
     clientid: str
@@ -54,7 +66,7 @@ class Participant:
     state: str = "offered"
     ssrc_audio: int = 0
     video_ssrcs: list[int] = field(default_factory=list)
-    authorized: set[str] = field(default_factory=set)  # keys this one authorised
+    authorized: set[ParticipantKey] = field(default_factory=set)  # whom this one authorised
     stream_mode: str | None = None  # None until the first CONFSTREAMS
     stream_requests: list[StreamRequest] = field(default_factory=list)
     muted: bool = False
@@ -85,7 +97,8 @@ class Conference:
     convid: str
     conference_id: int  # small integer for the data plane's counters
     participants: list[Participant] = field(default_factory=list)  # join order
-    speakers: list[str | None] = field(default_factory=lambda: [None] * 4)  # audio slots 1–4
+    speakers: list[ParticipantKey | None] = field(
+        default_factory=lambda: [None] * 4)  # audio slots 1–4
     next_join_index: int = 0
 
     def connected(self) -> list[Participant]:
@@ -101,7 +114,7 @@ class Conference:
         return b.key in a.authorized and a.key in b.authorized
 
 
-def update_speakers(conference: Conference, levels: dict[str, float]) -> None:
+def update_speakers(conference: Conference, levels: dict[ParticipantKey, float]) -> None:
     """Audio slots 1–4 (protocol doc §4): a speaker keeps its slot until it is
     silent (smoothed level ≥ 110); a louder new speaker takes the first slot
     whose occupant is quieter. ``levels`` maps participant key → smoothed −dBov."""

@@ -29,7 +29,7 @@ from .dataplane import (
     StreamKind,
 )
 from .leg import Leg, PortRange
-from .model import Conference, Participant, StreamRequest, update_speakers
+from .model import Conference, Participant, ParticipantKey, StreamRequest, update_speakers
 from .sdp import AUDIO_SLOTS, MAX_VSTREAMS, OfferParams, SdpError, build_offer, parse_answer
 
 log = logging.getLogger("sftd")
@@ -70,7 +70,7 @@ class Sft:
         self.certificate = RTCCertificate.generateCertificate()
         self.ports = PortRange(*config.media_ports)
         self.conferences: dict[str, Conference] = {}
-        self.participants: dict[str, Participant] = {}
+        self.participants: dict[ParticipantKey, Participant] = {}
         self.by_leg: dict[int, Participant] = {}
         self.draining = False
         self.participants_total = 0
@@ -131,7 +131,7 @@ class Sft:
     # ---------------------------------------------------------------- HTTP
     async def handle_econn(self, convid: str, msg: econn.Message, may_start: bool = True,
                            method: str = "POST") -> JoinResult:
-        key = f"{convid}.{msg.src_userid}.{msg.src_clientid}"
+        key = ParticipantKey(convid, msg.src_userid, msg.src_clientid)
         participant = self.participants.get(key)
         if participant is None:
             if self.draining:
@@ -139,6 +139,8 @@ class Sft:
             if method != "POST" or msg.type != econn.CONFCONN:
                 return JoinResult(400, reason=f"unknown participant {key}: expected a "
                                   "CONFCONN POST to join")
+            if (problem := self._confconn_problem(msg)) is not None:
+                return JoinResult(400, reason=problem)
             return await self._join(convid, key, msg, may_start, position=None)
         if msg.type in (econn.SETUP, econn.UPDATE):
             if not msg.resp:
@@ -146,6 +148,8 @@ class Sft:
                                   "(resp:true); the SFT is always the offerer")
             return self._apply_answer(participant, msg)
         if msg.type == econn.CONFCONN:
+            if (problem := self._confconn_problem(msg)) is not None:
+                return JoinResult(400, reason=problem)  # the running participant stays
             if msg.get("update") is True and participant.connected:
                 participant.leg.restart_ice()
                 participant.restarting = True
@@ -159,9 +163,12 @@ class Sft:
             return await self._join(convid, key, msg, may_start, position=None)
         return JoinResult(400, reason=f"{msg.type} is not accepted over HTTP")
 
-    async def _join(self, convid: str, key: str, msg: econn.Message, may_start: bool,
+    async def _join(self, convid: str, key: ParticipantKey, msg: econn.Message, may_start: bool,
                     position: int | None) -> JoinResult:
         conference = self.conferences.get(convid)
+        if conference is not None and not conference.participants:
+            self._drop_conference(conference)  # left empty by a re-create: start afresh
+            conference = None
         if conference is None and not may_start:
             return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_JOIN_ONLY))
         limit = self.config.max_participants
@@ -170,9 +177,6 @@ class Sft:
                 per_conf and conference is not None and len(conference.participants) >= per_conf):
             return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_LIMIT))
         vstreams = msg.get("vstreams", 0)
-        if not isinstance(vstreams, int) or isinstance(vstreams, bool) \
-                or not 0 <= vstreams <= MAX_VSTREAMS:
-            return JoinResult(400, reason=f"vstreams must be an integer 0–{MAX_VSTREAMS}")
         created = conference is None
         if conference is None:
             conference = Conference(convid, self._next_conference_id)
@@ -233,9 +237,26 @@ class Sft:
             video_slot_ssrcs=participant.video_slot_ssrcs))
 
     @staticmethod
+    def _confconn_problem(msg: econn.Message) -> str | None:
+        """What makes a CONFCONN unusable, checked before any state changes."""
+        vstreams = msg.get("vstreams", 0)
+        if not isinstance(vstreams, int) or isinstance(vstreams, bool) \
+                or not 0 <= vstreams <= MAX_VSTREAMS:
+            return f"vstreams must be an integer 0–{MAX_VSTREAMS}"
+        if not msg.src_userid or not msg.src_clientid:
+            return "CONFCONN needs src_userid and src_clientid"
+        if not isinstance(msg.get("ice_servers", []), list):
+            return "ice_servers must be a list"
+        return None
+
+    def is_participant(self, convid: str, userid: str, clientid: str) -> bool:
+        return ParticipantKey(convid, userid, clientid) in self.participants
+
+    @staticmethod
     def _turn_from(msg: econn.Message) -> dict[str, Any] | None:
         """-T: the first UDP TURN server of the client's CONFCONN ice_servers."""
-        for server in msg.get("ice_servers") or []:
+        servers = msg.get("ice_servers")
+        for server in servers if isinstance(servers, list) else []:
             if not isinstance(server, dict):
                 continue
             urls = server.get("urls")
@@ -331,6 +352,11 @@ class Sft:
                 participant.video_ssrcs.append(report.ssrc)
             leg.send_rtcp(rtcp.receiver_report(participant.audio_slot_ssrcs[0], report, now))
 
+    def _drop_conference(self, conference: Conference) -> None:
+        if self.conferences.get(conference.convid) is conference and not conference.participants:
+            del self.conferences[conference.convid]
+            log.info("conference %s ended", conference.convid)
+
     async def end_participant(self, participant: Participant, reason: str,
                               notify: bool = True) -> None:
         if participant.state == "ended":
@@ -347,11 +373,10 @@ class Sft:
                 conference.participants.remove(participant)
             for other in conference.participants:
                 other.authorized.discard(participant.key)
-            if not conference.participants and notify is not False:
-                del self.conferences[participant.convid]
-                log.info("conference %s ended", participant.convid)
+            if not conference.participants and notify:
+                self._drop_conference(conference)
             elif not conference.participants:
-                pass  # re-created participant comes right back
+                pass  # a re-created participant comes right back (see _join)
             elif was_connected:
                 self._send_confpart(conference)
                 self._update_slots(conference)
@@ -384,11 +409,15 @@ class Sft:
         elif msg.type == econn.CONFSTREAMS:
             self._on_confstreams(conference, participant, msg)
         elif msg.type == econn.PROPSYNC:
-            participant.muted = econn.prop_is_true(msg.get("props"), "muted")
+            props = msg.get("props")
+            if not _valid_props(props):
+                log.info("PROPSYNC from %s with bad props ignored", participant.key)
+                return
+            participant.muted = econn.prop_is_true(props, "muted")
             relay = econn.Message(type=econn.PROPSYNC, sessid=msg.sessid, resp=True,
                                   src_userid=participant.userid,
                                   src_clientid=participant.clientid,
-                                  fields={"props": msg.get("props") or {}}).encode().decode()
+                                  fields={"props": props}).encode().decode()
             for other in conference.connected():
                 if other is not participant and Conference.mutual(participant, other):
                     other.leg.send_message(relay)
@@ -402,9 +431,11 @@ class Sft:
             return
         authorized = set()
         for entry in entries:
-            if isinstance(entry, dict) and entry.get("authorized") is True:
-                authorized.add(f"{conference.convid}.{entry.get('userid')}."
-                               f"{entry.get('clientid')}")
+            if isinstance(entry, dict) and entry.get("authorized") is True \
+                    and isinstance(entry.get("userid"), str) \
+                    and isinstance(entry.get("clientid"), str):
+                authorized.add(ParticipantKey(conference.convid, entry["userid"],
+                                              entry["clientid"]))
         authorized.discard(participant.key)
         if authorized != participant.authorized:
             participant.authorized = authorized
@@ -468,8 +499,9 @@ class Sft:
                 source = SlotSource(pub.leg.leg_id, pub.ssrc_video, layer) if pub else None
                 self._set(sub, StreamKind.VIDEO, index, source)
 
-    def _video_choice(self, sub: Participant, allowed: dict[str, Participant],
-                      levels: dict[str, float]) -> list[tuple[Participant | None, Layer]]:
+    def _video_choice(self, sub: Participant, allowed: dict[ParticipantKey, Participant],
+                      levels: dict[ParticipantKey, float],
+                      ) -> list[tuple[Participant | None, Layer]]:
         slots: list[tuple[Participant | None, Layer]] = [(None, Layer.HIGH)] * len(
             sub.video_slot_ssrcs)
         if sub.stream_mode is None:
@@ -498,7 +530,7 @@ class Sft:
             if publisher is not None:
                 self._send_fir(publisher)  # the slot switches on the next keyframe
 
-    def _levels(self, conference: Conference) -> dict[str, float]:
+    def _levels(self, conference: Conference) -> dict[ParticipantKey, float]:
         by_leg = self.dataplane.read_audio_levels()
         return {p.key: by_leg.get(p.leg.leg_id, 127.0) for p in conference.connected()}
 
@@ -545,6 +577,17 @@ class Sft:
 
     def counters(self) -> dict[Counter, int]:
         return self.dataplane.read_counters()
+
+
+MAX_PROPS = 16
+MAX_PROP_CHARS = 64
+
+
+def _valid_props(props: object) -> bool:
+    """Props are a small object of short strings ("videosend": "true", …)."""
+    return isinstance(props, dict) and len(props) <= MAX_PROPS and all(
+        isinstance(k, str) and isinstance(v, str) and len(k) <= MAX_PROP_CHARS
+        and len(v) <= MAX_PROP_CHARS for k, v in props.items())
 
 
 def _random_ssrc(used: set[int]) -> int:

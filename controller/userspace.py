@@ -36,6 +36,7 @@ LEVEL_SMOOTHING = 0.5  # k of the protocol doc
 LEVEL_STALE_SECONDS = 1.0  # no audio for this long counts as silence
 CLOCK_RATE = {StreamKind.AUDIO: 48000, StreamKind.VIDEO: 90000}
 RID_LAYERS = {b"l": Layer.LOW, b"h": Layer.HIGH}
+MAX_SRTP_BYTES = 1500
 
 
 @dataclass
@@ -187,11 +188,14 @@ class UserspaceDataPlane:
         if leg is None:
             counters[Counter.DROP_UNKNOWN_LEG] += 1
             return
-        if len(data) < rtp.RTP_HEADER or data[0] >> 6 != 2:
+        if not rtp.RTP_HEADER <= len(data) <= MAX_SRTP_BYTES or data[0] >> 6 != 2:
             counters[Counter.DROP_MALFORMED] += 1
             return
         try:
             plain = leg.rx.unprotect(data)
+        except ValueError:  # pylibsrtp refuses sizes libsrtp cannot take
+            counters[Counter.DROP_MALFORMED] += 1
+            return
         except pylibsrtp.Error as exc:
             reason = Counter.DROP_REPLAY if "replay" in str(exc) else Counter.DROP_AUTH
             counters[reason] += 1
@@ -287,7 +291,12 @@ class UserspaceDataPlane:
         ts = (view.timestamp + slot.ts_offset) & 0xFFFFFFFF
         if ((seq - slot.last_seq) & 0xFFFF) < 0x8000:
             slot.last_seq, slot.last_ts, slot.last_time = seq, ts, time.monotonic()
-        packet = sub.tx.protect(rtp.rewrite(plain, view, slot.ssrc, seq, ts, slot.source.csrc))
+        try:
+            packet = sub.tx.protect(rtp.rewrite(plain, view, slot.ssrc, seq, ts,
+                                                slot.source.csrc))
+        except ValueError:  # grew past what fits a datagram once the CSRC was added
+            self._counters[Counter.DROP_MALFORMED] += 1
+            return
         if sub.transport is None or sub.transport.is_closing():
             self._counters[Counter.DROP_NO_ROUTE] += 1
             return

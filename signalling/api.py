@@ -90,12 +90,12 @@ def make_app(sft: Sft, config: ApiConfig) -> web.Application:
         except econn.EconnError as exc:
             return _text(400, f"bad econn message: {exc}")
         may_start = True
-        new_participant = f"{convid}.{msg.src_userid}.{msg.src_clientid}" not in sft.participants
+        new_participant = not sft.is_participant(convid, msg.src_userid, msg.src_clientid)
         if msg.type == econn.CONFCONN and new_participant \
                 and not limiter.allow(request.remote or "?"):
             return _text(429, "too many CONFCONN requests from this address; retry later")
         if msg.type == econn.CONFCONN and (config.blacklist or config.auth_secret) \
-                and f"{convid}.{msg.src_userid}.{msg.src_clientid}" not in sft.participants:
+                and new_participant:
             if config.blacklist and config.blacklist.blocks(msg.get("toolver")):
                 return _json(econn.confconn_status(msg.sessid, econn.STATUS_BLACKLISTED))
             if config.auth_secret is not None:
@@ -123,7 +123,7 @@ def make_app(sft: Sft, config: ApiConfig) -> web.Application:
         app.router.add_get("/", demo_root)
         app.router.add_static("/demo/", DEMO_DIR)
     app.router.add_route("*", "/{first}/{second}", econn_request)
-    app.router.add_route("*", "/{tail:.*}", _bad_path)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _bad_path)
     return app
 
 
