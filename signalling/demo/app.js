@@ -404,6 +404,25 @@
     startSampler();
   }
 
+  // CONFCONN update:true: the SFT re-offers with new ICE credentials on the
+  // same leg; DTLS and the data channel stay.
+  async function restartIce() {
+    const offer = await post(`/sft/${convid}`, econn("CONFCONN", false, {
+      dest_userid: "SFT", status: 0, update: true, selective_audio: true,
+      selective_video: true, vstreams: VSTREAMS, tool: TOOL, toolver: TOOLVER, ice_servers: [] }));
+    if (offer.type !== "SETUP" || !offer.sdp) throw new Error(`unexpected reply ${offer.type}`);
+    await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    await waitGathered(3000);
+    const ack = await post(`/sft/${convid}`, econn("SETUP", true, {
+      sdp: pc.localDescription.sdp, props: props() }));
+    if (ack.type !== "CONFCONN" || (ack.status || 0) !== 0) {
+      throw new Error(`restart answer refused: ${JSON.stringify(ack).slice(0, 200)}`);
+    }
+    state.iceRestarts = (state.iceRestarts || 0) + 1;
+    return offer.sdp.match(/a=ice-ufrag:(\S+)/)[1];
+  }
+
   async function hangup() {
     send(econn("HANGUP", false));
     state.phase = "left";
@@ -442,6 +461,7 @@
   window.sftDemo = {
     state,
     hangup,
+    restartIce,
     toggleMute,
     sendConfstreams,
     async stats() {

@@ -96,3 +96,35 @@ async def _wait_async(predicate, timeout: float, what: str, detail) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{detail()}")
         await asyncio.sleep(0.3)
+
+
+@pytest.mark.timeout(90)
+async def test_ice_restart_keeps_the_call(sftd, wire_client, browser_page):
+    """CONFCONN update:true from a browser: new ICE credentials on the same
+    leg, DTLS and the data channel stay, media keeps flowing both ways."""
+    conv = new_convid()
+    page = await browser_page(f"{sftd.url}/demo/?conv={conv}&user=browser")
+    client = await wire_client(sftd, conv, "aiortc")
+    me = f"{client.userid}/{client.clientid}"
+    stats: dict = {}
+
+    async def flowing(after_video: int = 0, after_frames: int = 0) -> bool:
+        nonlocal stats
+        stats = await page_stats(page) or {}
+        got = (stats.get("byPerson") or {}).get(me)
+        browser = next(iter(client.received.by_person.values()), None)
+        return bool(got and got["videoFrames"] > after_frames + 5 and browser is not None
+                    and browser.video_frames > after_video + 5)
+
+    await _wait_async(flowing, 30, "media both ways before the restart", lambda: stats)
+    assert "ICE restarted" not in sftd.log_text()
+    new_ufrag = await page.evaluate("window.sftDemo.restartIce()")
+    assert isinstance(new_ufrag, str) and len(new_ufrag) >= 4
+    frames_before = stats["byPerson"][me]["videoFrames"]
+    video_before = next(iter(client.received.by_person.values())).video_frames
+    await _wait_async(lambda: flowing(video_before, frames_before), 30,
+                      "media both ways after the ICE restart", lambda: stats)
+    await wait_until(lambda: "ICE restarted" in sftd.log_text(), 10, "the server's restart")
+    assert stats["datachannel"] == "open" and stats["connectionState"] == "connected"
+    metrics = await sftd.metrics()
+    assert metrics["sft_participants"] == 2 and metrics["sft_participants_total"] == 2
