@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .netns import Topology
 
@@ -188,7 +187,15 @@ class System:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         return ""
 
-    def _spawn(self, argv: list[str], ready: str, timeout: float = 30) -> None:
+    def load_module(self) -> str:
+        """The generator module run with ``--control`` against this system."""
+        return "sftload.load"
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    def _spawn(self, argv: list[str], ready: str | Callable[[], bool],
+               timeout: float = 30) -> None:
         self.log_path = self.workdir / f"{self.name}.log"
         cmd = [*self.topo.exec_prefix(self.topo.ns_sft), "nice", "-n", NICE, "taskset", "-c",
                str(self.topo.sft_cpu), *argv]
@@ -200,7 +207,10 @@ class System:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n"
                                    f"{self.log_tail()}")
-            if ready in self.log_path.read_text(errors="replace"):
+            if callable(ready):
+                if ready():
+                    return
+            elif ready in self.log_path.read_text(errors="replace"):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
@@ -253,13 +263,9 @@ def system_available(name: str) -> tuple[bool, str]:
         except Exception as exc:  # not built / not importable yet
             return False, f"bpf.dataplane unavailable: {exc}"
     if name == "janus":
-        if shutil.which("janus") is None:
-            return False, "janus binary not found (apt-get install janus)"
-        try:
-            from . import janus  # noqa: F401
-        except ImportError:
-            return False, "the Janus VideoRoom driver (sftload/janus.py) is not written yet"
-        return True, "ok"
+        from . import janus
+
+        return janus.available()
     return False, "unknown system"
 
 
@@ -272,7 +278,7 @@ class Generator:
         self.log_path = workdir / f"load-{system.name}.log"
         cmd = [*topo.exec_prefix(topo.ns_gen), "nice", "-n", NICE, "taskset", "-c",
                str(topo.gen_cpu),
-               sys.executable, "-m", "sftload.load", "--control",
+               sys.executable, "-m", system.load_module(), "--control",
                "--local-address", topo.ip_gen, "--conference-size", str(conference_size),
                "--sample-every", str(sample_every), *system.load_args()]
         with open(self.log_path, "wb") as log:
@@ -336,6 +342,7 @@ def ramp_points(max_participants: int, size: int, quick: bool) -> list[int]:
 class Run:
     system: str
     points: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     stopped: str | None = None
@@ -345,6 +352,7 @@ def run_system(name: str, topo: Topology, args: argparse.Namespace, workdir: Pat
                bar: Any) -> Run:
     run = Run(name)
     system = make_system(name, topo, workdir)
+    run.config = system.describe()
     gen: Generator | None = None
     try:
         system.start()
@@ -566,7 +574,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                    "nice": NICE,
                    "loss_bar": LOSS_BAR},
         "skipped": skipped, "workdir": str(workdir),
-        "runs": [{"system": r.system, "baseline": r.baseline, "error": r.error,
+        "runs": [{"system": r.system, "config": r.config, "baseline": r.baseline,
+                  "error": r.error,
                   "stopped": r.stopped, "points": r.points} for r in runs],
         **summary(runs),
     }

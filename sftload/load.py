@@ -398,8 +398,21 @@ class LoadGenerator:
         deadline = time.monotonic() + 5
         while self.fp.pending() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        await asyncio.sleep(DRAIN_SECONDS)
+        # then until nothing has arrived for DRAIN_SECONDS (an overloaded SFT may
+        # still hold packets in its queues; a snapshot must not cut through them)
+        deadline = time.monotonic() + 5
+        last = self._rx_rtp()
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < DRAIN_SECONDS and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            now = self._rx_rtp()
+            if now != last:
+                last, quiet_since = now, time.monotonic()
         self.drain_samples()
+
+    def _rx_rtp(self) -> int:
+        """RTP received on every leg (RTCP and STUN keep arriving while paused)."""
+        return sum(self.fp.leg_stat(st.leg)["rx_rtp"] for st in self.legs)
 
     def resume(self) -> None:
         start = now_ns() + HORIZON_NS

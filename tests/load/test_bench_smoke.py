@@ -1,6 +1,8 @@
 """Smoke test of the load generator and the benchmark (issue 4): ``sft-bench
---quick`` against the userspace data plane and, when this host can run it, the
-kernel data plane. Checks the accounting, never the speed:
+--quick`` against the userspace data plane and, when this host can run them,
+the kernel data plane and Janus VideoRoom (the peer SFU, ``sftload/janus.py``;
+installed by ``scripts/setup.sh --test``). Checks the accounting, never the
+speed:
 
 * ingress: every packet the generator's C sender handed to the kernel reached
   the SFT or is counted lost (SFT RX counter);
@@ -42,6 +44,10 @@ def _systems() -> list[str]:
         ok = False
     if ok:
         systems.append("kernel")  # as root with BPF: must run, not skip
+    from sftload import bench
+
+    if bench.system_available("janus")[0]:
+        systems.append("janus")  # installed (CI: scripts/setup.sh --test): must run
     return systems
 
 
@@ -84,6 +90,15 @@ def _check_point(system: str, point: dict) -> None:
     assert point["cpu"]["wall"] > 0 and point["memory"]["rss"] > 0
     if system == "kernel":
         assert point["memory"].get("bpf_map_bytes", 0) > 0
+    if system == "janus":
+        # every subscribed stream is one known feed: audio is exact per source too,
+        # and Janus's own counters (Admin API) close ingress and egress
+        assert a["received"] + a["lost"] == a["expected"] and a["lost"] >= 0, where
+        assert sft["ingress_lost"] == 0 and sft["egress_lost"] == 0, f"{where}: {sft}"
+        size = d["conference_size"]
+        per = min(5, size - 1) * 50 + min(9, size - 1) * 100  # subscribed pkt/s
+        expected_pps = d["participants"] * per
+        assert abs(d["received"]["pps"] - expected_pps) <= 0.1 * expected_pps, where
 
 
 @needs_root
@@ -105,6 +120,10 @@ def test_bench_quick_accounting(tmp_path: Path) -> None:
         assert record["best"][run["system"]] is not None
     if "kernel" in systems:
         assert "kernel/userspace" in record["ratios"]
+    if "janus" in systems:
+        assert "userspace/janus" in record["ratios"]
+        janus = next(r for r in record["runs"] if r["system"] == "janus")
+        assert janus["config"]["event_loops"] == 1 and janus["config"]["record"] is False
     # the outputs a run writes
     bench.plot(out["runs"], tmp_path / "smoke.png", "smoke")
     assert (tmp_path / "smoke.png").stat().st_size > 0
