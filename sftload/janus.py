@@ -915,41 +915,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def _run(args: argparse.Namespace) -> dict[str, Any] | None:
-    gen = make_generator(url=args.url, admin_url=args.admin_url, admin_secret=args.admin_secret,
-                         local_address=args.local_address, conference_size=args.conference_size,
-                         vstreams=args.vstreams, sample_every=args.sample_every,
-                         join_concurrency=args.join_concurrency)
-    await gen.start()
-    try:
-        if args.control:
-            await load._control(gen, args)
-            return None
-        rooms = max(1, -(-args.participants // args.conference_size))
-        joined = await gen.add_conferences(rooms)
-        joined.update(await gen.warm_up(args.warmup))
-        log.info("joined: %s", joined)
-        result = await gen.measure(args.duration)
-        result["join"] = joined
-        return result
-    finally:
-        await gen.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     _generator_imports()
-    result = asyncio.run(_run(args))
-    if result is None:
-        return 0
-    text = json.dumps(result, indent=2, default=str)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
-    print(text)
-    return 0 if result["loss"] <= 0.001 and not result["samples"]["failed"] else 1
+    gen = make_generator(url=args.url, admin_url=args.admin_url, admin_secret=args.admin_secret,
+                         local_address=args.local_address, conference_size=args.conference_size,
+                         vstreams=args.vstreams, sample_every=args.sample_every,
+                         join_concurrency=args.join_concurrency)
+    return load.report(asyncio.run(load.run_generator(gen, args)), args)
 
 
 if __name__ == "__main__":

@@ -644,11 +644,9 @@ async def _control(gen: LoadGenerator, args: argparse.Namespace) -> None:
             _emit({"event": "error", "error": f"unknown command {what!r}"})
 
 
-async def _run(args: argparse.Namespace) -> dict[str, Any] | None:
-    gen = LoadGenerator(args.url, local_address=args.local_address,
-                        conference_size=args.conference_size, vstreams=args.vstreams,
-                        sample_every=args.sample_every, metrics_url=args.metrics_url,
-                        join_concurrency=args.join_concurrency)
+async def run_generator(gen: Any, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Join, warm up and measure with ``gen`` (this module's LoadGenerator or the
+    Janus one); closes it. None in --control mode."""
     await gen.start()
     try:
         if args.control:
@@ -665,11 +663,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any] | None:
         await gen.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    result = asyncio.run(_run(args))
+def report(result: dict[str, Any] | None, args: argparse.Namespace) -> int:
+    """Print (and with --json write) the result; non-zero on loss or bad samples."""
     if result is None:
         return 0
     text = json.dumps(result, indent=2, default=str)
@@ -678,6 +673,17 @@ def main(argv: list[str] | None = None) -> int:
             f.write(text + "\n")
     print(text)
     return 0 if result["loss"] <= 0.001 and not result["samples"]["failed"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    gen = LoadGenerator(args.url, local_address=args.local_address,
+                        conference_size=args.conference_size, vstreams=args.vstreams,
+                        sample_every=args.sample_every, metrics_url=args.metrics_url,
+                        join_concurrency=args.join_concurrency)
+    return report(asyncio.run(run_generator(gen, args)), args)
 
 
 if __name__ == "__main__":
