@@ -36,13 +36,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from controller.dataplane import (
-    SRTP_AES_CM_128_HMAC_SHA1_80, Counter, Layer, LegSpec, SlotSource, StreamKind,
+    SRTP_AES_CM_128_HMAC_SHA1_80,
+    UNVALIDATED_SOURCE,
+    Counter,
+    Layer,
+    LegSpec,
+    SlotSource,
+    StreamKind,
 )
 
 from . import abi as abi_mod
 from . import libbpf
-from .srtp import SrtpSession
+from .srtp import SrtpSession, keystream_batch
 
 log = logging.getLogger(__name__)
 
@@ -222,10 +230,13 @@ class KernelDataPlane:
         self._free_slot_ids = list(range(self._c.SFT_MAX_SLOTS - 1, -1, -1))
         self._attachments: list[libbpf.Attachment] = []
         self._userspace_packets = 0
+        self._unvalidated_packets = 0
         self._last_lease = 0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._home = libbpf.NetnsHome()
+        self._stream_keys: dict[tuple[int, int], bytes] = {}
+        self._highest_off = self.abi.ffi.offsetof("struct sft_stream_state", "highest_index")
 
         self._remove_stale()
         self.obj = libbpf.BpfObject.open(object_path)
@@ -310,6 +321,7 @@ class KernelDataPlane:
         events = getattr(self, "_events", None)
         if events is not None:
             events.close()
+        self._ks_views = self._slot_next = None  # numpy views pin the mmaps: drop first
         for mm_name in ("_keystream_mm", "_slot_state_mm"):
             mm = getattr(self, mm_name, None)
             if mm is not None:
@@ -457,6 +469,7 @@ class KernelDataPlane:
 
     def _delete_stream(self, leg: _Leg, ssrc: int) -> None:
         _kind, _layer, ring = leg.streams.pop(ssrc)
+        self._stream_keys.pop((leg.spec.leg_id, ssrc), None)
         self.maps["sft_streams"].delete(
             self.abi.pack("sft_stream_key", leg_id=leg.spec.leg_id, ssrc=ssrc))
         self._rings.free(ring.base, ring.size)
@@ -534,7 +547,12 @@ class KernelDataPlane:
     # ---- packets that reached user space anyway ----
 
     def handle_packet(self, leg_id: int, data: bytes) -> None:
-        self._userspace_packets += 1
+        """Media reached user space: from a kernel leg (should not happen once
+        its programs run), or from an address ICE never validated (dropped)."""
+        if leg_id == UNVALIDATED_SOURCE:
+            self._unvalidated_packets += 1
+        else:
+            self._userspace_packets += 1
 
     @property
     def userspace_packets(self) -> int:
@@ -560,7 +578,8 @@ class KernelDataPlane:
 
     def read_detail_counters(self) -> dict[str, int]:
         """Kernel detail counters, plus media of kernel legs that reached user space."""
-        return {**self.read_kernel_counters(), "USERSPACE_MEDIA": self._userspace_packets}
+        return {**self.read_kernel_counters(), "USERSPACE_MEDIA": self._userspace_packets,
+                "USERSPACE_UNVALIDATED": self._unvalidated_packets}
 
     def read_kernel_counters(self) -> dict[str, int]:
         """Detail counters (``enum sft_kcounter``), by name without the prefix."""
@@ -576,39 +595,166 @@ class KernelDataPlane:
 
     # ---- keystream refill and leases ----
 
+    def _keystream_views(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The mmapped ``sft_keystream`` map as (entries, stride) bytes, its index_tag
+        words, and the offset of the keystream bytes in an entry (numpy views)."""
+        views = getattr(self, "_ks_views", None)
+        if views is None:
+            ffi = self.abi.ffi
+            m = self.maps["sft_keystream"]
+            assert ffi.offsetof("struct sft_keystream", "index_tag") == 0
+            assert ffi.offsetof("struct sft_keystream", "ssrc") == 8
+            assert m.entry_stride % 8 == 0
+            raw = np.frombuffer(self._keystream_mm, dtype=np.uint8,
+                                count=m.max_entries * m.entry_stride).reshape(
+                                    m.max_entries, m.entry_stride)
+            views = self._ks_views = (raw, raw.view(np.uint64)[:, 0],
+                                      ffi.offsetof("struct sft_keystream", "bytes"))
+        return views
+
     def _write_keystream(self, ring: _Ring, indices: range) -> None:
+        """Writes the keystream of consecutive indices into one ring: one AES call, then
+        per contiguous run of entries (at most two, the ring may wrap) the tags are
+        cleared, bytes and headers (ssrc, valid_len) written, and the tags set last."""
         if not indices:
             return
-        ffi = self.abi.ffi
-        stride = self.maps["sft_keystream"].entry_stride
-        bytes_off = ffi.offsetof("struct sft_keystream", "bytes")
-        mm = self._keystream_mm
         if len(indices) > ring.size:
             indices = indices[-ring.size:]
-        for index, ks in zip(indices, ring.session.keystreams(ring.ssrc, indices, ring.length)):
-            off = (ring.base + (index & (ring.size - 1))) * stride
-            struct.pack_into("<Q", mm, off, 0)  # invalid while being written
-            mm[off + bytes_off:off + bytes_off + len(ks)] = ks
-            struct.pack_into("<IHH", mm, off + 8, ring.ssrc, len(ks), 0)
-            struct.pack_into("<Q", mm, off, index + 1)
-        ring.filled_until = indices[-1] + 1
+        first, count = indices[0], len(indices)
+        stream = ring.session.keystream_array(ring.ssrc, first, count, ring.length)
+        raw, tags, bytes_off = self._keystream_views()
+        header = np.frombuffer(struct.pack("<IHH", ring.ssrc, ring.length, 0), dtype=np.uint8)
+        pos, done = first & (ring.size - 1), 0
+        while done < count:
+            n = min(count - done, ring.size - pos)
+            lo = ring.base + pos
+            tags[lo:lo + n] = 0  # invalid while being written
+            raw[lo:lo + n, bytes_off:bytes_off + ring.length] = stream[done:done + n]
+            raw[lo:lo + n, 8:16] = header
+            tags[lo:lo + n] = np.arange(first + done + 1, first + done + n + 1, dtype=np.uint64)
+            done += n
+            pos = 0
+        ring.filled_until = first + count
 
-    def _refill_slot(self, slot: _Slot) -> None:
+    def _write_keystreams(self, jobs: list[tuple[_Ring, int, int]]) -> None:
+        """Writes runs (ring, first index, count <= ring.size) of keystream: per entry
+        length, one numpy pass builds every counter block and one AES call per run
+        encrypts them; then the entries' tags are cleared, bytes and headers (ssrc,
+        valid_len) written, and the tags set last, each step for all entries at once."""
+        raw, tags, bytes_off = self._keystream_views()
+        by_length: dict[int, list[tuple[_Ring, int, int]]] = {}
+        for job in jobs:
+            if job[2] > 0:
+                by_length.setdefault(job[0].length, []).append(job)
+        for length, group in by_length.items():
+            if len(group) == 1:  # fewer numpy steps for one ring
+                ring, first, count = group[0]
+                self._write_keystream(ring, range(first, first + count))
+                continue
+            stream = keystream_batch([(ring.session, ring.ssrc, first, count)
+                                      for ring, first, count in group], length)
+            counts = np.fromiter((c for _r, _f, c in group), dtype=np.int64, count=len(group))
+            total = int(counts.sum())
+            firsts = np.repeat(np.fromiter((f for _r, f, _c in group), dtype=np.int64,
+                                           count=len(group)), counts)
+            step = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts,
+                                                                counts)
+            indices = firsts + step
+            rows = (np.repeat(np.fromiter((r.base for r, _f, _c in group), dtype=np.int64,
+                                          count=len(group)), counts)
+                    + (indices & np.repeat(np.fromiter((r.size - 1 for r, _f, _c in group),
+                                                       dtype=np.int64, count=len(group)),
+                                           counts)))
+            header = np.zeros(total, dtype=[("ssrc", "<u4"), ("valid_len", "<u2"),
+                                            ("pad", "<u2")])
+            header["ssrc"] = np.repeat(np.fromiter((r.ssrc for r, _f, _c in group),
+                                                   dtype=np.uint32, count=len(group)), counts)
+            header["valid_len"] = length
+            tags[rows] = 0  # invalid while being written
+            raw[rows, bytes_off:bytes_off + length] = stream
+            raw[rows, 8:16] = header.view(np.uint8).reshape(total, 8)
+            tags[rows] = (indices + 1).astype(np.uint64)
+            for ring, first, count in group:
+                ring.filled_until = first + count
+
+    @staticmethod
+    def _needs_top_up(ring: _Ring, start: int, ahead: int) -> bool:
+        """Whether a periodic top-up should write: at least a quarter of the ``ahead``
+        entries wanted from ``start`` on were used since the last write (so each write
+        is a batch, while at least 3/4 of the headroom stays), or ``start`` is not
+        covered at all."""
+        have = ring.filled_until - start
+        return not ahead - max(1, ahead // 4) < have <= ring.size
+
+    def _slot_next_index(self, slot_id: int) -> int:
         stride = self.maps["sft_slot_state"].entry_stride
-        next_index = struct.unpack_from("<Q", self._slot_state_mm, slot.slot_id * stride)[0]
+        return struct.unpack_from("<Q", self._slot_state_mm, slot_id * stride)[0]
+
+    def _refill_slot(self, slot: _Slot, next_index: int | None = None) -> None:
+        """Keystream for the slot's next ``size`` indices."""
+        if next_index is None:
+            next_index = self._slot_next_index(slot.slot_id)
         self._write_keystream(slot.ring, slot.ring.fill_range(next_index,
                                                               next_index + slot.ring.size))
 
-    def _refill_stream(self, leg: _Leg, ssrc: int, index: int | None = None) -> None:
+    def _stream_highest_index(self, leg_id: int, ssrc: int) -> int | None:
+        key = self._stream_keys.get((leg_id, ssrc))
+        if key is None:
+            key = self._stream_keys[(leg_id, ssrc)] = self.abi.pack(
+                "sft_stream_key", leg_id=leg_id, ssrc=ssrc)
+        raw = self.maps["sft_stream_state"].lookup(key)
+        return None if raw is None else struct.unpack_from("<Q", raw, self._highest_off)[0]
+
+    def _refill_stream(self, leg: _Leg, ssrc: int, index: int | None = None,
+                       force: bool = True,
+                       jobs: list[tuple[_Ring, int, int]] | None = None) -> None:
+        """Keystream for the stream's next 3/4 ring past its newest packet (a quarter of
+        the ring stays behind it for reordering). With ``jobs``, the write is queued."""
         _kind, _layer, ring = leg.streams[ssrc]
         if index is None:
-            raw = self.maps["sft_stream_state"].lookup(
-                self.abi.pack("sft_stream_key", leg_id=leg.spec.leg_id, ssrc=ssrc))
-            if raw is None:
+            index = self._stream_highest_index(leg.spec.leg_id, ssrc)
+            if index is None:
                 return  # first packet unseen: its miss event says where to start
-            index = self.abi.unpack("sft_stream_state", raw).highest_index
-        # keep a quarter of the ring behind the newest packet for reordering
-        self._write_keystream(ring, ring.fill_range(index + 1, index + 1 + ring.size * 3 // 4))
+        ahead = ring.size * 3 // 4
+        if not force and not self._needs_top_up(ring, index + 1, ahead):
+            return
+        todo = ring.fill_range(index + 1, index + 1 + ahead)
+        if jobs is None:
+            self._write_keystream(ring, todo)
+        elif todo:
+            todo = todo[-ring.size:]
+            jobs.append((ring, todo[0], len(todo)))
+
+    def _top_up_slots(self, jobs: list[tuple[_Ring, int, int]]) -> None:
+        """The periodic slot top-up: every active slot's next index read at once from
+        the mmapped ``sft_slot_state``; a slot is refilled (to a full ring) only once a
+        quarter of its ring is used, so each write is a batch. Queued in ``jobs``."""
+        active = [s for s in self._slots.values() if s.source is not None]
+        if not active:
+            return
+        ids = np.fromiter((s.slot_id for s in active), dtype=np.int64, count=len(active))
+        filled = np.fromiter((s.ring.filled_until for s in active), dtype=np.int64,
+                             count=len(active))
+        size = np.fromiter((s.ring.size for s in active), dtype=np.int64, count=len(active))
+        nexts = self._slot_next_view()[ids].astype(np.int64)
+        have = filled - nexts
+        for i in np.flatnonzero((have <= size - np.maximum(1, size // 4))
+                                | (have > size)).tolist():
+            ring, next_index = active[i].ring, int(nexts[i])
+            todo = ring.fill_range(next_index, next_index + ring.size)
+            if todo:
+                jobs.append((ring, todo[0], len(todo)))
+
+    def _slot_next_view(self) -> np.ndarray:
+        view = getattr(self, "_slot_next", None)
+        if view is None:
+            m = self.maps["sft_slot_state"]
+            assert self.abi.ffi.offsetof("struct sft_slot_state", "next_index") == 0
+            view = self._slot_next = np.frombuffer(
+                self._slot_state_mm, dtype=np.uint64,
+                count=m.max_entries * m.entry_stride // 8).reshape(
+                    m.max_entries, m.entry_stride // 8)[:, 0]
+        return view
 
     def _on_event(self, data: bytes) -> None:
         ev = self.abi.unpack("sft_event", data)
@@ -629,12 +775,12 @@ class KernelDataPlane:
     def maintain(self) -> None:
         """One round of the periodic work: events, keystream top-up, leases."""
         self._events.consume()
-        for slot in self._slots.values():
-            if slot.source is not None:
-                self._refill_slot(slot)
+        jobs: list[tuple[_Ring, int, int]] = []
+        self._top_up_slots(jobs)
         for leg in self._legs.values():
             for ssrc in leg.streams:
-                self._refill_stream(leg, ssrc)
+                self._refill_stream(leg, ssrc, force=False, jobs=jobs)
+        self._write_keystreams(jobs)
         now = time.monotonic_ns()
         if now - self._last_lease >= self._lease_renew_ns:
             self._last_lease = now
