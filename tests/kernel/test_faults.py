@@ -1,0 +1,102 @@
+"""Faults around the kernel path: bpffs missing or no root → a clear fallback
+to the userspace plane; the media interface flapping mid-call → forwarding
+resumes with the programs still attached."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT, SFTD, free_tcp_port, free_udp_range
+from tests.e2e.helpers import new_convid
+
+from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology  # tests/kernel is on sys.path
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(120)]
+
+TX = 'sft_dataplane_packets_total{counter="TX_PACKETS"}'
+
+
+def _sftd_args(*extra: str) -> list[str]:
+    lo, hi = free_udp_range()
+    return [str(SFTD), "-O", "lo", "-p", str(free_tcp_port()), "-r", str(free_tcp_port()),
+            "--media-ports", f"{lo}-{hi}", *extra]
+
+
+def _start_and_read_log(command: list[str], tmp_path, seconds: float = 4.0) -> str:
+    """Run ``command`` until it says it listens (or ends); return its log."""
+    log = tmp_path / "sftd.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    try:
+        for _ in range(int(seconds * 20)):
+            if "listening" in log.read_text() or proc.poll() is not None:
+                break
+            subprocess.run(["sleep", "0.05"])
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+    return log.read_text()
+
+
+def test_no_bpffs_falls_back_to_userspace_with_the_reason(tmp_path):
+    # a private mount namespace without bpffs: the host's mount stays
+    command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+               'umount /sys/fs/bpf 2>/dev/null; exec "$@"', "sh",
+               *_sftd_args("--dataplane", "auto", "--instance", f"nobpffs{os.getpid()}")]
+    text = _start_and_read_log(command, tmp_path)
+    assert "data plane: userspace, because the kernel path is unavailable" in text, text
+    assert "bpffs" in text and "userspace data plane" in text
+
+
+def test_kernel_requested_without_bpffs_refuses_to_start(tmp_path):
+    command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+               'umount /sys/fs/bpf 2>/dev/null; exec "$@"', "sh",
+               *_sftd_args("--dataplane", "kernel", "--instance", f"nobpffs{os.getpid()}")]
+    text = _start_and_read_log(command, tmp_path)
+    assert "--dataplane kernel requested but unavailable" in text and "bpffs" in text, text
+
+
+def test_not_root_falls_back_to_userspace(tmp_path):
+    os.chmod(tmp_path, 0o777)
+    command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+               *_sftd_args("--dataplane", "auto")]
+    text = _start_and_read_log(command, tmp_path)
+    assert "kernel path is unavailable: not root" in text, text
+    assert "listening" in text
+
+
+async def test_interface_flap_mid_call(sftd_factory):
+    with Topology() as topo:
+        server = await sftd_factory("-I", HOST_IP, "-O", topo.host_if, "--dataplane",
+                                    "kernel", "--instance", topo.netns)
+        probe = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", topo.netns, str(ROOT / ".venv/bin/sft-probe"),
+            f"http://{HOST_IP}:{server.port}", "--conv", new_convid(), "--count", "2",
+            "--duration", "12", "--no-video", "--local-address", CLIENT_IP, "--json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        for _ in range(100):
+            await asyncio.sleep(0.2)
+            if (await server.metrics())[TX] > 200:
+                break
+        else:
+            probe.kill()
+            out, err = await probe.communicate()
+            raise AssertionError(f"no media before the flap\n{err.decode()[-2000:]}\n"
+                                 f"{server.log_tail(20)}")
+        for state in ("down", "up"):
+            subprocess.run(["ip", "link", "set", topo.host_if, state], check=True)
+            await asyncio.sleep(1)
+        after_flap = (await server.metrics())[TX]
+        await asyncio.sleep(3)
+        later = (await server.metrics())[TX]
+        out, err = await asyncio.wait_for(probe.communicate(), 60)
+    assert later - after_flap > 100, f"forwarding did not resume after the flap: {later}"
+    report = json.loads(out)
+    assert all(c["media_ok"] for c in report["clients"]), err.decode()[-1500:]
