@@ -35,6 +35,7 @@ from .sdp import AUDIO_SLOTS, MAX_VSTREAMS, OfferParams, SdpError, build_offer, 
 log = logging.getLogger("sftd")
 
 AUDIO_SELECTION_INTERVAL = 0.1
+KEYFRAME_AFTER_CONNECT = 0.3  # seconds
 TIMER_INTERVAL = 0.5
 
 
@@ -319,6 +320,9 @@ class Sft:
                  remote[0], remote[1], leg.srtp_keys.profile, self.dataplane.name)
         self._send_confpart(conference)
         self._update_slots(conference)
+        # A new stream's first packets may be dropped while the data plane
+        # learns it (RID, keystream): ask for a keyframe once it is flowing.
+        asyncio.get_running_loop().call_later(KEYFRAME_AFTER_CONNECT, self._send_fir, participant)
 
     def _on_path_changed(self, leg: Leg) -> None:
         """ICE restart done, or the peer moved to another validated pair."""
