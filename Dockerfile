@@ -15,7 +15,7 @@ ARG DEBIAN_FRONTEND=noninteractive
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        ca-certificates python3 python3-venv python3-dev gcc make pkg-config \
+        ca-certificates python3 python3-venv python3-dev gcc make pkg-config libssl-dev \
         clang-19 llvm-19 libbpf-dev bpftool \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -27,8 +27,11 @@ RUN make -C bpf \
 # (bpf/build/sft_abi.cdef; without it bpf.abi would need cpp at run time). The
 # copy covers package-data patterns that miss a generated file; -I keeps /src
 # off sys.path so the installed package is the one inspected.
+# The native keystream fill (bpf/_keystream*.so, cffi + AES-NI/OpenSSL) is built
+# before the install so that package data picks it up.
 RUN python3 -m venv /opt/sftd/venv \
-    && /opt/sftd/venv/bin/pip install --no-cache-dir --upgrade pip \
+    && /opt/sftd/venv/bin/pip install --no-cache-dir --upgrade pip cffi \
+    && /opt/sftd/venv/bin/python -m bpf.native.build \
     && /opt/sftd/venv/bin/pip install --no-cache-dir . \
     && pkg=$(/opt/sftd/venv/bin/python -I -c "import bpf, pathlib; print(pathlib.Path(bpf.__file__).parent)") \
     && mkdir -p "$pkg/build" \
@@ -41,7 +44,7 @@ ARG DEBIAN_FRONTEND=noninteractive
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        ca-certificates python3 libbpf1 libsrtp2-1 libopus0 libvpx7 iproute2 \
+        ca-certificates python3 libbpf1 libssl3 libsrtp2-1 libopus0 libvpx7 iproute2 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 31337 sftd \
     && useradd --system --uid 31337 --gid 31337 --home-dir /nonexistent --no-create-home \

@@ -16,9 +16,10 @@ softirq section as the test run) is not charged to the SFT.
 
 ``--keystream`` measures instead the controller's AES-CM keystream precomputation
 (µs per keystream entry written into the mmapped map, audio 512 B / video 1456 B,
-by batch size, next to the former per-entry big-integer implementation run in
-the same process), and the periodic top-up (``maintain``) of a conference of
-``--participants`` at the Wire mix, as a share of one core:
+by batch size: the former per-entry big-integer implementation, the numpy fallback
+and the native fill of bpf/native/keystream.c, run in the same process), and the
+periodic top-up (``maintain``) of a conference of ``--participants`` at the Wire
+mix, as a share of one core, with the native fill and with the numpy fallback:
 
     sudo .venv/bin/python benchmarks/bpf_bench.py --keystream [--participants 20]
 """
@@ -141,17 +142,59 @@ def _per_entry_us(write, dp: KernelDataPlane, ring: _Ring, batch: int,
     return statistics.median(results)
 
 
+def _numpy_write(dp: KernelDataPlane, ring: _Ring, indices: range) -> None:
+    dp.native_keystream = False
+    try:
+        dp._write_keystream(ring, indices)
+    finally:
+        dp.native_keystream = True
+
+
+def _native_write(dp: KernelDataPlane, ring: _Ring, indices: range) -> None:
+    dp._write_keystream(ring, indices)
+
+
+def _batch_write(write, rings: list[_Ring]):  # type: ignore[no-untyped-def]
+    """A maintain()-shaped batch: the same run on each of ``rings`` in one call."""
+    def run(dp: KernelDataPlane, _ring: _Ring, indices: range) -> None:
+        jobs = [(r, indices[0], len(indices)) for r in rings]
+        dp.native_keystream = write == "native"
+        try:
+            dp._write_keystreams(jobs)
+        finally:
+            dp.native_keystream = True
+    return run
+
+
 def keystream_entry_bench(dp: KernelDataPlane) -> list[dict]:
     rows = []
+    native_built = dp._native_fill() is not None
     for kind, length, size in (("audio", AUDIO_KEYSTREAM_BYTES, 32), ("video", 1456, 128)):
         ring = _Ring(base=dp._rings.alloc(size), size=size, ssrc=0x12345678,
                      session=SrtpSession.from_master(os.urandom(30)), length=length)
         for batch in (1, 2, 4, size // 2):
             before = _per_entry_us(_reference_write, dp, ring, batch)
-            after = _per_entry_us(KernelDataPlane._write_keystream, dp, ring, batch)
-            rows.append({"kind": kind, "bytes": length, "batch": batch,
+            numpy_us = _per_entry_us(_numpy_write, dp, ring, batch)
+            native_us = (_per_entry_us(_native_write, dp, ring, batch) if native_built
+                         else float("nan"))
+            rows.append({"kind": kind, "bytes": length, "rings": 1, "batch": batch,
                          "before_us_per_entry": round(before, 2),
-                         "after_us_per_entry": round(after, 2)})
+                         "numpy_us_per_entry": round(numpy_us, 2),
+                         "native_us_per_entry": round(native_us, 2)})
+        # 16 rings of different keys per call, as maintain() batches its top-ups
+        rings = [_Ring(base=dp._rings.alloc(size), size=size, ssrc=0x1000 + k,
+                       session=SrtpSession.from_master(os.urandom(30)), length=length)
+                 for k in range(16)]
+        for batch in (size // 4, size // 2):
+            numpy_us = _per_entry_us(_batch_write("numpy", rings), dp, ring, batch,
+                                     entries=2048 // 16) / 16
+            native_us = (_per_entry_us(_batch_write("native", rings), dp, ring, batch,
+                                       entries=2048 // 16) / 16
+                         if native_built else float("nan"))
+            rows.append({"kind": kind, "bytes": length, "rings": 16, "batch": batch,
+                         "before_us_per_entry": float("nan"),
+                         "numpy_us_per_entry": round(numpy_us, 2),
+                         "native_us_per_entry": round(native_us, 2)})
     return rows
 
 
@@ -221,25 +264,33 @@ def keystream_main(participants: int) -> None:
                          keystream_entries=4096)
     try:
         rows = keystream_entry_bench(dp)
-        print(f"{'kind':>6} {'bytes':>6} {'batch':>6} {'before µs/entry':>16} "
-              f"{'after µs/entry':>15}   (CPU time)")
+        print(f"{'kind':>6} {'bytes':>6} {'rings':>6} {'batch':>6} {'big-int µs/entry':>17} "
+              f"{'numpy µs/entry':>15} {'native µs/entry':>16}   (CPU time)")
         for r in rows:
-            print(f"{r['kind']:>6} {r['bytes']:>6} {r['batch']:>6} "
-                  f"{r['before_us_per_entry']:>16.2f} {r['after_us_per_entry']:>15.2f}")
+            print(f"{r['kind']:>6} {r['bytes']:>6} {r['rings']:>6} {r['batch']:>6} "
+                  f"{r['before_us_per_entry']:>17.2f} {r['numpy_us_per_entry']:>15.2f} "
+                  f"{r['native_us_per_entry']:>16.2f}")
     finally:
         dp.close()
     top_ups = []
-    for rings in ((audio_ring, video_ring), (32, 128)):
+    configs = [((audio_ring, video_ring), True), ((audio_ring, video_ring), False)]
+    if (audio_ring, video_ring) != (32, 128):
+        configs.append(((32, 128), True))
+    for rings, use_native in configs:
         dp = KernelDataPlane((), (40000, 40999), instance=f"ksbench{os.getpid()}",
                              keystream_entries=1 << (participants * (5 * rings[0] + 9 * rings[1]
                                                                      + 4 * rings[1])).bit_length(),
                              audio_ring=rings[0], video_ring=rings[1])
         try:
+            dp.native_keystream = use_native
+            native = use_native and dp._native_fill() is not None
             top_up = maintain_bench(dp, participants)
             top_up["rings"] = {"audio": rings[0], "video": rings[1]}
+            top_up["native"] = native
             top_ups.append(top_up)
             print(f"maintain() at the Wire mix, {participants} participants, rings "
-                  f"{rings[0]}/{rings[1]}: {top_up['entries_per_s']} keystream entries/s, "
+                  f"{rings[0]}/{rings[1]}, {'native' if native else 'numpy'} fill: "
+                  f"{top_up['entries_per_s']} keystream entries/s, "
                   f"{100 * top_up['maintain_cpu_share_of_core']:.1f} % of a core "
                   f"({top_up['us_per_entry']:.2f} µs per entry, events/leases included)")
         finally:

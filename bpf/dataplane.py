@@ -9,7 +9,9 @@ the subscribed slots and drops the original.
 This class only writes maps when the controller changes state. Two periodic
 jobs remain in user space (``maintain``, run by a task started with the first
 leg): topping up the AES-CM keystream rings the kernel XORs with (computed
-here with AES-NI, the cheapest measured option, see platform-facts), and
+here with AES-NI, the cheapest measured option, see platform-facts: Python
+decides which rings need which indices, ``bpf/native/keystream.c`` writes the
+entries, or numpy + ``cryptography`` if it was not built), and
 renewing each leg's lease (the kernel stops a leg whose lease is older than
 30 s, so a dead controller cannot leave media flowing).
 
@@ -50,6 +52,7 @@ from controller.dataplane import (
 
 from . import abi as abi_mod
 from . import libbpf
+from . import native
 from .srtp import SrtpSession, keystream_batch
 
 log = logging.getLogger(__name__)
@@ -202,6 +205,8 @@ class _Slot:
 class KernelDataPlane:
     name = "kernel"
     srtp_profiles = (SRTP_AES_CM_128_HMAC_SHA1_80,)
+    # the native keystream fill (bpf/native) when built; False forces the numpy path
+    native_keystream: bool = True
 
     def __init__(self, interfaces: Sequence[str] = (),
                  media_ports: tuple[int, int] = (32768, 61000), instance: str = "default", *,
@@ -248,6 +253,7 @@ class KernelDataPlane:
             self.tc_program = self.obj.program("sft_tc_ingress")
             self._pin()
             self._keystream_mm = self.maps["sft_keystream"].mmap()
+            native.keystream()  # warns now, not at the first packet, when not built
             self._slot_state_mm = self.maps["sft_slot_state"].mmap()
             self._rings = _RingAllocator(keystream_entries)
             self._events = libbpf.RingBuffer(self.maps["sft_events"], self._on_event)
@@ -321,7 +327,8 @@ class KernelDataPlane:
         events = getattr(self, "_events", None)
         if events is not None:
             events.close()
-        self._ks_views = self._slot_next = None  # numpy views pin the mmaps: drop first
+        # numpy views pin the mmaps (and keep the native fill's raw pointer valid): drop first
+        self._ks_views = self._ks_native = self._slot_next = None
         for mm_name in ("_keystream_mm", "_slot_state_mm"):
             mm = getattr(self, mm_name, None)
             if mm is not None:
@@ -612,7 +619,63 @@ class KernelDataPlane:
                                       ffi.offsetof("struct sft_keystream", "bytes"))
         return views
 
+    def _native_fill(self) -> tuple[Any, Any, int, int, int] | None:
+        """(lib, map pointer, stride, bytes offset, entries) of the native keystream
+        fill, or None (not built, or disabled with ``native_keystream = False``). The
+        pointer is valid while ``_ks_views`` pins the mmap (both dropped in close)."""
+        if not self.native_keystream:
+            return None
+        args = getattr(self, "_ks_native", None)
+        if args is None:
+            mod = native.keystream()
+            if mod is None:
+                return None
+            raw, _tags, bytes_off = self._keystream_views()
+            args = self._ks_native = (mod.lib, mod.ffi.cast("uint8_t *", raw.ctypes.data),
+                                      raw.shape[1], bytes_off, raw.shape[0])
+        return args
+
     def _write_keystream(self, ring: _Ring, indices: range) -> None:
+        """Writes the keystream of consecutive indices into one ring (the last
+        ``ring.size`` of them if there are more): per entry the tag is cleared, the
+        bytes and header (ssrc, valid_len) written, and the tag set last."""
+        if not indices:
+            return
+        if len(indices) > ring.size:
+            indices = indices[-ring.size:]
+        if self._native_fill() is None:
+            self._write_keystream_numpy(ring, indices)
+            return
+        self._write_keystreams_native([(ring, indices[0], len(indices))])
+
+    def _write_keystreams(self, jobs: list[tuple[_Ring, int, int]]) -> None:
+        """Writes runs (ring, first index, count <= ring.size) of keystream, natively in
+        one call (``bpf/native/keystream.c``), else with numpy (one AES call per run)."""
+        if self._native_fill() is None:
+            self._write_keystreams_numpy(jobs)
+            return
+        self._write_keystreams_native(jobs)
+
+    _REQ = struct.Struct("<QIIIIII16s14s2x")  # struct sft_ks_req, bpf/native/keystream.h
+
+    def _write_keystreams_native(self, jobs: list[tuple[_Ring, int, int]]) -> None:
+        """One C call for every run: bytes, header, then tag of each entry (keystream.c)."""
+        lib, base, stride, bytes_off, entries = self._native_fill()  # type: ignore[misc]
+        pack = self._REQ.pack
+        reqs = b"".join([pack(first, ring.base, ring.size, ring.ssrc, count, ring.length, 0,
+                              ring.session.enc_key, ring.session.salt)
+                         for ring, first, count in jobs if count > 0])
+        if not reqs:
+            return
+        written = lib.sft_keystream_fill(base, stride, bytes_off, entries, reqs,
+                                         len(reqs) // self._REQ.size)
+        if written < 0:
+            raise KernelDataPlaneError(f"native keystream fill failed ({written})")
+        for ring, first, count in jobs:
+            if count > 0:
+                ring.filled_until = first + count
+
+    def _write_keystream_numpy(self, ring: _Ring, indices: range) -> None:
         """Writes the keystream of consecutive indices into one ring: one AES call, then
         per contiguous run of entries (at most two, the ring may wrap) the tags are
         cleared, bytes and headers (ssrc, valid_len) written, and the tags set last."""
@@ -636,7 +699,7 @@ class KernelDataPlane:
             pos = 0
         ring.filled_until = first + count
 
-    def _write_keystreams(self, jobs: list[tuple[_Ring, int, int]]) -> None:
+    def _write_keystreams_numpy(self, jobs: list[tuple[_Ring, int, int]]) -> None:
         """Writes runs (ring, first index, count <= ring.size) of keystream: per entry
         length, one numpy pass builds every counter block and one AES call per run
         encrypts them; then the entries' tags are cleared, bytes and headers (ssrc,
@@ -649,7 +712,7 @@ class KernelDataPlane:
         for length, group in by_length.items():
             if len(group) == 1:  # fewer numpy steps for one ring
                 ring, first, count = group[0]
-                self._write_keystream(ring, range(first, first + count))
+                self._write_keystream_numpy(ring, range(first, first + count))
                 continue
             stream = keystream_batch([(ring.session, ring.ssrc, first, count)
                                       for ring, first, count in group], length)

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 with_tests=0
 [ "${1:-}" = "--test" ] && with_tests=1
 
-apt_packages=(python3 python3-venv python3-dev gcc make pkg-config
+apt_packages=(python3 python3-venv python3-dev gcc make pkg-config libssl-dev
     clang-19 llvm-19 libbpf-dev libbpf1 bpftool iproute2 ethtool
     libsrtp2-1 libopus0 libvpx7)
 [ "$with_tests" = 1 ] && apt_packages+=(chromium tcpdump janus)
@@ -37,8 +37,10 @@ extras=""
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e ".${extras}"
 
-# The load generator's native sender/receiver (cffi, gcc).
+# Native parts built with cffi and gcc: the load generator's sender/receiver and
+# the kernel data plane's keystream fill (AES-NI or OpenSSL).
 .venv/bin/python -m sftload.native.build >/dev/null
+.venv/bin/python -m bpf.native.build >/dev/null
 
 # BPF objects are built here, once; nodes running a built package or image need no compiler.
 if [ -f bpf/Makefile ]; then

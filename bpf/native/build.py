@@ -1,0 +1,51 @@
+"""Build the native keystream fill (``bpf/native/keystream.c``) into
+``bpf/_keystream*.so`` with cffi (API mode: calls release the GIL), linked to
+OpenSSL's libcrypto (``libssl-dev`` at build time, ``libssl3`` at run time).
+
+    .venv/bin/python -m bpf.native.build      # or: python bpf/native/build.py
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PACKAGE = HERE.parent  # bpf/
+TMPDIR = PACKAGE / "build" / "native"  # bpf/build/ holds generated files already
+
+
+def cdef_text() -> str:
+    text = (HERE / "keystream.h").read_text()
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
+
+
+def ffibuilder():  # type: ignore[no-untyped-def]
+    from cffi import FFI
+
+    ffi = FFI()
+    ffi.cdef(cdef_text())
+    ffi.set_source(
+        "bpf._keystream", '#include "keystream.h"',
+        sources=[str(HERE / "keystream.c")],
+        include_dirs=[str(HERE)],
+        extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
+        libraries=["crypto"])
+    return ffi
+
+
+def build(verbose: bool = False) -> Path:
+    TMPDIR.mkdir(parents=True, exist_ok=True)
+    out = Path(ffibuilder().compile(tmpdir=str(TMPDIR), verbose=verbose))
+    dest = PACKAGE / out.name
+    tmp = dest.with_suffix(".tmp")
+    tmp.write_bytes(out.read_bytes())
+    tmp.replace(dest)  # atomic: a running controller keeps its mapped copy
+    return dest
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(PACKAGE.parent))
+    print(build(verbose="-v" in sys.argv))
