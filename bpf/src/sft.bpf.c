@@ -294,7 +294,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 		return sft_drop(SFT_CTR_DROP_MALFORMED, SFT_K_TC_TRUNCATED);
 	rtp_len = sft_get_be16(&p->iph[2]) - 28;
 	sft_count(SFT_CTR_RX_PACKETS, 1);
-	sft_count(SFT_CTR_RX_BYTES, rtp_len);
+	/* the bytes that arrived, not the IP header's claim (< 28 would wrap) */
+	sft_count(SFT_CTR_RX_BYTES, skb->len - SFT_RTP_OFF);
 	if (rtp_len > SFT_MAX_RTP && rtp_len < 0x10000)
 		return sft_drop(SFT_CTR_DROP_MALFORMED, SFT_K_TC_OVERSIZE);
 	if (rtp_len > SFT_MAX_RTP || rtp_len + SFT_RTP_OFF > skb->len)
@@ -447,7 +448,8 @@ int sft_tc_ingress(struct __sk_buff *skb)
 	udp = data + SFT_L4_OFF;
 	if (data + SFT_RTP_OFF + 2 > data_end)
 		return TC_ACT_OK;
-	if (eth->h_proto != bpf_htons(ETH_P_IP) || iph->ihl != 5 || iph->protocol != IPPROTO_UDP ||
+	if (eth->h_proto != bpf_htons(ETH_P_IP) || iph->version != 4 || iph->ihl != 5 ||
+	    iph->protocol != IPPROTO_UDP ||
 	    (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
 		return TC_ACT_OK;
 	cfg = bpf_map_lookup_elem(&sft_config, &zero);
@@ -502,7 +504,7 @@ int sft_xdp_ingress(struct xdp_md *ctx)
 	if (iph->frag_off & bpf_htons(IP_OFFSET))
 		return XDP_PASS;
 	ihl = iph->ihl * 4;
-	if (ihl < 20 || ihl > 60)
+	if (ihl < 20 || ihl > 60 || iph->version != 4)
 		return XDP_PASS;
 	udp = (void *)iph + ihl;
 	if ((void *)(udp + 1) > data_end)
