@@ -1,0 +1,90 @@
+"""The kernel path in network namespaces: two conferences at once never see
+each other's media, and a stranger spraying RTP, DTLS, STUN and junk at every
+media port changes nothing for either call — it is counted and dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import struct
+
+import pytest
+from pyroute2 import netns as pynetns
+from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology  # tests/kernel is on sys.path
+
+from tests.conftest import ROOT
+from tests.e2e.helpers import new_convid
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(150)]
+
+XDP_UNKNOWN = 'sft_dataplane_detail_total{counter="XDP_DROP_UNKNOWN"}'
+DROP_UNKNOWN = 'sft_dataplane_packets_total{counter="DROP_UNKNOWN_LEG"}'
+
+
+def _spray(netns: str, ports: tuple[int, int], rounds: int = 3) -> int:
+    """From ``netns``: junk at every media port; returns the RTP-looking count."""
+    pynetns.pushns(netns)
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((CLIENT_IP, 0))
+    finally:
+        pynetns.popns()
+    rtp = 0
+    try:
+        for _ in range(rounds):
+            for port in range(ports[0], ports[1] + 1):
+                header = struct.pack("!BBHII", 0x80, 111, random.randrange(65536),
+                                     random.randrange(1 << 32), random.randrange(1 << 32))
+                for packet in (header + os.urandom(100),                  # SRTP-looking
+                               bytes([22, 0xFE, 0xFD]) + os.urandom(60),  # DTLS
+                               b"\x00\x01\x00\x00\x21\x12\xa4\x42" + os.urandom(12),  # STUN
+                               os.urandom(30)):
+                    sock.sendto(packet, (HOST_IP, port))
+                rtp += 1
+    finally:
+        sock.close()
+    return rtp
+
+
+async def _probe(topo: Topology, url: str, conv: str, user: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", topo.netns, str(ROOT / ".venv/bin/sft-probe"), url,
+        "--conv", conv, "--user", user, "--count", "2", "--duration", "14",
+        "--local-address", CLIENT_IP, "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def test_two_conferences_and_a_stranger_on_the_kernel_path(sftd_factory):
+    with Topology() as topo:
+        server = await sftd_factory("-I", HOST_IP, "-O", topo.host_if, "--dataplane", "kernel",
+                                    "--instance", topo.netns)
+        url = f"http://{HOST_IP}:{server.port}"
+        probes = {user: await _probe(topo, url, new_convid(), user) for user in ("red", "blue")}
+        for _ in range(100):
+            await asyncio.sleep(0.2)
+            if (await server.metrics())['sft_dataplane_packets_total{counter="TX_PACKETS"}'] > 300:
+                break
+        before = await server.metrics()
+        loop = asyncio.get_running_loop()
+        sprayed = await loop.run_in_executor(None, _spray, topo.netns, server.media_ports)
+        await asyncio.sleep(1)
+        after = await server.metrics()
+        reports = {}
+        for user, proc in probes.items():
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()[-2000:]
+            reports[user] = json.loads(out)
+    for user, report in reports.items():
+        for client in report["clients"]:
+            assert client["media_ok"], client
+            senders = set(client["received"])
+            assert senders and all(who.startswith(f"{user}-") for who in senders), (
+                f"{user} received media from another conference: {senders}")
+            assert not client["unknown_csrc_packets"], client["unknown_csrc_packets"]
+    dropped = (after[XDP_UNKNOWN] - before[XDP_UNKNOWN]) + (after[DROP_UNKNOWN] - before[DROP_UNKNOWN])
+    assert dropped >= sprayed - 20, f"only {dropped} of {sprayed} stray RTP packets counted"
+    assert after['sft_dataplane_detail_total{counter="USERSPACE_MEDIA"}'] == 0
+    assert after["sft_participants"] == 4
