@@ -481,10 +481,13 @@ class Sft:
             p.leg.send_message(json.dumps(message.to_dict(), separators=(",", ":")))
 
     # ---------------------------------------------------------------- slots
-    def _update_slots(self, conference: Conference) -> None:
+    def _update_slots(self, conference: Conference,
+                      levels_by_leg: dict[int, float] | None = None) -> None:
         """Point every subscriber's slots at what it should receive now. Only
         mutually authorised pairs are ever connected; changes only are written."""
-        levels = self._levels(conference)
+        levels: dict[ParticipantKey, float] = {}
+        if any(p.stream_mode == "level" for p in conference.participants):
+            levels = self._levels(conference, levels_by_leg)
         key_generator = conference.key_generator
         by_key = {p.key: p for p in conference.connected()}
         for sub in conference.connected():
@@ -534,20 +537,25 @@ class Sft:
             if publisher is not None:
                 self._send_fir(publisher)  # the slot switches on the next keyframe
 
-    def _levels(self, conference: Conference) -> dict[ParticipantKey, float]:
-        by_leg = self.dataplane.read_audio_levels()
+    def _levels(self, conference: Conference,
+                by_leg: dict[int, float] | None = None) -> dict[ParticipantKey, float]:
+        if by_leg is None:
+            by_leg = self.dataplane.read_audio_levels()
         return {p.key: by_leg.get(p.leg.leg_id, 127.0) for p in conference.connected()}
 
     # ---------------------------------------------------------------- timers
     async def _audio_selection(self) -> None:
         while True:
             await asyncio.sleep(AUDIO_SELECTION_INTERVAL)
+            if not self.conferences:
+                continue
+            by_leg = self.dataplane.read_audio_levels()  # one read for every conference
             for conference in list(self.conferences.values()):
                 before = list(conference.speakers)
-                update_speakers(conference, self._levels(conference))
+                update_speakers(conference, self._levels(conference, by_leg))
                 if conference.speakers != before or any(
                         p.stream_mode == "level" for p in conference.participants):
-                    self._update_slots(conference)
+                    self._update_slots(conference, by_leg)
 
     async def _timers(self) -> None:
         while True:
