@@ -21,7 +21,7 @@ from .auth import Blacklist, check_token
 log = logging.getLogger("sftd.http")
 
 DEMO_DIR = Path(__file__).parent / "demo"
-MAX_BODY_BYTES = econn.MAX_MESSAGE_BYTES
+MAX_BODY_BYTES = econn.MAX_MESSAGE_BYTES  # default of --max-body-bytes, and its ceiling
 
 
 @dataclass
@@ -33,6 +33,7 @@ class ApiConfig:
     demo: bool = False
     request_timeout: float = 15.0  # whole request: body read and offer preparation
     confconn_rate: float = 0.0  # new joins per second per source address (0: no limit)
+    max_body_bytes: int = MAX_BODY_BYTES
     confconn_burst: int = 20
 
 
@@ -66,7 +67,8 @@ def _text(status: int, text: str) -> web.Response:
 
 def make_app(sft: Sft, config: ApiConfig) -> web.Application:
     middlewares = [_cors(config.allow_origin)] if config.allow_origin else []
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
+    body_limit = min(config.max_body_bytes, MAX_BODY_BYTES)
+    app = web.Application(client_max_size=body_limit, middlewares=middlewares)
 
     limiter = RateLimiter(config.confconn_rate, config.confconn_burst)
 
@@ -82,7 +84,7 @@ def make_app(sft: Sft, config: ApiConfig) -> web.Application:
         try:
             body = await asyncio.wait_for(request.read(), timeout=config.request_timeout)
         except web.HTTPRequestEntityTooLarge:
-            return _text(413, f"body larger than {MAX_BODY_BYTES} bytes")
+            return _text(413, f"body larger than {body_limit} bytes (--max-body-bytes)")
         except asyncio.TimeoutError:
             return _text(408, f"request body not received within {config.request_timeout:g} s")
         try:

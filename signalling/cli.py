@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new joins allowed per second per source address, burst 20; more get "
                         "HTTP 429 (default 0: no limit; behind an ingress all clients share "
                         "its address)")
+    p.add_argument("--max-body-bytes", type=int, default=256 * 1024, metavar="BYTES",
+                   help="larger request bodies get HTTP 413 (default and maximum 262144)")
     p.add_argument("--request-timeout", type=float, default=15.0, metavar="SECONDS",
                    help="a request whose body or offer takes longer gets 408/500 (default 15)")
     p.add_argument("--max-conference-size", type=int, default=0, metavar="N",
@@ -244,7 +246,8 @@ async def serve(args: argparse.Namespace) -> int:
     api = web.AppRunner(make_app(sft, ApiConfig(url=url, auth_secret=secret, blacklist=blacklist,
                                                 allow_origin=args.allow_origin, demo=args.demo,
                                                 request_timeout=args.request_timeout,
-                                                confconn_rate=args.confconn_rate)),
+                                                confconn_rate=args.confconn_rate,
+                                                max_body_bytes=args.max_body_bytes)),
                         access_log=None, handler_cancellation=True)
     metrics = web.AppRunner(make_metrics_app(sft, registry), access_log=None)
     await api.setup()

@@ -212,6 +212,17 @@ async def test_oversized_body_is_refused():
         await sft.stop()
 
 
+async def test_body_limit_is_configurable():
+    sft, client = await _client(max_body_bytes=2000)
+    try:
+        r = await client.post(f"/sft/{CONV}", json=confconn(padding="x" * 3000))
+        assert r.status == 413 and "--max-body-bytes" in await r.text()
+        assert await _status(client) == "offer"
+    finally:
+        await client.close()
+        await sft.stop()
+
+
 async def test_ports_exhausted_is_a_clear_503():
     sft, client = await _client()
     sft.ports.low = sft.ports.high = 41500
@@ -221,6 +232,27 @@ async def test_ports_exhausted_is_a_clear_503():
         text = await r.text()
         assert r.status == 503 and "--media-ports" in text
         assert sft.state()["participants"] == 1
+    finally:
+        await client.close()
+        await sft.stop()
+
+
+async def test_slow_client_gets_408_and_others_are_served():
+    """A client that never finishes its body is cut off at --request-timeout
+    while other requests go through."""
+    import asyncio
+
+    sft, client = await _client(request_timeout=0.5)
+    try:
+        host, port = client.server.host, client.server.port
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"POST /sft/{CONV} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     "\r\nContent-Length: 500\r\n\r\n{\"version\":".encode())
+        await writer.drain()
+        assert await _status(client) == "offer"  # served meanwhile
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        assert b" 408 " in status_line, status_line
+        writer.close()
     finally:
         await client.close()
         await sft.stop()
