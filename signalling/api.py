@@ -73,7 +73,7 @@ def make_app(sft: Sft, config: ApiConfig) -> web.Application:
     limiter = RateLimiter(config.confconn_rate, config.confconn_burst)
 
     async def econn_request(request: web.Request) -> web.Response:
-        first, second = request.match_info["first"], request.match_info["second"]
+        second = request.match_info["second"]  # the first segment is not checked (doc §2)
         if second == "url":
             return _text(200, config.url)
         if second == "status":

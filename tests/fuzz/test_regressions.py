@@ -4,13 +4,12 @@ deterministic reproduction that failed before its fix."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 
 import pytest
 
 from controller.dataplane import SRTP_AES_CM_128_HMAC_SHA1_80, Counter, SlotSource, StreamKind
-from tests.e2e.helpers import new_convid, wait_until
+from tests.e2e.helpers import new_convid
 from tests.rtpkit import make_rtp
 
 from .call import Call

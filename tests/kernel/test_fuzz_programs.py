@@ -43,7 +43,6 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-import pytest
 from fuzzkit import (
     SFT_MAX_RTP,
     TC_ACT_OK,
