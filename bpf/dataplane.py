@@ -863,7 +863,8 @@ class KernelDataPlane:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
-        loop.add_reader(self._events.epoll_fd, wake.set)
+        epoll_fd = self._events.epoll_fd  # close() frees the ring buffer under us
+        loop.add_reader(epoll_fd, wake.set)
         try:
             while not self._closed:
                 try:
@@ -876,5 +877,5 @@ class KernelDataPlane:
                 except asyncio.TimeoutError:
                     pass
         finally:
-            loop.remove_reader(self._events.epoll_fd)
+            loop.remove_reader(epoll_fd)
 

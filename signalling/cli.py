@@ -190,6 +190,9 @@ def choose_dataplane(args: argparse.Namespace) -> DataPlane:
         from bpf.dataplane import KernelDataPlane, kernel_available
 
         ok, reason = kernel_available()
+        if ok and "lo" in args.interface_names:
+            # the fan-out clones onto the media interface: loopback is not one it serves
+            ok, reason = False, "media on loopback (-O lo): the kernel path needs a NIC or veth"
         if ok:
             plane = KernelDataPlane(interfaces=args.interface_names,
                                     media_ports=args.media_ports, instance=args.instance,
