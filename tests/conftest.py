@@ -246,11 +246,11 @@ async def browser_page(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[
     console: dict[int, list[str]] = {}
     async with async_playwright() as pw:
 
-        async def open_page(url: str) -> Any:
+        async def open_page(url: str, extra_args: tuple[str, ...] = ()) -> Any:
             profile = tempfile.mkdtemp(prefix="sft-chromium-")
             profiles.append(profile)
             context = await pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=flags,
+                profile, executable_path=CHROMIUM, headless=True, args=[*flags, *extra_args],
                 permissions=["camera", "microphone"], ignore_default_args=["--mute-audio"])
             contexts.append(context)
             page = context.pages[0] if context.pages else await context.new_page()

@@ -98,12 +98,27 @@ async def _wait_async(predicate, timeout: float, what: str, detail) -> None:
         await asyncio.sleep(0.3)
 
 
+async def _wait_async(predicate, timeout: float, what: str, detail) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{detail()}")
+        await asyncio.sleep(0.3)
+
+
 @pytest.mark.timeout(90)
 async def test_ice_restart_keeps_the_call(sftd, wire_client, browser_page):
     """CONFCONN update:true from a browser: new ICE credentials on the same
     leg, DTLS and the data channel stay, media keeps flowing both ways."""
     conv = new_convid()
-    page = await browser_page(f"{sftd.url}/demo/?conv={conv}&user=browser")
+    # One network path only (the default-route interface): with several, Chrome
+    # may move to another pair right after the restart, and that case is not
+    # reliable yet (see README, limits).
+    page = await browser_page(f"{sftd.url}/demo/?conv={conv}&user=browser",
+                              ("--webrtc-ip-handling-policy=default_public_interface_only",))
     client = await wire_client(sftd, conv, "aiortc")
     me = f"{client.userid}/{client.clientid}"
     stats: dict = {}
@@ -117,6 +132,9 @@ async def test_ice_restart_keeps_the_call(sftd, wire_client, browser_page):
                     and browser.video_frames > after_video + 5)
 
     await _wait_async(flowing, 30, "media both ways before the restart", lambda: stats)
+    # a restart answers a network change on a settled call, not Chrome's first
+    # second of ICE (it still checks and switches pairs then)
+    await asyncio.sleep(3)
     assert "ICE restarted" not in sftd.log_text()
     new_ufrag = await page.evaluate("window.sftDemo.restartIce()")
     assert isinstance(new_ufrag, str) and len(new_ufrag) >= 4

@@ -1,0 +1,43 @@
+"""CONFCONN update:true on a connected participant is an ICE restart, not a
+re-join: a new offer with new ICE credentials on the same port, the same
+participant, and the running call untouched until the answer comes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import aiohttp
+import pytest
+
+from .helpers import frames_from, gets_media, new_convid, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_update_true_reoffers_new_credentials_on_the_same_leg(sftd, wire_client):
+    conv = new_convid()
+    a = await wire_client(sftd, conv, "a")
+    b = await wire_client(sftd, conv, "b")
+    await wait_until(lambda: gets_media(a, [b]) and gets_media(b, [a]), 20, "media both ways")
+    body = a.confconn(update=True).to_dict()
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{sftd.url}/sft/{conv}", json=body) as r:
+            assert r.status == 200
+            offer = await r.json()
+    assert offer["type"] == "SETUP"
+
+    def ice(sdp: str) -> tuple[str, str]:
+        return (re.search(r"a=ice-ufrag:(\S+)", sdp).group(1),
+                re.search(r" udp \d+ \S+ (\d+) typ host", sdp).group(1))
+
+    old_ufrag, old_port = ice(a.offer)
+    new_ufrag, new_port = ice(offer["sdp"])
+    assert new_ufrag != old_ufrag and new_port == old_port
+    assert re.search(r"^o=- \d+ 3 IN", offer["sdp"], re.M), "session version must grow"
+    frames = frames_from(b, a)[1]
+    await asyncio.sleep(2)
+    assert frames_from(b, a)[1] > frames + 10, "the call goes on until the answer arrives"
+    metrics = await sftd.metrics()
+    assert metrics["sft_participants"] == 2 and metrics["sft_participants_total"] == 2
+    assert "ICE restart offered" in sftd.log_text()
