@@ -515,26 +515,6 @@ def make_generator(**kwargs: Any) -> Any:
             assert len(self.legs) - 1 == leg
             self.fp.enable(leg)
 
-        def _on_ctrl(self) -> None:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self.fp.ctrl_fd, 8)
-            for leg, data, addr, _, _ in self.fp.pop(samples=False):
-                st = self.legs[leg]
-                if data[0] >= 128 and 192 <= data[1] <= 223:
-                    try:
-                        plain = st.rx.unprotect_rtcp(data)
-                    except Exception:
-                        st.rtcp_bad += 1
-                        continue
-                    if st.pub is not None and media.wants_keyframe(plain):
-                        st.firs += 1
-                        st.pub.keyframe_wanted = True
-                    continue
-                try:
-                    st.protocol.datagram_received(data, addr)
-                except Exception:
-                    log.exception("aioice rejected a datagram on leg %d", leg)
-
         # -------------------------------------------------------- media tasks
         async def _producer(self) -> None:
             push, pending = lib.fp_push, lib.fp_tx_pending

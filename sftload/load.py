@@ -249,7 +249,7 @@ class LoadGenerator:
                 except Exception:
                     st.rtcp_bad += 1
                     continue
-                if media.wants_keyframe(plain):
+                if st.pub is not None and media.wants_keyframe(plain):  # Janus: subscriber legs
                     st.firs += 1
                     st.pub.keyframe_wanted = True
                 continue
