@@ -23,6 +23,7 @@ one of the same name left behind.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import ipaddress
 import logging
@@ -61,7 +62,7 @@ OBJECT_PATH = Path(__file__).resolve().parent / "build" / "sft.bpf.o"
 PIN_ROOT = libbpf.BPFFS / "sftd"
 TC_PRIORITY = 0x5F7  # our filter's priority on clsact ingress; the handle is per instance
 PROGRAMS = ("sft_xdp_ingress", "sft_tc_ingress")
-MAPS = ("sft_config", "sft_leg_by_addr", "sft_legs", "sft_leg_state", "sft_streams",
+MAPS = ("sft_config", "sft_leg_by_addr", "sft_legs", "sft_leases", "sft_leg_state", "sft_streams",
         "sft_stream_state", "sft_slots", "sft_slot_state", "sft_fanout", "sft_keystream",
         "sft_counters", "sft_kcounters", "sft_conf_packets", "sft_events")
 AUDIO_KEYSTREAM_BYTES = 512  # Opus at 40 ms stays far below
@@ -232,7 +233,8 @@ class KernelDataPlane:
         self._slot_initial_index = slot_initial_index or (lambda: secrets.randbelow(0x8000))
         self._legs: dict[int, _Leg] = {}
         self._slots: dict[int, _Slot] = {}
-        self._free_slot_ids = list(range(self._c.SFT_MAX_SLOTS - 1, -1, -1))
+        # FIFO: a freed slot id comes back last, long after any packet that read it
+        self._free_slot_ids = collections.deque(range(self._c.SFT_MAX_SLOTS))
         self._attachments: list[libbpf.Attachment] = []
         self._userspace_packets = 0
         self._unvalidated_packets = 0
@@ -359,7 +361,7 @@ class KernelDataPlane:
         rx_inner, rx_outer = rx.hmac_states()
         tx_inner, tx_outer = tx.hmac_states()
         value = self.abi.new(
-            "sft_leg", lease_ns=time.monotonic_ns(), leg_id=spec.leg_id,
+            "sft_leg", leg_id=spec.leg_id,
             conference_id=spec.conference_id, local_ip=_ip(spec.local_addr[0]),
             remote_ip=_ip(spec.remote_addr[0]), local_port=_be16(spec.local_addr[1]),
             remote_port=_be16(spec.remote_addr[1]), ifindex=route.ifindex if route else 0,
@@ -397,6 +399,7 @@ class KernelDataPlane:
         self.maps["sft_leg_state"].update(key, self.abi.pack(
             "sft_leg_state", audio_level_fp=127 << 8))
         self._write_leg(leg)
+        self.set_lease(spec.leg_id, time.monotonic_ns())
         self.maps["sft_leg_by_addr"].update(leg.addr_key, key)
         self._legs[spec.leg_id] = leg
         for kind, ssrcs, slots in ((StreamKind.AUDIO, spec.audio_slot_ssrcs, leg.audio_slots),
@@ -408,6 +411,10 @@ class KernelDataPlane:
     def _write_leg(self, leg: _Leg) -> None:
         self.maps["sft_legs"].update(struct.pack("<I", leg.spec.leg_id),
                                      bytes(self.abi.ffi.buffer(leg.value)))
+
+    def set_lease(self, leg_id: int, monotonic_ns: int) -> None:
+        """The kernel serves the leg until ``monotonic_ns`` + the lease timeout."""
+        self.maps["sft_leases"].update(struct.pack("<I", leg_id), struct.pack("<Q", monotonic_ns))
 
     def update_leg_address(self, leg_id: int, remote_addr: tuple[str, int],
                            transport: asyncio.DatagramTransport | None = None) -> None:
@@ -441,6 +448,7 @@ class KernelDataPlane:
             if struct.unpack_from("<I", stale)[0] == leg_id:
                 self.maps["sft_stream_state"].delete(stale)
         self.maps["sft_legs"].delete(key)
+        self.maps["sft_leases"].delete(key)
         self.maps["sft_leg_state"].delete(key)
 
     # ---- publishers ----
@@ -489,7 +497,7 @@ class KernelDataPlane:
 
     def _create_slot(self, subscriber: int, kind: StreamKind, ssrc: int,
                      tx: SrtpSession) -> int:
-        slot_id = self._free_slot_ids.pop()
+        slot_id = self._free_slot_ids.popleft()
         size = self._audio_ring if kind == StreamKind.AUDIO else self._video_ring
         ring = _Ring(base=self._rings.alloc(size), size=size, ssrc=ssrc, session=tx,
                      length=self._keystream_length(kind))
@@ -847,9 +855,8 @@ class KernelDataPlane:
         now = time.monotonic_ns()
         if now - self._last_lease >= self._lease_renew_ns:
             self._last_lease = now
-            for leg in self._legs.values():
-                leg.value.lease_ns = now
-                self._write_leg(leg)
+            for leg_id in self._legs:
+                self.set_lease(leg_id, now)
 
     def _ensure_task(self) -> None:
         if self._task is not None:

@@ -356,9 +356,11 @@ class BpfObject:
         if ret < 0:
             logs = "\n".join(f"--- {name} ---\n" + ffi.string(buf).decode(errors="replace")[-4000:]
                              for name, buf in self._log_bufs.items() if buf[0] != b"\0")
-            raise ProgramRejected(f"load of BPF object {self.path}", -ret,
-                                  "needs root (CAP_BPF, CAP_NET_ADMIN) and a kernel >= 6.8; "
-                                  "see the verifier log", logs)
+            hint = "needs root (CAP_BPF, CAP_NET_ADMIN) and a kernel >= 6.8; see the verifier log"
+            if -ret == errno_mod.ENOSPC and logs:
+                # the verifier's log outgrew the buffer, which hides the verifier's own errno
+                hint = "the verifier refused a program; its last lines below say why"
+            raise ProgramRejected(f"load of BPF object {self.path}", -ret, hint, logs)
         self._log_bufs.clear()  # drop the 1 MB buffers once loaded
 
     def _find_program(self, name: str) -> Any:

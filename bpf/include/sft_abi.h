@@ -73,7 +73,8 @@ enum sft_kcounter {
 	SFT_K_TC_STORE_FAILED = 19,
 	SFT_K_TC_GSO_PASSED = 20,
 	SFT_K_TC_UNKNOWN_SSRC = 21,    /* no stream entry and no RID to learn it from */
-	SFT_K_MAX = 22,
+	SFT_K_TC_LEG_REPLACED = 22,    /* the sft_legs element changed hands mid-packet */
+	SFT_K_MAX = 23,
 };
 
 enum sft_stream_kind {
@@ -122,10 +123,12 @@ struct sft_hmac_key {
 	struct sft_sha1_state outer;
 };
 
-/* sft_legs[leg_id], controller-owned. */
+/* sft_legs[leg_id], controller-owned, written only when the leg changes: a
+ * preallocated hash map hands a replaced element to the next update at once,
+ * so a program still reading it would see another leg (hence sft_leases). */
 struct sft_leg {
-	__u64 lease_ns; /* CLOCK_MONOTONIC of the last renewal */
-	__u32 leg_id;
+	__u32 leg_id; /* == the key: programs re-check it after long reads */
+	__u32 pad;
 	__u32 conference_id;
 	__be32 local_ip;
 	__be32 remote_ip;

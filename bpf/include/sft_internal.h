@@ -89,6 +89,7 @@ struct sft_scratch {
 	struct sft_buf out; /* UDP header + SRTP for one subscriber */
 	struct sft_sha1_work sha;
 	struct sft_packet pkt;
+	struct sft_stream_state fresh; /* a new stream's first state; off the 512-byte stack */
 };
 
 #endif /* SFT_INTERNAL_H */

@@ -29,6 +29,16 @@ struct {
 	__type(value, struct sft_leg);
 } sft_legs SEC(".maps");
 
+/* leg_id -> CLOCK_MONOTONIC ns of the controller's last renewal (controller-
+ * owned, rewritten every few seconds; a reused element holds another leg's
+ * equally recent time, which is harmless). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SFT_MAX_LEGS);
+	__type(key, __u32);
+	__type(value, __u64);
+} sft_leases SEC(".maps");
+
 /* leg_id -> audio level, learned video SSRCs (kernel-owned). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -36,7 +36,9 @@ static __always_inline __u64 sft_lease_timeout(const struct sft_config *cfg)
 static __always_inline int sft_lease_valid(const struct sft_leg *leg, const struct sft_config *cfg,
 					   __u64 now)
 {
-	return (leg->flags & SFT_LEG_ACTIVE) && now - leg->lease_ns <= sft_lease_timeout(cfg);
+	const __u64 *lease = bpf_map_lookup_elem(&sft_leases, &leg->leg_id);
+
+	return lease && (leg->flags & SFT_LEG_ACTIVE) && now - *lease <= sft_lease_timeout(cfg);
 }
 
 static __always_inline void sft_emit(__u32 type, __u32 leg_id, __u32 ssrc, __u32 owner, __u64 index)
@@ -121,7 +123,7 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 		__u8 dst[6];
 		__u8 src[6];
 	} eth;
-	__u32 zero = 0, desired, layer, udp_len, auth_len, out_ts, tag_off;
+	__u32 zero = 0, desired, layer, udp_len, auth_len, out_ts, tag_off, ifindex;
 	__u64 index;
 	__u8 *o;
 
@@ -219,6 +221,13 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 	iph.check = sft_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&iph, sizeof(iph), 0));
 	__builtin_memcpy(eth.dst, sub->dst_mac, 6);
 	__builtin_memcpy(eth.src, sub->src_mac, 6);
+	ifindex = sub->ifindex;
+	/* after the last read of sub: had its element been reused (sft_abi.h),
+	 * this copy would carry another leg's keys to another leg's address */
+	if (sub->leg_id != slot->subscriber) {
+		sft_kcount(SFT_K_TC_LEG_REPLACED);
+		return 0;
+	}
 
 	sft_barrier_var(udp_len);
 	if (udp_len < 8 + SFT_RTP_MIN)
@@ -229,7 +238,7 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 		sft_kcount(SFT_K_TC_STORE_FAILED);
 		return 0;
 	}
-	if (bpf_clone_redirect(skb, sub->ifindex, 0)) {
+	if (bpf_clone_redirect(skb, ifindex, 0)) {
 		sft_kcount(SFT_K_TC_CLONE_FAILED);
 		return 0;
 	}
@@ -265,7 +274,7 @@ static __always_inline void sft_replay_accept(struct sft_stream_state *rs, __u64
 __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 {
 	struct sft_stream_key key = { .leg_id = leg_id };
-	struct sft_stream_state *rs, fresh = {};
+	struct sft_stream_state *rs;
 	const struct sft_keystream *ks;
 	const struct sft_stream *stream;
 	const struct sft_config *cfg;
@@ -329,13 +338,16 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	if (sft_hmac_sha1_80(&s->in, SFT_PAIR(0, rtp_len - SFT_AUTH_TAG_LEN), index >> 16,
 			     &leg->rx_auth, &s->sha))
 		return sft_drop(SFT_CTR_DROP_AUTH, -1);
+	if (leg->leg_id != leg_id) /* its element was reused while we hashed (sft_abi.h) */
+		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_LEG_REPLACED);
 	if (*(__u64 *)&s->sha.digest[0] != tag_lo || *(__u16 *)&s->sha.digest[8] != tag_hi)
 		return sft_drop(SFT_CTR_DROP_AUTH, -1);
 	if (!rs) {
-		fresh.highest_index = index;
-		fresh.replay_window = 1;
-		fresh.layer_learned = SFT_LAYER_UNKNOWN;
-		bpf_map_update_elem(&sft_stream_state, &key, &fresh, BPF_NOEXIST);
+		__builtin_memset(&s->fresh, 0, sizeof(s->fresh));
+		s->fresh.highest_index = index;
+		s->fresh.replay_window = 1;
+		s->fresh.layer_learned = SFT_LAYER_UNKNOWN;
+		bpf_map_update_elem(&sft_stream_state, &key, &s->fresh, BPF_NOEXIST);
 		rs = bpf_map_lookup_elem(&sft_stream_state, &key);
 		if (!rs)
 			return sft_drop(SFT_CTR_DROP_NOT_READY, -1);

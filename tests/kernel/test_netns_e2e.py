@@ -3,9 +3,12 @@ namespace, plain UDP sockets in another acting as legs with pylibsrtp."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
+import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -16,6 +19,7 @@ from bpf.dataplane import KernelDataPlane
 from controller.dataplane import Counter, LegSpec, SlotSource, SrtpKeys, StreamKind
 
 AUDIO_SSRC = 0x0A0A0A0A
+SO_RCVBUFFORCE = 33  # Linux; root may pass net.core.rmem_max
 PUB, SUBS = ("10.77.0.10", 5000), [("10.77.0.11", 5001), ("10.77.0.12", 5002)]
 
 
@@ -138,3 +142,110 @@ def test_subscribers_receive_and_decrypt_over_veth(pair: Pair) -> None:
                        "ingress")
     assert "sft_tc_ingress" not in filters
     assert "xdp" not in pair.run("ip", "-n", pair.sft, "link", "show", "sft0")
+
+
+SENDER = """
+import socket, struct, sys, time
+dst, data = (sys.argv[1], int(sys.argv[2])), open(sys.argv[3], "rb").read()
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[4], int(sys.argv[5])))
+packets, off = [], 0
+while off < len(data):
+    (n,) = struct.unpack_from("<H", data, off)
+    packets.append(data[off + 2:off + 2 + n])
+    off += 2 + n
+for i, packet in enumerate(packets):
+    sock.sendto(packet, dst)
+    if i % 4 == 3:
+        time.sleep(0.002)
+"""
+
+
+def test_leg_rewrites_during_traffic_never_misdirect_a_copy(pair: Pair, tmp_path) -> None:
+    """A preallocated hash map hands a replaced element to the very next update:
+    a program still reading it would see another leg's keys and address. Media
+    flows on one core while the controller rewrites legs and renews leases on
+    the other; no copy may go to another conference's leg, every copy must
+    decrypt with its own subscriber's keys, and the publisher's packets must
+    never fail authentication."""
+    from pyroute2 import netns
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two cores: traffic on one, the controller on the other")
+    pub_spec = _spec(1, PUB, 40000)
+    sub_specs = [_spec(2 + i, addr, 40001 + i) for i, addr in enumerate(SUBS)]
+    others = [("10.77.0.%d" % (30 + i), 6000 + i) for i in range(6)]  # another conference
+    for host, _port in others:
+        pair.run("ip", "-n", pair.cli, "addr", "add", f"{host}/24", "dev", "cli0")
+        pair.run("ip", "-n", pair.sft, "neigh", "replace", host, "lladdr",
+                 pair.run("ip", "-n", pair.cli, "-br", "link", "show", "cli0").split()[2],
+                 "dev", "sft0", "nud", "permanent")
+    other_specs = [dataclasses.replace(_spec(20 + i, addr, 40100 + i), conference_id=4)
+                   for i, addr in enumerate(others)]
+    sub_socks = [pair.socket_in(pair.cli, s.remote_addr) for s in sub_specs]
+    other_socks = [pair.socket_in(pair.cli, s.remote_addr) for s in other_specs]
+    for sock in sub_socks:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
+    netns.pushns(pair.sft)
+    try:
+        dp = KernelDataPlane(("sft0",), (40000, 40999), instance=f"rw{os.getpid()}")
+    finally:
+        netns.popns()
+    try:
+        for spec in [pub_spec, *sub_specs, *other_specs]:
+            dp.add_leg(spec)
+        dp.set_publisher(1, (AUDIO_SSRC,), {})
+        for spec in sub_specs:
+            dp.set_slot(spec.leg_id, StreamKind.AUDIO, 0, SlotSource(1, csrc=AUDIO_SSRC))
+        sender = srtp_session(pub_spec.srtp.rx, outbound=True)
+        n_packets = 6000
+        blob = b"".join(struct.pack("<H", len(p)) + p for p in (
+            sender.protect(rtp(seq, seq * 960, AUDIO_SSRC, os.urandom(160)))
+            for seq in range(n_packets)))
+        (tmp_path / "packets").write_bytes(blob)
+        send = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{pair.cli}", "taskset", "-c", "1", sys.executable,
+             "-c", SENDER, SFT_IP, "40000", str(tmp_path / "packets"), *map(str, PUB)])
+        os.sched_setaffinity(0, {0})
+        rewrites = 0
+        try:
+            dp._lease_renew_ns = 0  # every maintain() renews every lease
+            legs = [dp._legs[spec.leg_id] for spec in [pub_spec, *sub_specs, *other_specs]]
+            next_maintain = 0.0
+            while send.poll() is None:
+                for leg in legs:  # what an address change or ICE restart writes
+                    dp._write_leg(leg)
+                rewrites += len(legs)
+                if time.monotonic() >= next_maintain:
+                    dp.maintain()
+                    next_maintain = time.monotonic() + 0.002
+        finally:
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+            send.wait(30)
+        assert send.returncode == 0
+        dp.maintain()
+        receivers = [srtp_session(s.srtp.tx, outbound=False) for s in sub_specs]
+        received = 0
+        for sock, receiver in zip(sub_socks, receivers):
+            sock.settimeout(0.2)
+            while True:
+                try:
+                    data = sock.recv(2048)
+                except TimeoutError:
+                    break
+                receiver.unprotect(data)  # raises if another leg's keys were used
+                received += 1
+        for sock in other_socks:
+            sock.settimeout(0.05)
+            with pytest.raises(TimeoutError):
+                sock.recv(2048)
+        counters = dp.read_counters()
+        detail = dp.read_kernel_counters()
+        assert counters[Counter.DROP_AUTH] == 0, (counters, detail)
+        assert received == counters[Counter.TX_PACKETS] > n_packets // 2, (counters, detail)
+        print(f"{rewrites} leg rewrites during {n_packets} packets: {received} copies "
+              f"delivered, {detail['TC_LEG_REPLACED']} dropped as their leg changed hands")
+    finally:
+        dp.close()
+        for sock in [*sub_socks, *other_socks]:
+            sock.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 import pytest
 from harness import Namespace, drain, make_peer, one_byte_ext, rtp, two_byte_ext
@@ -297,9 +298,7 @@ def test_expired_lease_stops_the_leg(dp: KernelDataPlane, netns: Namespace,
                                      initial_index) -> None:
     conf = Conference(dp, netns, 1, StreamKind.AUDIO, initial_index.value)
     _prime(conf, AUDIO_SSRC, 1, 0)
-    leg = dp._legs[conf.pub.leg_id]
-    leg.value.lease_ns -= 31 * 10**9
-    dp._write_leg(leg)
+    dp.set_lease(conf.pub.leg_id, time.monotonic_ns() - 31 * 10**9)
     assert dp.tc_program.test_run(conf.pub.frame(conf.pub.sender.protect(
         rtp(2, 960, AUDIO_SSRC, os.urandom(50))))).retval == TC_ACT_SHOT
     assert dp.read_kernel_counters()["TC_LEASE_EXPIRED"] == 1
