@@ -176,7 +176,7 @@ struct sft_stream_state {
 	__u8 layer_learned; /* from the RID extension, or SFT_LAYER_UNKNOWN */
 	__u8 kind;
 	__u16 pad;
-	__u32 pad2;
+	__u32 padding_dropped; /* padding-only packets dropped: later ones move down */
 };
 
 /* sft_slots[slot_id], controller-owned: one sendonly m-line of a subscriber. */
@@ -196,7 +196,8 @@ struct sft_slot {
 
 /* sft_slot_state[slot_id], kernel-owned rewrite state (created by Python). */
 struct sft_slot_state {
-	__u64 next_index;    /* SRTP index (ROC << 16 | SEQ) of the next packet sent */
+	__u64 next_index;    /* SRTP index (ROC << 16 | SEQ) past the newest packet sent */
+	__u64 index_offset;  /* out index = source's sft_packet.seq_index + index_offset */
 	__u32 generation;    /* the sft_slot generation this state follows */
 	__u32 source_ssrc;   /* publisher SSRC being forwarded, 0 = none yet */
 	__u32 ts_offset;     /* out timestamp = in timestamp + ts_offset */

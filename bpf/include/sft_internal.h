@@ -61,6 +61,7 @@ struct sft_sha1_work {
 /* One received packet, parsed once; the fan-out re-reads it from here. */
 struct sft_packet {
 	__u64 index;         /* SRTP index of the received packet */
+	__u64 seq_index;     /* index less the stream's dropped padding-only packets */
 	__u32 leg_id;
 	__u32 conference_id;
 	__u32 ssrc;

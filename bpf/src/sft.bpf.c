@@ -160,6 +160,7 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 		}
 		state->ts_offset = state->last_out_ts - p->timestamp +
 				   (p->kind == SFT_KIND_VIDEO ? SFT_TS_STEP_VIDEO : SFT_TS_STEP_AUDIO);
+		state->index_offset = state->next_index - p->seq_index;
 		state->source_ssrc = p->ssrc;
 	}
 
@@ -174,16 +175,22 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 		sft_kcount(SFT_K_TC_NO_ROUTE_TO_LEG);
 		return 0;
 	}
-	index = state->next_index;
+	/* the source's sequence, gaps (loss upstream) included: receivers NACK them */
+	index = p->seq_index + state->index_offset;
 	ks = sft_keystream_for(slot->ks_base, slot->ks_size, slot->ssrc, index, p->payload_len);
 	if (!ks) {
 		sft_kcount(SFT_K_TC_TX_KEYSTREAM_MISS);
-		sft_emit(SFT_EV_SLOT_KEYSTREAM, slot->subscriber, slot->ssrc, slot_id, index);
+		if (index >= state->next_index) { /* not a late one: refill from here on */
+			state->next_index = index;
+			sft_emit(SFT_EV_SLOT_KEYSTREAM, slot->subscriber, slot->ssrc, slot_id, index);
+		}
 		return 0;
 	}
-	state->next_index = index + 1;
 	out_ts = p->timestamp + state->ts_offset;
-	state->last_out_ts = out_ts;
+	if (index >= state->next_index) {
+		state->next_index = index + 1;
+		state->last_out_ts = out_ts;
+	}
 
 	/* UDP header, then RTP with CC = 1, the slot's SSRC/seq/timestamp, the CSRC */
 	udp_len = 8 + p->out_rtp_len;
@@ -390,13 +397,14 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	}
 	sft_xor_keystream(&s->in, &s->in, SFT_PAIR(p->payload_off, p->payload_off), ks,
 			  p->payload_len);
-	if (!p->payload_len)
-		return sft_drop(SFT_CTR_DROP_PADDING, -1);
-	if (p->byte0 & 0x20) {
+	pad_len = 0;
+	if (p->byte0 & 0x20)
 		pad_len = s->in.b[(p->payload_off + p->payload_len - 1) & SFT_BUF_MASK];
-		if (pad_len >= p->payload_len)
-			return sft_drop(SFT_CTR_DROP_PADDING, -1);
+	if (!p->payload_len || pad_len >= p->payload_len) {
+		rs->padding_dropped++; /* no gap for receivers to wait for */
+		return sft_drop(SFT_CTR_DROP_PADDING, -1);
 	}
+	p->seq_index = index - rs->padding_dropped;
 	p->keyframe = 0;
 	if (p->kind == SFT_KIND_VIDEO) {
 		if (p->has_fd)
