@@ -87,6 +87,9 @@ int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags)
 int bpf_map_lookup_elem(int fd, const void *key, void *value);
 int bpf_map_delete_elem(int fd, const void *key);
 int bpf_map_get_next_key(int fd, const void *key, void *next_key);
+struct bpf_map_batch_opts { size_t sz; __u64 elem_flags; __u64 flags; };
+int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values,
+                         __u32 *count, const struct bpf_map_batch_opts *opts);
 int bpf_obj_get(const char *pathname);
 int bpf_obj_get_info_by_fd(int bpf_fd, void *info, __u32 *info_len);
 int bpf_prog_test_run_opts(int prog_fd, struct bpf_test_run_opts *opts);
@@ -224,6 +227,35 @@ class Map:
                 return None
             raise MapOperationFailed(f"lookup in map {self.name}", -ret)
         return bytes(ffi.buffer(out, size))
+
+    def lookup_all(self, chunk: int = 0) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) of a non-per-CPU map, in as few syscalls as its size
+        allows (``BPF_MAP_LOOKUP_BATCH``); a map changing meanwhile may be read
+        partly before and partly after the change."""
+        assert not self.percpu
+        chunk = chunk or max(64, min(self.max_entries, 4096))
+        keys = ffi.new("char[]", chunk * self.key_size)
+        values = ffi.new("char[]", chunk * self.value_size)
+        token_in, token_out = ffi.new("char[]", 8), ffi.new("char[]", 8)  # a u32 bucket index
+        count = ffi.new("__u32 *")
+        opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
+        out: list[tuple[bytes, bytes]] = []
+        first = True
+        while True:
+            count[0] = chunk
+            ret = lib().bpf_map_lookup_batch(self.fd, ffi.NULL if first else token_in, token_out,
+                                             keys, values, count, opts)
+            if ret < 0 and -ret != errno_mod.ENOENT:
+                raise MapOperationFailed(f"batch lookup in map {self.name}", -ret)
+            kb = bytes(ffi.buffer(keys, count[0] * self.key_size))
+            vb = bytes(ffi.buffer(values, count[0] * self.value_size))
+            out.extend((kb[i * self.key_size:(i + 1) * self.key_size],
+                        vb[i * self.value_size:(i + 1) * self.value_size])
+                       for i in range(count[0]))
+            if ret < 0:  # ENOENT: that was the last batch
+                return out
+            ffi.memmove(token_in, token_out, 8)
+            first = False
 
     def lookup_percpu(self, key: bytes) -> list[bytes]:
         """One value per possible CPU."""

@@ -91,3 +91,17 @@ def test_failed_map_operation_raises_named_error_and_is_counted(dp: KernelDataPl
     with pytest.raises(libbpf.MapOperationFailed, match="sft_config.*errno"):
         dp.maps["sft_config"].update(b"\x05\0\0\0", bytes(16))
     assert libbpf.error_counts()["update of map sft_config"] == before + 1
+
+
+@pytest.mark.parametrize("chunk", [0, 7])
+def test_lookup_all_reads_every_entry_in_batches(dp: KernelDataPlane, chunk: int) -> None:
+    """The controller reads kernel-owned state (audio levels, stream indices) with
+    one batch syscall; small chunks take several batches and must miss nothing."""
+    m = dp.maps["sft_leg_state"]
+    want = {}
+    for leg_id in range(1, 51):
+        value = os.urandom(m.value_size)
+        m.update(leg_id.to_bytes(4, "little"), value)
+        want[leg_id.to_bytes(4, "little")] = value
+    got = m.lookup_all(chunk)
+    assert len(got) == len(want) and dict(got) == want
