@@ -88,6 +88,10 @@ def _check_point(system: str, point: dict) -> None:
     assert d["join_ms"]["n"] > 0 and d["join_ms"]["p50"] > 0
     # the CPU and memory figures exist
     assert point["cpu"]["wall"] > 0 and point["memory"]["rss"] > 0
+    # exact not-idle time of core 0, which participants per vCPU divides by
+    assert 0 < point["cpu"]["sft_core_busy"] <= 1.05, point["cpu"]
+    assert point["participants_per_vcpu"] == round(
+        point["participants"] / point["cpu"]["sft_core_busy"], 1)
     if system == "kernel":
         assert point["memory"].get("bpf_map_bytes", 0) > 0
     if system == "janus":
