@@ -213,9 +213,9 @@ class KernelDataPlane:
                  media_ports: tuple[int, int] = (32768, 61000), instance: str = "default", *,
                  xdp: bool = True,
                  object_path: Path = OBJECT_PATH, keystream_entries: int = 16384,
-                 audio_ring: int = 32, video_ring: int = 128,
+                 audio_ring: int = 32, video_ring: int = 128, ingress_ring_factor: int = 4,
                  lease_renew_s: float = 10.0, maintain_interval_s: float = 0.02,
-                 top_up_interval_s: float = 0.1,
+                 top_up_interval_s: float = 0.05,
                  slot_initial_index: Callable[[], int] | None = None) -> None:
         ok, reason = kernel_available(object_path)
         if not ok:
@@ -229,9 +229,13 @@ class KernelDataPlane:
         self._tc_handle = (zlib.crc32(instance.encode()) & 0xFFFF) or 1
         self._audio_ring = audio_ring
         self._video_ring = video_ring
+        # a publisher's packet lost to a keystream miss is lost to every subscriber:
+        # its ring gets the slack for a controller kept off the core by softirq
+        self._ingress_ring_factor = ingress_ring_factor
         self._lease_renew_ns = int(lease_renew_s * 1e9)
         self._maintain_interval = maintain_interval_s
-        # a quarter of the smallest ring (32 audio entries, 50 packets/s) lasts 160 ms
+        # sftd's smallest ring (an audio slot: 16 entries, 50 packets/s) is topped up
+        # once a quarter is used: 80 ms; every 50 ms keeps most of the rest as slack
         self._top_up_interval = top_up_interval_s
         self._slot_initial_index = slot_initial_index or (lambda: secrets.randbelow(0x8000))
         self._legs: dict[int, _Leg] = {}
@@ -475,7 +479,8 @@ class KernelDataPlane:
         if ssrc in leg.streams:
             ring = leg.streams[ssrc][2]
         else:
-            size = self._audio_ring if kind == StreamKind.AUDIO else self._video_ring
+            size = self._ingress_ring_factor * (
+                self._audio_ring if kind == StreamKind.AUDIO else self._video_ring)
             ring = _Ring(base=self._rings.alloc(size), size=size, ssrc=ssrc, session=leg.rx,
                          length=self._keystream_length(kind))
         leg.streams[ssrc] = (kind, layer, ring)

@@ -171,14 +171,15 @@ def interface_addresses(names: list[str] | None) -> list[str]:
 # (320 ms at 50/s) and 32 video packets (a keyframe burst) of headroom.
 KEYSTREAM_AUDIO_RING = 16
 KEYSTREAM_VIDEO_RING = 32
-KEYSTREAM_ENTRIES_PER_PARTICIPANT = 512  # 5·16 + 9·32 slots + 16 + 32 ingress, rounded up
+KEYSTREAM_INGRESS_RING_FACTOR = 4  # a publisher's rings: 64 audio, 128 per video layer
+KEYSTREAM_ENTRIES_PER_PARTICIPANT = 704  # 5·16 + 9·32 slots + 64 + 2·128 ingress = 688, rounded up
 
 
 def keystream_entries(max_participants: int) -> int:
-    """Keystream map size (1.5 KB per entry): for --max-participants if set,
-    else for 128 participants (96 MB)."""
+    """Keystream map size (1.5 KB per entry, < 1 MiB per participant): for
+    --max-participants if set, else for 128 participants (133 MB)."""
     wanted = (max_participants or 128) * KEYSTREAM_ENTRIES_PER_PARTICIPANT
-    return 1 << max(14, (wanted - 1).bit_length())
+    return max(1 << 14, -(-wanted // 1024) * 1024)
 
 
 def choose_dataplane(args: argparse.Namespace) -> DataPlane:
@@ -198,7 +199,8 @@ def choose_dataplane(args: argparse.Namespace) -> DataPlane:
                                     media_ports=args.media_ports, instance=args.instance,
                                     keystream_entries=keystream_entries(args.max_participants),
                                     audio_ring=KEYSTREAM_AUDIO_RING,
-                                    video_ring=KEYSTREAM_VIDEO_RING)
+                                    video_ring=KEYSTREAM_VIDEO_RING,
+                                    ingress_ring_factor=KEYSTREAM_INGRESS_RING_FACTOR)
             log.info("data plane: kernel (eBPF) on %s", ",".join(args.interface_names))
             return plane
     except ImportError as exc:
