@@ -95,8 +95,9 @@ def rss_bytes(pid: int) -> int:
 
 
 def bpf_map_bytes(pid: int) -> int:
-    """memlock of every BPF map the process holds an fd to."""
-    total = 0
+    """memlock of every BPF map the process holds an fd to, each map once (a map
+    opened twice, e.g. from the object and from its pin, has two fds)."""
+    by_map: dict[int, int] = {}
     fd_dir = Path(f"/proc/{pid}/fd")
     try:
         fds = list(fd_dir.iterdir())
@@ -106,12 +107,12 @@ def bpf_map_bytes(pid: int) -> int:
         try:
             if os.readlink(fd) != "anon_inode:bpf-map":
                 continue
-            for line in open(f"/proc/{pid}/fdinfo/{fd.name}"):
-                if line.startswith("memlock:"):
-                    total += int(line.split()[1])
-        except OSError:
+            info = dict(line.split(":", 1) for line in open(f"/proc/{pid}/fdinfo/{fd.name}")
+                        if ":" in line)
+            by_map[int(info["map_id"])] = int(info["memlock"])
+        except (OSError, KeyError, ValueError):
             continue
-    return total
+    return sum(by_map.values())
 
 
 def softnet_drops() -> list[int]:

@@ -105,3 +105,17 @@ def test_lookup_all_reads_every_entry_in_batches(dp: KernelDataPlane, chunk: int
         want[leg_id.to_bytes(4, "little")] = value
     got = m.lookup_all(chunk)
     assert len(got) == len(want) and dict(got) == want
+
+
+def test_bench_counts_each_bpf_map_once(dp: KernelDataPlane) -> None:
+    """sft-bench's memory figure: a second fd to a map (as from its pin) must not
+    count the map twice."""
+    from sftload.bench import bpf_map_bytes
+
+    before = bpf_map_bytes(os.getpid())
+    assert before >= dp.maps["sft_keystream"].max_entries * dp.maps["sft_keystream"].value_size
+    fd = libbpf.obj_get(dp.pin_dir / "sft_keystream")
+    try:
+        assert bpf_map_bytes(os.getpid()) == before
+    finally:
+        os.close(fd)
