@@ -304,18 +304,21 @@ class LoadGenerator:
             except Exception:
                 s.route_bad += 1
                 continue
-            if video:
-                person = st.client.people_for("video").get(info.csrc or 0)
-                sender = self.by_userid.get(person.userid) if person else None
-                expected = sender.index if sender else None
-            else:
-                expected = self.audio_index.get(info.csrc or 0)
-            if expected == info.publisher:
+            if self.expected_publisher(st, ssrc, video, info) == info.publisher:
                 s.route_ok += 1
             else:
                 s.route_bad += 1
             if self.measuring:
                 s.latency_us.append((recv_ns - info.send_ns) / 1000)
+
+    def expected_publisher(self, st: LegState, ssrc: int, video: bool,
+                           info: media.SampleInfo) -> int | None:
+        """The publisher whose packet this slot must carry: the one its CSRC names."""
+        if video:
+            person = st.client.people_for("video").get(info.csrc or 0)
+            sender = self.by_userid.get(person.userid) if person else None
+            return sender.index if sender else None
+        return self.audio_index.get(info.csrc or 0)
 
     # ------------------------------------------------------------ joining
     async def add_conferences(self, count: int) -> dict[str, Any]:
