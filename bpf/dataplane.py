@@ -7,8 +7,8 @@ ingress) verifies, decrypts, rewrites, re-protects and clones every packet to
 the subscribed slots and drops the original.
 
 This class only writes maps when the controller changes state. Two periodic
-jobs remain in user space (``maintain``, run by a task started with the first
-leg): topping up the AES-CM keystream rings the kernel XORs with (computed
+jobs remain in user space (``maintain``, run by a thread started with the first
+leg, off the event loop): topping up the AES-CM keystream rings the kernel XORs with (computed
 here with AES-NI, the cheapest measured option, see platform-facts: Python
 decides which rings need which indices, ``bpf/native/keystream.c`` writes the
 entries, or numpy + ``cryptography`` if it was not built), and
@@ -25,19 +25,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import ipaddress
 import logging
 import os
 import secrets
+import select
 import shutil
 import socket
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -52,8 +55,7 @@ from controller.dataplane import (
 )
 
 from . import abi as abi_mod
-from . import libbpf
-from . import native
+from . import libbpf, native
 from .srtp import SrtpSession, keystream_batch
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,16 @@ MAPS = ("sft_config", "sft_leg_by_addr", "sft_legs", "sft_leases", "sft_leg_stat
         "sft_stream_state", "sft_slots", "sft_slot_state", "sft_fanout", "sft_keystream",
         "sft_counters", "sft_kcounters", "sft_conf_packets", "sft_events")
 AUDIO_KEYSTREAM_BYTES = 512  # Opus at 40 ms stays far below
+_T = TypeVar("_T")
+
+
+def _locked(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Runs the method under the data plane's lock (see KernelDataPlane._lock)."""
+    @functools.wraps(method)
+    def wrapper(self: KernelDataPlane, *args: Any, **kwargs: Any) -> _T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class KernelDataPlaneError(RuntimeError):
@@ -247,7 +259,12 @@ class KernelDataPlane:
         self._userspace_packets = 0
         self._unvalidated_packets = 0
         self._last_lease = 0
-        self._task: asyncio.Task[None] | None = None
+        # keystream top-ups run on their own thread, so that the event loop's work
+        # (joins, DTLS, data channels) cannot delay them past a ring's slack;
+        # the lock guards the controller-side state both threads touch
+        self._lock = threading.RLock()
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
         self._closed = False
         self._home = libbpf.NetnsHome()
         self._stream_keys: dict[tuple[int, int], bytes] = {}
@@ -324,8 +341,13 @@ class KernelDataPlane:
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
+        self._stop.set()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=5)
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
         with self._home.entered():  # ifindexes mean something only there
             for attachment in reversed(self._attachments):
                 try:
@@ -392,6 +414,7 @@ class KernelDataPlane:
         return self.abi.pack("sft_addr_key", remote_ip=_ip(remote[0]), local_ip=_ip(spec_local[0]),
                              remote_port=_be16(remote[1]), local_port=_be16(spec_local[1]))
 
+    @_locked
     def add_leg(self, spec: LegSpec) -> None:
         if spec.srtp.profile != SRTP_AES_CM_128_HMAC_SHA1_80:
             raise KernelDataPlaneError(
@@ -414,7 +437,7 @@ class KernelDataPlane:
                                    (StreamKind.VIDEO, spec.video_slot_ssrcs, leg.video_slots)):
             for ssrc in ssrcs:
                 slots.append(self._create_slot(spec.leg_id, kind, ssrc, tx))
-        self._ensure_task()
+        self._ensure_worker()
 
     def _write_leg(self, leg: _Leg) -> None:
         self.maps["sft_legs"].update(struct.pack("<I", leg.spec.leg_id),
@@ -424,6 +447,7 @@ class KernelDataPlane:
         """The kernel serves the leg until ``monotonic_ns`` + the lease timeout."""
         self.maps["sft_leases"].update(struct.pack("<I", leg_id), struct.pack("<Q", monotonic_ns))
 
+    @_locked
     def update_leg_address(self, leg_id: int, remote_addr: tuple[str, int],
                            transport: asyncio.DatagramTransport | None = None) -> None:
         leg = self._legs[leg_id]
@@ -438,6 +462,7 @@ class KernelDataPlane:
             self.maps["sft_leg_by_addr"].delete(leg.addr_key)
             leg.addr_key = new_key
 
+    @_locked
     def remove_leg(self, leg_id: int) -> None:
         leg = self._legs.pop(leg_id, None)
         if leg is None:
@@ -460,6 +485,7 @@ class KernelDataPlane:
 
     # ---- publishers ----
 
+    @_locked
     def set_publisher(self, leg_id: int, audio_ssrcs: tuple[int, ...],
                       video_ssrcs: dict[int, Layer]) -> None:
         leg = self._legs[leg_id]
@@ -536,6 +562,7 @@ class KernelDataPlane:
         self._rings.free(slot.ring.base, slot.ring.size)
         self._free_slot_ids.append(slot_id)
 
+    @_locked
     def set_slot(self, subscriber: int, kind: StreamKind, index: int,
                  source: SlotSource | None) -> None:
         leg = self._legs[subscriber]
@@ -587,6 +614,7 @@ class KernelDataPlane:
 
     # ---- reading ----
 
+    @_locked
     def read_audio_levels(self) -> dict[int, float]:
         publishing = {leg_id for leg_id, leg in self._legs.items()
                       if any(kind == StreamKind.AUDIO for kind, _l, _r in leg.streams.values())}
@@ -856,6 +884,7 @@ class KernelDataPlane:
                 self._write_stream(leg, ev.ssrc, StreamKind.VIDEO, None)
             self._refill_stream(leg, ev.ssrc, ev.index)
 
+    @_locked
     def maintain(self, top_up: bool = True) -> None:
         """One round of the periodic work: events, keystream top-up, leases."""
         self._events.consume()
@@ -880,36 +909,31 @@ class KernelDataPlane:
                     self._refill_stream(leg, ssrc, index, force=False, jobs=jobs)
         self._write_keystreams(jobs)
 
-    def _ensure_task(self) -> None:
-        if self._task is not None:
+    def _ensure_worker(self) -> None:
+        """Starts the maintenance thread when an event loop runs (sftd); synchronous
+        users (tests, tools) call maintain() themselves."""
+        if self._worker is not None or self._closed:
             return
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
-            return  # synchronous use (tests, tools): call maintain() yourself
-        self._task = loop.create_task(self._run(), name=f"sft-kernel-{self.instance}")
+            return
+        self._worker = threading.Thread(target=self._work, name=f"sft-kernel-{self.instance}",
+                                        daemon=True)
+        self._worker.start()
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        wake = asyncio.Event()
-        epoll_fd = self._events.epoll_fd  # close() frees the ring buffer under us
-        loop.add_reader(epoll_fd, wake.set)
+    def _work(self) -> None:
+        epoll_fd = self._events.epoll_fd
         next_top_up = 0.0
-        try:
-            while not self._closed:
-                now = time.monotonic()
-                top_up = now >= next_top_up  # events (misses) are served at once regardless
-                if top_up:
-                    next_top_up = now + self._top_up_interval
-                try:
-                    self.maintain(top_up)
-                except Exception:  # noqa: BLE001 - keep refilling; the error is logged
-                    log.exception("kernel data plane maintenance failed")
-                wake.clear()
-                try:
-                    await asyncio.wait_for(wake.wait(), self._maintain_interval)
-                except asyncio.TimeoutError:
-                    pass
-        finally:
-            loop.remove_reader(epoll_fd)
+        while not self._stop.is_set():
+            now = time.monotonic()
+            top_up = now >= next_top_up  # events (misses) are served at once regardless
+            if top_up:
+                next_top_up = now + self._top_up_interval
+            try:
+                self.maintain(top_up)
+            except Exception:  # noqa: BLE001 - keep refilling; the error is logged
+                log.exception("kernel data plane maintenance failed")
+            # the ring buffer's epoll fd: woken by a keystream miss event at once
+            select.select([epoll_fd], [], [], self._maintain_interval)
 

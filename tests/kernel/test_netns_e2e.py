@@ -3,6 +3,7 @@ namespace, plain UDP sockets in another acting as legs with pylibsrtp."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import socket
@@ -154,9 +155,12 @@ while off < len(data):
     (n,) = struct.unpack_from("<H", data, off)
     packets.append(data[off + 2:off + 2 + n])
     off += 2 + n
+gap = 1 / float(sys.argv[6]) if len(sys.argv) > 6 else None  # packets per second
 for i, packet in enumerate(packets):
     sock.sendto(packet, dst)
-    if i % 4 == 3:
+    if gap:
+        time.sleep(gap)
+    elif i % 4 == 3:
         time.sleep(0.002)
 """
 
@@ -248,4 +252,62 @@ def test_leg_rewrites_during_traffic_never_misdirect_a_copy(pair: Pair, tmp_path
     finally:
         dp.close()
         for sock in [*sub_socks, *other_socks]:
+            sock.close()
+
+
+def test_keystream_top_ups_go_on_while_the_event_loop_is_blocked(pair: Pair, tmp_path) -> None:
+    """sftd's event loop can be busy for a while (joins, DTLS); the keystream rings
+    hold a few hundred ms. Top-ups run on the data plane's own thread: a loop
+    blocked for 1.5 s must not starve the rings."""
+    from pyroute2 import netns
+
+    pub_spec = _spec(1, PUB, 40000)
+    sub_specs = [_spec(2 + i, addr, 40001 + i) for i, addr in enumerate(SUBS)]
+    sub_socks = [pair.socket_in(pair.cli, s.remote_addr) for s in sub_specs]
+    for sock in sub_socks:  # read only at the end: room for every copy
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
+    netns.pushns(pair.sft)
+    try:  # sftd's ring sizes: a 16-entry audio slot lasts 160 ms at 100 packets/s
+        dp = KernelDataPlane(("sft0",), (40000, 40999), instance=f"blk{os.getpid()}",
+                             audio_ring=16, video_ring=32)
+    finally:
+        netns.popns()
+    sender = srtp_session(pub_spec.srtp.rx, outbound=True)
+    n_packets = 200
+    (tmp_path / "packets").write_bytes(b"".join(
+        struct.pack("<H", len(p)) + p for p in (
+            sender.protect(rtp(seq, seq * 960, AUDIO_SSRC, os.urandom(120)))
+            for seq in range(n_packets))))
+
+    async def call() -> None:
+        for spec in [pub_spec, *sub_specs]:
+            dp.add_leg(spec)  # the first leg starts the maintenance thread
+        dp.set_publisher(1, (AUDIO_SSRC,), {})
+        for spec in sub_specs:
+            dp.set_slot(spec.leg_id, StreamKind.AUDIO, 0, SlotSource(1, csrc=AUDIO_SSRC))
+        send = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{pair.cli}", sys.executable, "-c", SENDER, SFT_IP,
+             "40000", str(tmp_path / "packets"), *map(str, PUB), "100"])
+        time.sleep(1.5)  # the event loop is blocked, as by a long callback
+        await asyncio.get_running_loop().run_in_executor(None, send.wait, 30)
+        assert send.returncode == 0
+
+    try:
+        asyncio.run(call())
+        receivers = [srtp_session(s.srtp.tx, outbound=False) for s in sub_specs]
+        for sock, receiver in zip(sub_socks, receivers):
+            sock.settimeout(0.3)
+            got = 0
+            while True:
+                try:
+                    receiver.unprotect(sock.recv(2048))
+                except TimeoutError:
+                    break
+                got += 1
+            # the first packet primes the publisher's ring; every other one arrives
+            assert got == n_packets - 1, (got, dp.read_kernel_counters())
+        assert dp.read_kernel_counters()["TC_TX_KEYSTREAM_MISS"] == 0
+    finally:
+        dp.close()
+        for sock in sub_socks:
             sock.close()
