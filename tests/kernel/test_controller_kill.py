@@ -20,6 +20,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,6 +142,16 @@ async def probe(topology: Topology, url: str, duration: float) -> asyncio.subpro
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 
+async def kernel_forwarding(pin_dir: Path, server: Any) -> None:
+    """Waits until media flows through the kernel (copies counted in the pinned maps)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if pin_dir.exists() and pinned_counters(pin_dir)["TX_PACKETS"] > 200:
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"no kernel forwarding\n{server.log_tail(40)}")
+
+
 async def test_sigkilled_controller_stops_within_lease_and_restart_cleans_up(
         topology: Topology, sftd_factory) -> None:
     from bpf.dataplane import PIN_ROOT, kernel_available
@@ -154,14 +165,7 @@ async def test_sigkilled_controller_stops_within_lease_and_restart_cleans_up(
     url = f"http://{HOST_IP}:{server.port}"
     first = await probe(topology, url, 90)
     try:
-        # media flows through the kernel
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if pin_dir.exists() and pinned_counters(pin_dir)["TX_PACKETS"] > 200:
-                break
-            await asyncio.sleep(0.25)
-        else:
-            raise AssertionError(f"no kernel forwarding before the kill\n{server.log_tail(40)}")
+        await kernel_forwarding(pin_dir, server)
 
         old_pinned = pinned_prog_ids(pin_dir)
         old_attached = attached_prog_ids(topology.host_if, topology.instance)
@@ -233,3 +237,58 @@ async def test_sigkilled_controller_stops_within_lease_and_restart_cleans_up(
     assert pinned_counters(pin_dir)["TX_PACKETS"] > 0
     metrics = await server2.metrics()
     assert metrics['sft_dataplane_info{dataplane="kernel"}'] == 1
+
+
+def pinned_entries(pin_dir: Path, map_name: str) -> int:
+    """How many keys a pinned hash map holds."""
+    from bpf import abi as abi_mod
+    from bpf import libbpf
+
+    key_type = {"sft_leg_by_addr": "sft_addr_key", "sft_streams": "sft_stream_key",
+                "sft_stream_state": "sft_stream_key"}.get(map_name)
+    key_size = abi_mod.load().sizeof(key_type) if key_type else 4
+    fd = libbpf.obj_get(pin_dir / map_name)
+    try:
+        m = libbpf.Map(map_name, fd, key_size, 8, 0, 1)  # BPF_MAP_TYPE_HASH
+        return sum(1 for _ in m.keys())
+    finally:
+        os.close(fd)
+
+
+KERNEL_LEG_STATE = ("sft_legs", "sft_leases", "sft_leg_state", "sft_leg_by_addr", "sft_fanout",
+                    "sft_streams", "sft_stream_state")
+
+
+async def test_vanished_clients_leave_no_kernel_state(topology: Topology, sftd_factory) -> None:
+    """Both participants' process is SIGKILLed mid-call (no HANGUP, no more PINGs):
+    within the ping timeout sftd ends them, and every per-leg entry in the kernel
+    maps is gone, so nothing is forwarded to or from their addresses."""
+    from bpf.dataplane import PIN_ROOT
+
+    pin_dir = PIN_ROOT / topology.instance
+    server = await sftd_factory("-I", HOST_IP, "-O", topology.host_if, "--dataplane", "kernel",
+                                "--instance", topology.instance, "--ping-timeout", "3")
+    clients = await probe(topology, f"http://{HOST_IP}:{server.port}", 60)
+    try:
+        await kernel_forwarding(pin_dir, server)
+        during = {name: pinned_entries(pin_dir, name) for name in KERNEL_LEG_STATE}
+        assert during["sft_legs"] == during["sft_leases"] == during["sft_leg_by_addr"] == 2
+        assert during["sft_streams"] >= 2 and during["sft_fanout"] == 2, during
+    finally:
+        clients.kill()  # by PID: ip netns exec execs sft-probe
+        await clients.wait()
+    killed_at = time.monotonic()
+    while time.monotonic() - killed_at < 15:
+        left = {name: pinned_entries(pin_dir, name) for name in KERNEL_LEG_STATE}
+        if not any(left.values()):
+            break
+        await asyncio.sleep(0.25)
+    else:
+        raise AssertionError(f"kernel state left after the clients vanished: {left}\n"
+                             f"{server.log_tail(40)}")
+    gone_after = time.monotonic() - killed_at
+    assert "no PING for 3 s" in server.log_text()
+    tx = pinned_counters(pin_dir)["TX_PACKETS"]
+    await asyncio.sleep(1)
+    assert pinned_counters(pin_dir)["TX_PACKETS"] == tx
+    print(f"kernel leg state gone {gone_after:.1f} s after the clients vanished")
