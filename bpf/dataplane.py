@@ -476,7 +476,7 @@ class KernelDataPlane:
             self._delete_slot(slot_id)
         for ssrc in list(leg.streams):
             self._delete_stream(leg, ssrc)
-        for stale in list(self.maps["sft_stream_state"].keys()):
+        for stale, _state in self.maps["sft_stream_state"].lookup_all():
             if struct.unpack_from("<I", stale)[0] == leg_id:
                 self.maps["sft_stream_state"].delete(stale)
         self.maps["sft_legs"].delete(key)

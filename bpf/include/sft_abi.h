@@ -128,7 +128,6 @@ struct sft_hmac_key {
  * so a program still reading it would see another leg (hence sft_leases). */
 struct sft_leg {
 	__u32 leg_id; /* == the key: programs re-check it after long reads */
-	__u32 pad;
 	__u32 conference_id;
 	__be32 local_ip;
 	__be32 remote_ip;

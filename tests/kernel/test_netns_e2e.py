@@ -12,9 +12,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from harness import PROFILE, SFT_IP, rtp, srtp_session
+from pylibsrtp import Session
 
 from bpf.dataplane import KernelDataPlane
 from controller.dataplane import Counter, LegSpec, SlotSource, SrtpKeys, StreamKind
@@ -41,21 +43,34 @@ class Pair:
             self.run("ip", "-n", self.sft, "link", "add", "sft0", "type", "veth", "peer", "name",
                      "cli0", "netns", self.cli)
             self.run("ip", "-n", self.sft, "addr", "add", f"{SFT_IP}/24", "dev", "sft0")
-            for host in [PUB, *SUBS]:
-                self.run("ip", "-n", self.cli, "addr", "add", f"{host[0]}/24", "dev", "cli0")
             for ns, dev in ((self.sft, "sft0"), (self.cli, "cli0"), (self.sft, "lo"),
                             (self.cli, "lo")):
                 self.run("ip", "-n", ns, "link", "set", dev, "up")
             # locally sent UDP would otherwise carry CHECKSUM_PARTIAL (platform-facts)
             self.run("ip", "netns", "exec", self.cli, "ethtool", "-K", "cli0", "tx", "off")
-            cli_mac = self.run("ip", "-n", self.cli, "-br", "link", "show", "cli0").split()[2]
+            self.cli_mac = self.run("ip", "-n", self.cli, "-br", "link", "show",
+                                    "cli0").split()[2]
             for host in [PUB, *SUBS]:
-                self.run("ip", "-n", self.sft, "neigh", "replace", host[0], "lladdr", cli_mac,
-                         "dev", "sft0", "nud", "permanent")
+                self.add_client_address(host[0])
         except BaseException:
             self.__exit__()
             raise
         return self
+
+    def add_client_address(self, ip: str) -> None:
+        """One more client host on cli0, with a permanent neighbour entry at the SFT."""
+        self.run("ip", "-n", self.cli, "addr", "add", f"{ip}/24", "dev", "cli0")
+        self.run("ip", "-n", self.sft, "neigh", "replace", ip, "lladdr", self.cli_mac,
+                 "dev", "sft0", "nud", "permanent")
+
+    def data_plane(self, instance: str, **options: int) -> KernelDataPlane:
+        """A KernelDataPlane on sft0, created in the SFT's namespace."""
+        from pyroute2 import netns
+        netns.pushns(self.sft)
+        try:
+            return KernelDataPlane(("sft0",), (40000, 40999), instance=instance, **options)
+        finally:
+            netns.popns()
 
     def socket_in(self, ns: str, addr: tuple[str, int]) -> socket.socket:
         from pyroute2 import netns
@@ -85,25 +100,37 @@ def _spec(leg_id: int, remote: tuple[str, int], sft_port: int) -> LegSpec:
                    audio_slot_ssrcs=(0x5F000000 + leg_id,), video_slot_ssrcs=())
 
 
-def test_subscribers_receive_and_decrypt_over_veth(pair: Pair) -> None:
-    from pyroute2 import netns
+def _audio_call(dp: KernelDataPlane, pub: LegSpec, subs: list[LegSpec],
+                others: tuple[LegSpec, ...] = ()) -> None:
+    """Every leg added; the publisher's audio in slot 0 of every subscriber."""
+    for spec in [pub, *subs, *others]:
+        dp.add_leg(spec)  # routes are looked up in the data plane's namespace
+    dp.set_publisher(pub.leg_id, (AUDIO_SSRC,), {})
+    for spec in subs:
+        dp.set_slot(spec.leg_id, StreamKind.AUDIO, 0, SlotSource(pub.leg_id, csrc=AUDIO_SSRC))
 
+
+def _receive(sock: socket.socket, receiver: Session, timeout: float) -> list[bytes]:
+    """What arrives until ``timeout`` of silence, unprotected (raises if a copy
+    was protected with another leg's keys)."""
+    sock.settimeout(timeout)
+    got = []
+    while True:
+        try:
+            got.append(receiver.unprotect(sock.recv(2048)))
+        except TimeoutError:
+            return got
+
+
+def test_subscribers_receive_and_decrypt_over_veth(pair: Pair) -> None:
     pub_spec = _spec(1, PUB, 40000)
     sub_specs = [_spec(2 + i, addr, 40001 + i) for i, addr in enumerate(SUBS)]
     pub_sock = pair.socket_in(pair.cli, PUB)
     sub_socks = [pair.socket_in(pair.cli, s.remote_addr) for s in sub_specs]
     sft_sock = pair.socket_in(pair.sft, (SFT_IP, 40000))  # the leg's own socket
-    netns.pushns(pair.sft)
+    dp = pair.data_plane(f"e2e{os.getpid()}")
     try:
-        dp = KernelDataPlane(("sft0",), (40000, 40999), instance=f"e2e{os.getpid()}")
-    finally:
-        netns.popns()
-    try:
-        for spec in [pub_spec, *sub_specs]:
-            dp.add_leg(spec)  # routes are looked up in the data plane's namespace
-        dp.set_publisher(1, (AUDIO_SSRC,), {})
-        for spec in sub_specs:
-            dp.set_slot(spec.leg_id, StreamKind.AUDIO, 0, SlotSource(1, csrc=AUDIO_SSRC))
+        _audio_call(dp, pub_spec, sub_specs)
         sender = srtp_session(pub_spec.srtp.rx, outbound=True)
         receivers = [srtp_session(s.srtp.tx, outbound=False) for s in sub_specs]
 
@@ -120,12 +147,7 @@ def test_subscribers_receive_and_decrypt_over_veth(pair: Pair) -> None:
             time.sleep(0.01)
             dp.maintain()
         for sock, receiver in zip(sub_socks, receivers):
-            got = []
-            while True:
-                try:
-                    got.append(receiver.unprotect(sock.recv(2048)))
-                except TimeoutError:
-                    break
+            got = _receive(sock, receiver, 0.5)
             # the first packet primes the keystream rings, the rest arrive in order
             assert [p[16:] for p in got] == payloads[1:]
             assert all(p[12:16] == AUDIO_SSRC.to_bytes(4, "big") for p in got)
@@ -165,6 +187,22 @@ for i, packet in enumerate(packets):
 """
 
 
+def _packet_file(path: Path, pub: LegSpec, count: int, payload: int) -> Path:
+    """``count`` consecutive SRTP audio packets of the publisher, for SENDER."""
+    sender = srtp_session(pub.srtp.rx, outbound=True)
+    path.write_bytes(b"".join(struct.pack("<H", len(p)) + p for p in (
+        sender.protect(rtp(seq, seq * 960, AUDIO_SSRC, os.urandom(payload)))
+        for seq in range(count))))
+    return path
+
+
+def _send(pair: Pair, packets: Path, *prefix: str, rate: str = "") -> subprocess.Popen:
+    """SENDER in the client namespace, from PUB to the publisher's SFT port."""
+    return subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{pair.cli}", *prefix, sys.executable, "-c", SENDER,
+         SFT_IP, "40000", str(packets), *map(str, PUB), *([rate] if rate else [])])
+
+
 def test_leg_rewrites_during_traffic_never_misdirect_a_copy(pair: Pair, tmp_path) -> None:
     """A preallocated hash map hands a replaced element to the very next update:
     a program still reading it would see another leg's keys and address. Media
@@ -172,44 +210,25 @@ def test_leg_rewrites_during_traffic_never_misdirect_a_copy(pair: Pair, tmp_path
     the other; no copy may go to another conference's leg, every copy must
     decrypt with its own subscriber's keys, and the publisher's packets must
     never fail authentication."""
-    from pyroute2 import netns
-
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs two cores: traffic on one, the controller on the other")
     pub_spec = _spec(1, PUB, 40000)
     sub_specs = [_spec(2 + i, addr, 40001 + i) for i, addr in enumerate(SUBS)]
     others = [("10.77.0.%d" % (30 + i), 6000 + i) for i in range(6)]  # another conference
     for host, _port in others:
-        pair.run("ip", "-n", pair.cli, "addr", "add", f"{host}/24", "dev", "cli0")
-        pair.run("ip", "-n", pair.sft, "neigh", "replace", host, "lladdr",
-                 pair.run("ip", "-n", pair.cli, "-br", "link", "show", "cli0").split()[2],
-                 "dev", "sft0", "nud", "permanent")
+        pair.add_client_address(host)
     other_specs = [dataclasses.replace(_spec(20 + i, addr, 40100 + i), conference_id=4)
                    for i, addr in enumerate(others)]
     sub_socks = [pair.socket_in(pair.cli, s.remote_addr) for s in sub_specs]
     other_socks = [pair.socket_in(pair.cli, s.remote_addr) for s in other_specs]
     for sock in sub_socks:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
-    netns.pushns(pair.sft)
+    dp = pair.data_plane(f"rw{os.getpid()}")
     try:
-        dp = KernelDataPlane(("sft0",), (40000, 40999), instance=f"rw{os.getpid()}")
-    finally:
-        netns.popns()
-    try:
-        for spec in [pub_spec, *sub_specs, *other_specs]:
-            dp.add_leg(spec)
-        dp.set_publisher(1, (AUDIO_SSRC,), {})
-        for spec in sub_specs:
-            dp.set_slot(spec.leg_id, StreamKind.AUDIO, 0, SlotSource(1, csrc=AUDIO_SSRC))
-        sender = srtp_session(pub_spec.srtp.rx, outbound=True)
+        _audio_call(dp, pub_spec, sub_specs, tuple(other_specs))
         n_packets = 6000
-        blob = b"".join(struct.pack("<H", len(p)) + p for p in (
-            sender.protect(rtp(seq, seq * 960, AUDIO_SSRC, os.urandom(160)))
-            for seq in range(n_packets)))
-        (tmp_path / "packets").write_bytes(blob)
-        send = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{pair.cli}", "taskset", "-c", "1", sys.executable,
-             "-c", SENDER, SFT_IP, "40000", str(tmp_path / "packets"), *map(str, PUB)])
+        send = _send(pair, _packet_file(tmp_path / "packets", pub_spec, n_packets, 160),
+                     "taskset", "-c", "1")
         os.sched_setaffinity(0, {0})
         rewrites = 0
         try:
@@ -228,17 +247,8 @@ def test_leg_rewrites_during_traffic_never_misdirect_a_copy(pair: Pair, tmp_path
             send.wait(30)
         assert send.returncode == 0
         dp.maintain()
-        receivers = [srtp_session(s.srtp.tx, outbound=False) for s in sub_specs]
-        received = 0
-        for sock, receiver in zip(sub_socks, receivers):
-            sock.settimeout(0.2)
-            while True:
-                try:
-                    data = sock.recv(2048)
-                except TimeoutError:
-                    break
-                receiver.unprotect(data)  # raises if another leg's keys were used
-                received += 1
+        received = sum(len(_receive(sock, srtp_session(spec.srtp.tx, outbound=False), 0.2))
+                       for sock, spec in zip(sub_socks, sub_specs))
         for sock in other_socks:
             sock.settimeout(0.05)
             with pytest.raises(TimeoutError):
@@ -259,51 +269,27 @@ def test_keystream_top_ups_go_on_while_the_event_loop_is_blocked(pair: Pair, tmp
     """sftd's event loop can be busy for a while (joins, DTLS); the keystream rings
     hold a few hundred ms. Top-ups run on the data plane's own thread: a loop
     blocked for 1.5 s must not starve the rings."""
-    from pyroute2 import netns
-
     pub_spec = _spec(1, PUB, 40000)
     sub_specs = [_spec(2 + i, addr, 40001 + i) for i, addr in enumerate(SUBS)]
     sub_socks = [pair.socket_in(pair.cli, s.remote_addr) for s in sub_specs]
     for sock in sub_socks:  # read only at the end: room for every copy
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
-    netns.pushns(pair.sft)
-    try:  # sftd's ring sizes: a 16-entry audio slot lasts 160 ms at 100 packets/s
-        dp = KernelDataPlane(("sft0",), (40000, 40999), instance=f"blk{os.getpid()}",
-                             audio_ring=16, video_ring=32)
-    finally:
-        netns.popns()
-    sender = srtp_session(pub_spec.srtp.rx, outbound=True)
+    # sftd's ring sizes: a 16-entry audio slot lasts 160 ms at 100 packets/s
+    dp = pair.data_plane(f"blk{os.getpid()}", audio_ring=16, video_ring=32)
     n_packets = 200
-    (tmp_path / "packets").write_bytes(b"".join(
-        struct.pack("<H", len(p)) + p for p in (
-            sender.protect(rtp(seq, seq * 960, AUDIO_SSRC, os.urandom(120)))
-            for seq in range(n_packets))))
+    packets = _packet_file(tmp_path / "packets", pub_spec, n_packets, 120)
 
     async def call() -> None:
-        for spec in [pub_spec, *sub_specs]:
-            dp.add_leg(spec)  # the first leg starts the maintenance thread
-        dp.set_publisher(1, (AUDIO_SSRC,), {})
-        for spec in sub_specs:
-            dp.set_slot(spec.leg_id, StreamKind.AUDIO, 0, SlotSource(1, csrc=AUDIO_SSRC))
-        send = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{pair.cli}", sys.executable, "-c", SENDER, SFT_IP,
-             "40000", str(tmp_path / "packets"), *map(str, PUB), "100"])
+        _audio_call(dp, pub_spec, sub_specs)  # the first leg starts the maintenance thread
+        send = _send(pair, packets, rate="100")
         time.sleep(1.5)  # the event loop is blocked, as by a long callback
         await asyncio.get_running_loop().run_in_executor(None, send.wait, 30)
         assert send.returncode == 0
 
     try:
         asyncio.run(call())
-        receivers = [srtp_session(s.srtp.tx, outbound=False) for s in sub_specs]
-        for sock, receiver in zip(sub_socks, receivers):
-            sock.settimeout(0.3)
-            got = 0
-            while True:
-                try:
-                    receiver.unprotect(sock.recv(2048))
-                except TimeoutError:
-                    break
-                got += 1
+        for sock, spec in zip(sub_socks, sub_specs):
+            got = len(_receive(sock, srtp_session(spec.srtp.tx, outbound=False), 0.3))
             # the first packet primes the publisher's ring; every other one arrives
             assert got == n_packets - 1, (got, dp.read_kernel_counters())
         assert dp.read_kernel_counters()["TC_TX_KEYSTREAM_MISS"] == 0
