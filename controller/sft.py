@@ -30,6 +30,7 @@ from .dataplane import (
 )
 from .leg import Leg, PortRange
 from .model import Conference, Participant, ParticipantKey, StreamRequest, update_speakers
+from .supervise import Supervisor
 from .sdp import AUDIO_SLOTS, MAX_VSTREAMS, OfferParams, SdpError, build_offer, parse_answer
 
 log = logging.getLogger("sftd")
@@ -80,7 +81,7 @@ class Sft:
         self._next_conference_id = 1
         self._seqno = 0
         self._fir_seq = 0
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor()
         self._sr_received: dict[int, tuple[rtcp.SenderReport, float]] = {}
         self.idle = asyncio.Event()
         self.idle.set()
@@ -88,13 +89,12 @@ class Sft:
 
     # ---------------------------------------------------------------- life
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._timers(), name="sft-timers"),
-                       asyncio.create_task(self._audio_selection(), name="sft-audio"),
-                       asyncio.create_task(self._fir_loop(), name="sft-fir")]
+        self.supervisor.start_loop("timers", self._timers)
+        self.supervisor.start_loop("audio-selection", self._audio_selection)
+        self.supervisor.start_loop("fir", self._fir_loop)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        await self.supervisor.stop()
         for participant in list(self.participants.values()):
             await self.end_participant(participant, "shutdown")
         self.dataplane.close()
@@ -124,6 +124,14 @@ class Sft:
                 0, self.config.participants_per_cpu_estimate * (os.cpu_count() or 1)
                 - len(self.participants)),
         }
+
+    def not_ready(self) -> str | None:
+        """Why this node should get no new calls now (``/readyz``), or None."""
+        if self.draining:
+            return "draining"
+        if down := self.supervisor.down():
+            return f"background loop down (restarting): {', '.join(down)}"
+        return None
 
     def conference_packets(self) -> dict[str, int]:
         by_id = self.dataplane.read_conference_packets()
@@ -334,7 +342,8 @@ class Sft:
     def _on_leg_closed(self, leg: Leg) -> None:
         participant = self.by_leg.get(leg.leg_id)
         if participant is not None and participant.state != "ended":
-            asyncio.ensure_future(self.end_participant(participant, "connection closed"))
+            self.supervisor.spawn(self.end_participant(participant, "connection closed"),
+                                  f"end-{leg.leg_id}")
 
     def _on_unvalidated(self, data: bytes) -> None:
         self.dataplane.handle_packet(UNVALIDATED_SOURCE, data)  # counted, never forwarded
@@ -426,7 +435,8 @@ class Sft:
                 if other is not participant and Conference.mutual(participant, other):
                     other.leg.send_message(relay)
         elif msg.type == econn.HANGUP:
-            asyncio.ensure_future(self.end_participant(participant, "HANGUP"))
+            self.supervisor.spawn(self.end_participant(participant, "HANGUP"),
+                                  f"end-{leg.leg_id}")
 
     def _on_confpart_reply(self, conference: Conference, participant: Participant,
                            msg: econn.Message) -> None:
