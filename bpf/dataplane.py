@@ -427,16 +427,24 @@ class KernelDataPlane:
         leg = _Leg(spec=spec, rx=rx, tx=tx, value=self._leg_value(spec, rx, tx),
                    addr_key=self._addr_key(spec.local_addr, spec.remote_addr))
         key = struct.pack("<I", spec.leg_id)
-        self.maps["sft_leg_state"].update(key, self.abi.pack(
-            "sft_leg_state", audio_level_fp=127 << 8))
-        self._write_leg(leg)
-        self.set_lease(spec.leg_id, time.monotonic_ns())
-        self.maps["sft_leg_by_addr"].update(leg.addr_key, key)
+        # recorded first: a failed write below is undone by remove_leg, which
+        # deletes every entry keyed by this leg (deleting a missing one is fine)
         self._legs[spec.leg_id] = leg
-        for kind, ssrcs, slots in ((StreamKind.AUDIO, spec.audio_slot_ssrcs, leg.audio_slots),
-                                   (StreamKind.VIDEO, spec.video_slot_ssrcs, leg.video_slots)):
-            for ssrc in ssrcs:
-                slots.append(self._create_slot(spec.leg_id, kind, ssrc, tx))
+        try:
+            self.maps["sft_leg_state"].update(key, self.abi.pack(
+                "sft_leg_state", audio_level_fp=127 << 8))
+            self._write_leg(leg)
+            self.set_lease(spec.leg_id, time.monotonic_ns())
+            self.maps["sft_leg_by_addr"].update(leg.addr_key, key)
+            for kind, ssrcs, slots in ((StreamKind.AUDIO, spec.audio_slot_ssrcs,
+                                        leg.audio_slots),
+                                       (StreamKind.VIDEO, spec.video_slot_ssrcs,
+                                        leg.video_slots)):
+                for ssrc in ssrcs:
+                    slots.append(self._create_slot(spec.leg_id, kind, ssrc, tx))
+        except BaseException:
+            self.remove_leg(spec.leg_id)
+            raise
         self._ensure_worker()
 
     def _write_leg(self, leg: _Leg) -> None:
@@ -531,17 +539,25 @@ class KernelDataPlane:
 
     def _create_slot(self, subscriber: int, kind: StreamKind, ssrc: int,
                      tx: SrtpSession) -> int:
-        slot_id = self._free_slot_ids.popleft()
+        """All or nothing: on failure the slot id and ring are free again."""
+        if not self._free_slot_ids:
+            raise KernelDataPlaneError(
+                f"all {self._c.SFT_MAX_SLOTS} kernel slots are in use: add SFT nodes")
         size = self._audio_ring if kind == StreamKind.AUDIO else self._video_ring
         ring = _Ring(base=self._rings.alloc(size), size=size, ssrc=ssrc, session=tx,
                      length=self._keystream_length(kind))
+        slot_id = self._free_slot_ids.popleft()
         slot = _Slot(slot_id=slot_id, subscriber=subscriber, kind=kind, ssrc=ssrc, ring=ring)
         self._slots[slot_id] = slot
-        key = struct.pack("<I", slot_id)
-        self.maps["sft_slot_state"].update(key, self.abi.pack(
-            "sft_slot_state", next_index=self._slot_initial_index()))
-        self._write_slot(slot)
-        self._refill_slot(slot)
+        try:
+            key = struct.pack("<I", slot_id)
+            self.maps["sft_slot_state"].update(key, self.abi.pack(
+                "sft_slot_state", next_index=self._slot_initial_index()))
+            self._write_slot(slot)
+            self._refill_slot(slot)
+        except BaseException:
+            self._delete_slot(slot_id)
+            raise
         return slot_id
 
     def _write_slot(self, slot: _Slot) -> None:

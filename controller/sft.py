@@ -28,7 +28,7 @@ from .dataplane import (
     SlotSource,
     StreamKind,
 )
-from .leg import Leg, PortRange
+from .leg import Leg, PortRange, PortsExhausted
 from .model import Conference, Participant, ParticipantKey, StreamRequest, update_speakers
 from .supervise import Supervisor
 from .sdp import AUDIO_SLOTS, MAX_VSTREAMS, OfferParams, SdpError, build_offer, parse_answer
@@ -226,7 +226,7 @@ class Sft:
         except Exception as exc:
             log.warning("offer failed for %s: %s", key, exc)
             await self.end_participant(participant, f"offer failed: {exc}")
-            status = 503 if "ports" in str(exc) else 500
+            status = 503 if isinstance(exc, PortsExhausted) else 500
             return JoinResult(status, reason=f"could not prepare the offer: {exc}")
         participant.offered_at = time.monotonic()
         log.info("participant %s offered (leg %d, conference %s)", key, leg_id, convid)
@@ -312,16 +312,22 @@ class Sft:
             return
         conference = self.conferences[participant.convid]
         local, remote, transport = pair
-        self.dataplane.add_leg(LegSpec(
-            leg_id=leg.leg_id, conference_id=conference.conference_id, local_addr=local,
-            remote_addr=remote, srtp=leg.srtp_keys,
-            audio_slot_ssrcs=participant.audio_slot_ssrcs,
-            video_slot_ssrcs=participant.video_slot_ssrcs,
-            extensions=participant.extensions,
-            transport=transport))
-        self.dataplane.set_publisher(
-            leg.leg_id, (participant.ssrc_audio,) if participant.ssrc_audio else (),
-            _declared_layers(participant.video_ssrcs))
+        try:
+            self.dataplane.add_leg(LegSpec(
+                leg_id=leg.leg_id, conference_id=conference.conference_id, local_addr=local,
+                remote_addr=remote, srtp=leg.srtp_keys,
+                audio_slot_ssrcs=participant.audio_slot_ssrcs,
+                video_slot_ssrcs=participant.video_slot_ssrcs,
+                extensions=participant.extensions,
+                transport=transport))
+            self.dataplane.set_publisher(
+                leg.leg_id, (participant.ssrc_audio,) if participant.ssrc_audio else (),
+                _declared_layers(participant.video_ssrcs))
+        except Exception as exc:  # noqa: BLE001 - this participant ends, the node goes on
+            log.exception("data plane refused leg %d of %s", leg.leg_id, participant.key)
+            self.supervisor.spawn(self.end_participant(participant, f"data plane: {exc}"),
+                                  f"end-{leg.leg_id}")
+            return
         participant.state = "connected"
         participant.last_ping = time.monotonic()
         log.info("participant %s connected from %s:%d (%s, %s data plane)", participant.key,
@@ -372,6 +378,8 @@ class Sft:
 
     async def end_participant(self, participant: Participant, reason: str,
                               notify: bool = True) -> None:
+        """Removes the participant everywhere; a failing step is logged and the
+        rest still runs, so no socket, port, data-plane leg or ghost is left."""
         if participant.state == "ended":
             return
         was_connected = participant.connected
@@ -379,24 +387,35 @@ class Sft:
         log.info("participant %s ended: %s", participant.key, reason)
         self.participants.pop(participant.key, None)
         self.by_leg.pop(participant.leg.leg_id, None)
-        self.dataplane.remove_leg(participant.leg.leg_id)
         conference = self.conferences.get(participant.convid)
         if conference is not None:
             if participant in conference.participants:
                 conference.participants.remove(participant)
             for other in conference.participants:
                 other.authorized.discard(participant.key)
-            if not conference.participants and notify:
-                self._drop_conference(conference)
-            elif not conference.participants:
-                pass  # a re-created participant comes right back (see _join)
-            elif was_connected:
-                self._send_confpart(conference)
-                self._update_slots(conference)
-        await participant.leg.close()
-        self._check_idle()
-        if self.draining and not self.participants and self.on_idle is not None:
-            self.on_idle()
+        try:
+            self.dataplane.remove_leg(participant.leg.leg_id)
+        except Exception:  # noqa: BLE001 - the participant goes regardless
+            log.exception("data plane could not remove leg %d of %s",
+                          participant.leg.leg_id, participant.key)
+        try:
+            if conference is not None:
+                if not conference.participants and notify:
+                    self._drop_conference(conference)
+                elif conference.participants and was_connected:
+                    self._send_confpart(conference)
+                    self._update_slots(conference)
+                # else: a re-created participant comes right back (see _join)
+        except Exception:  # noqa: BLE001 - the leg is still closed below
+            log.exception("could not tell conference %s that %s left", participant.convid,
+                          participant.key)
+        finally:
+            try:
+                await participant.leg.close()
+            finally:
+                self._check_idle()
+                if self.draining and not self.participants and self.on_idle is not None:
+                    self.on_idle()
 
     # ---------------------------------------------------------------- data channel
     def _on_message(self, leg: Leg, text: str) -> None:

@@ -37,6 +37,9 @@ LEVEL_STALE_SECONDS = 1.0  # no audio for this long counts as silence
 CLOCK_RATE = {StreamKind.AUDIO: 48000, StreamKind.VIDEO: 90000}
 RID_LAYERS = {b"l": Layer.LOW, b"h": Layer.HIGH}
 MAX_SRTP_BYTES = 1500
+# pylibsrtp raises one Error class with libsrtp's message for the status code:
+# srtp_err_status_replay_fail (9) and srtp_err_status_replay_old (10)
+_REPLAY_ERRORS = frozenset(pylibsrtp.ERRORS[status] for status in (9, 10))
 
 
 @dataclass
@@ -197,7 +200,7 @@ class UserspaceDataPlane:
             counters[Counter.DROP_MALFORMED] += 1
             return
         except pylibsrtp.Error as exc:
-            reason = Counter.DROP_REPLAY if "replay" in str(exc) else Counter.DROP_AUTH
+            reason = Counter.DROP_REPLAY if str(exc) in _REPLAY_ERRORS else Counter.DROP_AUTH
             counters[reason] += 1
             return
         try:
