@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ log = logging.getLogger("sftd")
 AUDIO_SELECTION_INTERVAL = 0.1
 KEYFRAME_AFTER_CONNECT = 0.3  # seconds
 TIMER_INTERVAL = 0.5
+CAPACITY_VSTREAMS = 9  # video slots of the participant sft_capacity_participants_remaining counts
 
 
 @dataclass
@@ -82,6 +84,10 @@ class Sft:
         self._seqno = 0
         self._fir_seq = 0
         self.supervisor = Supervisor()
+        self.refused: collections.Counter[str] = collections.Counter()  # sft_refused_total
+        # ended conferences' ids, reused oldest first so that ids (and the data
+        # plane's per-conference counters) stay as few as the live conferences
+        self._free_conference_ids: collections.deque[int] = collections.deque()
         self._sr_received: dict[int, tuple[rtcp.SenderReport, float]] = {}
         self.idle = asyncio.Event()
         self.idle.set()
@@ -120,10 +126,22 @@ class Sft:
             "participants_total": self.participants_total,
             "calls_total": self.calls_total,
             "draining": 1 if self.draining else 0,
-            "capacity_remaining": max(
-                0, self.config.participants_per_cpu_estimate * (os.cpu_count() or 1)
-                - len(self.participants)),
+            "capacity_remaining": self._capacity_remaining(),
         }
+
+    def _capacity_remaining(self) -> int:
+        """Participants of CAPACITY_VSTREAMS video slots this node can still take:
+        the least of free media ports, data-plane room and the CPU estimate."""
+        pending = sum(1 for p in self.participants.values() if not p.connected)
+        limits = [self.ports.high - self.ports.low + 1 - len(self.ports.in_use),
+                  self.config.participants_per_cpu_estimate * (os.cpu_count() or 1)
+                  - len(self.participants)]
+        if self.config.max_participants:
+            limits.append(self.config.max_participants - len(self.participants))
+        room = self.dataplane.remaining_legs(AUDIO_SLOTS, CAPACITY_VSTREAMS)
+        if room is not None:
+            limits.append(room - pending)
+        return max(0, min(limits))
 
     def not_ready(self) -> str | None:
         """Why this node should get no new calls now (``/readyz``), or None."""
@@ -186,10 +204,20 @@ class Sft:
                 per_conf and conference is not None and len(conference.participants) >= per_conf):
             return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_LIMIT))
         vstreams = msg.get("vstreams", 0)
+        pending = [(AUDIO_SLOTS, p.vstreams) for p in self.participants.values()
+                   if not p.connected]  # admitted, not yet in the data plane
+        if (full := self.dataplane.can_admit([*pending, (AUDIO_SLOTS, vstreams)])) is not None:
+            log.warning("join of %s refused: %s", key, full)
+            self.refused["join_dataplane_full"] += 1
+            return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_LIMIT))
         created = conference is None
         if conference is None:
-            conference = Conference(convid, self._next_conference_id)
-            self._next_conference_id += 1
+            if self._free_conference_ids:
+                conference_id = self._free_conference_ids.popleft()
+            else:
+                conference_id = self._next_conference_id
+                self._next_conference_id += 1
+            conference = Conference(convid, conference_id)
             self.conferences[convid] = conference
             self.calls_total += 1
         leg_id = self._next_leg_id
@@ -204,7 +232,8 @@ class Sft:
                   turn=self._turn_from(msg) if self.config.use_client_turn else None,
                   on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_message=self._on_message,
                   on_connected=self._on_connected, on_closed=self._on_leg_closed,
-                  on_reject=self._on_unvalidated, on_path_change=self._on_path_changed)
+                  on_reject=self._on_unvalidated, on_path_change=self._on_path_changed,
+                  refused=self.refused)
         participant = Participant(
             key=key, convid=convid, userid=msg.src_userid, clientid=msg.src_clientid,
             sessid=msg.sessid, vstreams=vstreams, leg=leg,
@@ -374,6 +403,8 @@ class Sft:
     def _drop_conference(self, conference: Conference) -> None:
         if self.conferences.get(conference.convid) is conference and not conference.participants:
             del self.conferences[conference.convid]
+            self.dataplane.reset_conference(conference.conference_id)
+            self._free_conference_ids.append(conference.conference_id)
             log.info("conference %s ended", conference.convid)
 
     async def end_participant(self, participant: Participant, reason: str,

@@ -9,7 +9,7 @@ import pytest
 
 from bpf import abi
 from bpf.dataplane import OBJECT_PATH
-from controller.dataplane import Counter
+from controller.dataplane import MAX_SSRCS_PER_LEG, Counter
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,7 @@ def test_counter_enum_matches_controller() -> None:
     members = abi.load().enum_members("sft_counter")
     assert members.pop("SFT_CTR_MAX") == len(Counter)
     assert members == {f"SFT_CTR_{c.name}": c.value for c in Counter}
+
+
+def test_ssrc_cap_matches_controller() -> None:
+    assert abi.load().consts.SFT_MAX_SSRCS_PER_LEG == MAX_SSRCS_PER_LEG

@@ -22,11 +22,16 @@ def confconn(user: str) -> econn.Message:
         fields={"vstreams": 2}).encode().decode())
 
 
-async def test_failing_remove_leg_still_frees_port_and_participant():
+def started_sft(media_ports: tuple[int, int]) -> tuple[Sft, UserspaceDataPlane]:
     plane = UserspaceDataPlane()
     sft = Sft(SftConfig(url="http://sft.example", media_addresses=["127.0.0.1"],
-                        media_ports=(41500, 41599)), plane)
+                        media_ports=media_ports), plane)
     sft.start()
+    return sft, plane
+
+
+async def test_failing_remove_leg_still_frees_port_and_participant():
+    sft, plane = started_sft((41500, 41599))
     try:
         for user in ("alice", "bob"):
             result = await sft.handle_econn(CONV, confconn(user))
@@ -48,4 +53,21 @@ async def test_failing_remove_leg_still_frees_port_and_participant():
             s.bind(("127.0.0.1", port))  # the socket is closed: the port binds again
     finally:
         plane.__dict__.pop("remove_leg", None)
+        await sft.stop()
+
+
+async def test_ended_conference_frees_its_counter_and_id():
+    sft, plane = started_sft((41600, 41699))
+    try:
+        convs = ["a" * 32, "b" * 32, "c" * 32]
+        await sft.handle_econn(convs[0], confconn("alice"))
+        await sft.handle_econn(convs[1], confconn("bob"))
+        first = sft.conferences[convs[0]].conference_id
+        plane._conference_packets[first] += 5  # as if it had forwarded
+        alice = next(p for p in sft.participants.values() if p.userid == "alice")
+        await sft.end_participant(alice, "test")
+        assert first not in plane.read_conference_packets()
+        await sft.handle_econn(convs[2], confconn("carol"))
+        assert sft.conferences[convs[2]].conference_id == first  # ids stay few
+    finally:
         await sft.stop()
