@@ -45,6 +45,7 @@ from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
 from .dataplane import SrtpKeys
 from .sdp import Answer, Candidate
+from .supervise import detached
 
 log = logging.getLogger("sftd.leg")
 
@@ -412,7 +413,7 @@ class Leg:
             if self._restart_task is not None:
                 self._restart_task.cancel()
             pending._queue = asyncio.Queue()
-            asyncio.ensure_future(pending.close())
+            detached(pending.close(), f"leg-{self.leg_id}-close-restart")
 
     @property
     def offer_ice(self) -> LegIceConnection:
@@ -499,7 +500,7 @@ class Leg:
                 self.channel.on("open", self._channel_open)
                 self.channel.on("message", lambda m: self._on_message(self, m)
                                 if isinstance(m, str) else None)
-                self.channel.on("close", lambda: asyncio.ensure_future(self.close()))
+                self.channel.on("close", lambda: detached(self.close(), f"leg-{self.leg_id}-close"))
             self.state = "connected"
             self.dtls.on("statechange", self._dtls_state)
             self._on_connected(self)
@@ -516,7 +517,7 @@ class Leg:
 
     def _dtls_state(self) -> None:
         if self.dtls.state in ("closed", "failed"):
-            asyncio.ensure_future(self.close())
+            detached(self.close(), f"leg-{self.leg_id}-close")
 
     def _channel_open(self) -> None:
         pending, self._pending_messages = self._pending_messages, []

@@ -30,6 +30,25 @@ class LoopStatus:
     last_error: str = ""
 
 
+_detached: set[asyncio.Task[None]] = set()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+
+def detached(coro: Awaitable[None], name: str) -> asyncio.Task[None]:
+    """A one-shot task outside any supervisor (e.g. a leg closing itself): kept
+    referenced until done, its failure logged with the traceback."""
+    task = asyncio.ensure_future(coro)
+    task.set_name(name)
+    task.add_done_callback(_log_failure)
+    _detached.add(task)
+    task.add_done_callback(_detached.discard)
+    return task
+
+
 class Supervisor:
     def __init__(self, *, min_backoff: float = 0.5, max_backoff: float = 30.0,
                  healthy_after: float = 60.0) -> None:
@@ -38,23 +57,19 @@ class Supervisor:
         self.healthy_after = healthy_after
         self.loops: dict[str, LoopStatus] = {}
         self._loop_tasks: set[asyncio.Task[None]] = set()
-        self._oneshots: set[asyncio.Task[None]] = set()
 
     def start_loop(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Runs ``loop()`` for the life of the supervisor, restarting it when it fails."""
         if name in self.loops:
             raise ValueError(f"a loop named {name!r} is already supervised")
         self.loops[name] = LoopStatus()
-        self._keep(self._loop_tasks,
-                   asyncio.create_task(self._supervise(name, loop), name=f"supervise-{name}"))
+        task = asyncio.create_task(self._supervise(name, loop), name=f"supervise-{name}")
+        self._loop_tasks.add(task)
+        task.add_done_callback(self._loop_tasks.discard)
 
     def spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
         """A one-shot task whose failure is logged with its traceback."""
-        task = asyncio.ensure_future(coro)
-        task.set_name(name)
-        task.add_done_callback(self._log_failure)
-        self._keep(self._oneshots, task)
-        return task
+        return detached(coro, name)
 
     def down(self) -> list[str]:
         """Names of the loops not running now (failed, waiting for their restart)."""
@@ -69,16 +84,6 @@ class Supervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    @staticmethod
-    def _keep(tasks: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    @staticmethod
-    def _log_failure(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())
 
     async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         status = self.loops[name]
