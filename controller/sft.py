@@ -31,8 +31,8 @@ from .dataplane import (
 )
 from .leg import Leg, PortRange, PortsExhausted
 from .model import Conference, Participant, ParticipantKey, StreamRequest, update_speakers
-from .supervise import Supervisor
 from .sdp import AUDIO_SLOTS, MAX_VSTREAMS, OfferParams, SdpError, build_offer, parse_answer
+from .supervise import Supervisor
 
 log = logging.getLogger("sftd")
 

@@ -16,7 +16,6 @@ from controller.supervise import Supervisor
 from controller.userspace import UserspaceDataPlane
 from signalling.api import ApiConfig, make_app, make_metrics_app
 
-
 CONV = "0123456789abcdef0123456789abcdef"
 URL = "http://sft.example/sfts/sftd-0"
 pytestmark = pytest.mark.timeout(30)
@@ -96,7 +95,7 @@ async def test_back_off_doubles_and_one_shot_failures_are_logged(caplog):
     supervisor.spawn(one_shot(), "one-shot-task")
     await wait_for(lambda: len(starts) >= 5, 5, "five starts")
     await supervisor.stop()
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert gaps[0] >= 0.09 and gaps[1] >= 0.19 and gaps[2] >= 0.39 and gaps[3] < 0.6
     assert supervisor.restarts()["broken"] >= 4
     assert any(rec.exc_info and "one-shot-task" in rec.getMessage() for rec in caplog.records)
