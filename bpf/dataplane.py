@@ -172,6 +172,24 @@ class _RingAllocator:
     def free(self, base: int, size: int) -> None:
         self._free.setdefault(size, []).append(base)
 
+    def fits(self, sizes: Sequence[int]) -> bool:
+        """Whether ``alloc`` would succeed for each of ``sizes`` in turn (nothing changes)."""
+        free = {size: len(bases) for size, bases in self._free.items()}
+        end = self._next
+        for size in sizes:
+            if free.get(size):
+                free[size] -= 1
+                continue
+            base = (end + size - 1) & ~(size - 1)
+            if base + size > self.entries:
+                return False
+            end = base + size
+        return True
+
+    def free_entries(self) -> int:
+        return self.entries - self._next + sum(size * len(bases)
+                                               for size, bases in self._free.items())
+
 
 @dataclass
 class _Ring:
@@ -261,6 +279,7 @@ class KernelDataPlane:
         self._attachments: list[libbpf.Attachment] = []
         self._userspace_packets = 0
         self._unvalidated_packets = 0
+        self._streams_refused = 0
         self._last_lease = 0
         # keystream top-ups run on their own thread, so that the event loop's work
         # (joins, DTLS, data channels) cannot delay them past a ring's slack;
@@ -431,16 +450,24 @@ class KernelDataPlane:
         leg = _Leg(spec=spec, rx=rx, tx=tx, value=self._leg_value(spec, rx, tx),
                    addr_key=self._addr_key(spec.local_addr, spec.remote_addr))
         key = struct.pack("<I", spec.leg_id)
-        self.maps["sft_leg_state"].update(key, self.abi.pack(
-            "sft_leg_state", audio_level_fp=127 << 8))
-        self._write_leg(leg)
-        self.set_lease(spec.leg_id, time.monotonic_ns())
-        self.maps["sft_leg_by_addr"].update(leg.addr_key, key)
+        # recorded first: a failed write below is undone by remove_leg, which
+        # deletes every entry keyed by this leg (deleting a missing one is fine)
         self._legs[spec.leg_id] = leg
-        for kind, ssrcs, slots in ((StreamKind.AUDIO, spec.audio_slot_ssrcs, leg.audio_slots),
-                                   (StreamKind.VIDEO, spec.video_slot_ssrcs, leg.video_slots)):
-            for ssrc in ssrcs:
-                slots.append(self._create_slot(spec.leg_id, kind, ssrc, tx))
+        try:
+            self.maps["sft_leg_state"].update(key, self.abi.pack(
+                "sft_leg_state", audio_level_fp=127 << 8))
+            self._write_leg(leg)
+            self.set_lease(spec.leg_id, time.monotonic_ns())
+            self.maps["sft_leg_by_addr"].update(leg.addr_key, key)
+            for kind, ssrcs, slots in ((StreamKind.AUDIO, spec.audio_slot_ssrcs,
+                                        leg.audio_slots),
+                                       (StreamKind.VIDEO, spec.video_slot_ssrcs,
+                                        leg.video_slots)):
+                for ssrc in ssrcs:
+                    slots.append(self._create_slot(spec.leg_id, kind, ssrc, tx))
+        except BaseException:
+            self.remove_leg(spec.leg_id)
+            raise
         self._ensure_worker()
 
     def _write_leg(self, leg: _Leg) -> None:
@@ -503,7 +530,21 @@ class KernelDataPlane:
             current = leg.streams.get(ssrc)
             if current and current[:2] == (kind, layer):
                 continue
+            if current is None and not self._stream_room(leg, kind):
+                self._refuse_stream(leg, ssrc, "declared")
+                continue
             self._write_stream(leg, ssrc, kind, layer)
+
+    def _stream_room(self, leg: _Leg, kind: StreamKind) -> bool:
+        """A leg gets keystream rings for one audio stream and one video stream per
+        layer: what admission reserved for it (``can_admit``)."""
+        have = sum(1 for k, _layer, _ring in leg.streams.values() if k == kind)
+        return have < (1 if kind == StreamKind.AUDIO else self._c.SFT_LAYERS)
+
+    def _refuse_stream(self, leg: _Leg, ssrc: int, how: str) -> None:
+        self._streams_refused += 1
+        log.info("leg %d: %s stream %08x refused: it already has every stream it may "
+                 "publish", leg.spec.leg_id, how, ssrc)
 
     def _write_stream(self, leg: _Leg, ssrc: int, kind: StreamKind, layer: int | None) -> None:
         if ssrc in leg.streams:
@@ -535,17 +576,25 @@ class KernelDataPlane:
 
     def _create_slot(self, subscriber: int, kind: StreamKind, ssrc: int,
                      tx: SrtpSession) -> int:
-        slot_id = self._free_slot_ids.popleft()
+        """All or nothing: on failure the slot id and ring are free again."""
+        if not self._free_slot_ids:
+            raise KernelDataPlaneError(
+                f"all {self._c.SFT_MAX_SLOTS} kernel slots are in use: add SFT nodes")
         size = self._audio_ring if kind == StreamKind.AUDIO else self._video_ring
         ring = _Ring(base=self._rings.alloc(size), size=size, ssrc=ssrc, session=tx,
                      length=self._keystream_length(kind))
+        slot_id = self._free_slot_ids.popleft()
         slot = _Slot(slot_id=slot_id, subscriber=subscriber, kind=kind, ssrc=ssrc, ring=ring)
         self._slots[slot_id] = slot
-        key = struct.pack("<I", slot_id)
-        self.maps["sft_slot_state"].update(key, self.abi.pack(
-            "sft_slot_state", next_index=self._slot_initial_index()))
-        self._write_slot(slot)
-        self._refill_slot(slot)
+        try:
+            key = struct.pack("<I", slot_id)
+            self.maps["sft_slot_state"].update(key, self.abi.pack(
+                "sft_slot_state", next_index=self._slot_initial_index()))
+            self._write_slot(slot)
+            self._refill_slot(slot)
+        except BaseException:
+            self._delete_slot(slot_id)
+            raise
         return slot_id
 
     def _write_slot(self, slot: _Slot) -> None:
@@ -602,6 +651,41 @@ class KernelDataPlane:
         value.slot_ids[0:len(slot_ids)] = slot_ids
         self.maps["sft_fanout"].update(key, bytes(self.abi.ffi.buffer(value)))
 
+    # ---- admission ----
+
+    def _leg_rings(self, audio_slots: int, video_slots: int) -> list[int]:
+        """Keystream ring sizes of one leg at most, in the order add_leg and
+        set_publisher allocate them: slots, then one audio and SFT_LAYERS video streams."""
+        factor = self._ingress_ring_factor
+        return ([self._audio_ring] * audio_slots + [self._video_ring] * video_slots
+                + [factor * self._audio_ring] + [factor * self._video_ring] * self._c.SFT_LAYERS)
+
+    @_locked
+    def can_admit(self, legs: Sequence[tuple[int, int]]) -> str | None:
+        c = self._c
+        n = len(self._legs) + len(legs)
+        if n > c.SFT_MAX_LEGS:
+            return f"all {c.SFT_MAX_LEGS} kernel legs are taken"
+        if n * c.SFT_MAX_SSRCS_PER_LEG > c.SFT_MAX_STREAMS:
+            return f"the kernel stream maps ({c.SFT_MAX_STREAMS}) are full"
+        if sum(a + v for a, v in legs) > len(self._free_slot_ids):
+            return f"all {c.SFT_MAX_SLOTS} kernel slots are taken"
+        if not self._rings.fits([size for a, v in legs for size in self._leg_rings(a, v)]):
+            return f"the keystream map ({self._rings.entries} entries) is full"
+        return None
+
+    @_locked
+    def remaining_legs(self, audio_slots: int, video_slots: int) -> int | None:
+        c = self._c
+        rings = self._leg_rings(audio_slots, video_slots)
+        footprint = _RingAllocator(1 << 30)
+        for size in rings:
+            footprint.alloc(size)
+        return max(0, min(c.SFT_MAX_LEGS - len(self._legs),
+                          c.SFT_MAX_STREAMS // c.SFT_MAX_SSRCS_PER_LEG - len(self._legs),
+                          len(self._free_slot_ids) // max(1, audio_slots + video_slots),
+                          self._rings.free_entries() // footprint._next))
+
     # ---- packets that reached user space anyway ----
 
     def handle_packet(self, leg_id: int, data: bytes) -> None:
@@ -639,7 +723,8 @@ class KernelDataPlane:
     def read_detail_counters(self) -> dict[str, int]:
         """Kernel detail counters, plus media of kernel legs that reached user space."""
         return {**self.read_kernel_counters(), "USERSPACE_MEDIA": self._userspace_packets,
-                "USERSPACE_UNVALIDATED": self._unvalidated_packets}
+                "USERSPACE_UNVALIDATED": self._unvalidated_packets,
+                "STREAMS_REFUSED": self._streams_refused}
 
     def read_kernel_counters(self) -> dict[str, int]:
         """Detail counters (``enum sft_kcounter``), by name without the prefix."""
@@ -647,6 +732,11 @@ class KernelDataPlane:
                                                               struct.pack("<I", value))
                 for name, value in self.abi.enum_members("sft_kcounter").items()
                 if name != "SFT_K_MAX"}
+
+    def reset_conference(self, conference_id: int) -> None:
+        # a packet still in flight may count once more: the id is reused, so the
+        # entry does not leak, and the next conference of this id starts near 0
+        self.maps["sft_conf_packets"].delete(struct.pack("<I", conference_id))
 
     def read_conference_packets(self) -> dict[int, int]:
         m = self.maps["sft_conf_packets"]
@@ -898,7 +988,14 @@ class KernelDataPlane:
             if ev.ssrc not in leg.streams:
                 if ev.type != self._c.SFT_EV_NEW_STREAM:
                     return
-                self._write_stream(leg, ev.ssrc, StreamKind.VIDEO, None)
+                if not self._stream_room(leg, StreamKind.VIDEO):
+                    self._refuse_stream(leg, ev.ssrc, "learned")
+                    return
+                try:
+                    self._write_stream(leg, ev.ssrc, StreamKind.VIDEO, None)
+                except KernelDataPlaneError:
+                    self._refuse_stream(leg, ev.ssrc, "learned (no keystream room)")
+                    return
             self._refill_stream(leg, ev.ssrc, ev.index)
 
     @_locked

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,6 +68,12 @@ class Counter(enum.IntEnum):
     DROP_NO_ROUTE = 8  # valid, but no slot subscribes to it
     DROP_PADDING = 9  # padding-only packet
     DROP_NOT_READY = 10  # video before its layer is known, or before a keyframe
+    DROP_SSRC_LIMIT = 11  # a new SSRC past MAX_SSRCS_PER_LEG: no state is made for it
+
+
+# SSRCs one leg may publish: 1 audio + simulcast layers + RTX, with room to spare
+# (SFT_MAX_SSRCS_PER_LEG in bpf/include/sft_abi.h; a test compares the two).
+MAX_SSRCS_PER_LEG = 8
 
 
 SRTP_AES_CM_128_HMAC_SHA1_80 = "SRTP_AES128_CM_SHA1_80"
@@ -158,6 +165,13 @@ class DataPlane(Protocol):
     def handle_packet(self, leg_id: int, data: bytes) -> None:
         """An SRTP packet (not SRTCP) that reached user space on the leg's socket."""
 
+    def can_admit(self, legs: Sequence[tuple[int, int]]) -> str | None:
+        """Why the data plane could not take legs of (audio slots, video slots)
+        besides those it has, or None if it can (checked before a join is answered)."""
+
+    def remaining_legs(self, audio_slots: int, video_slots: int) -> int | None:
+        """About how many more such legs fit, or None for no limit of its own."""
+
     def read_audio_levels(self) -> dict[int, float]:
         """Smoothed audio level (−dBov, 0 loudest … 127 silent) per publisher leg."""
 
@@ -168,7 +182,10 @@ class DataPlane(Protocol):
         """Totals since start, summed over CPUs."""
 
     def read_conference_packets(self) -> dict[int, int]:
-        """Forwarded packets per conference_id since start."""
+        """Forwarded packets per live conference_id."""
+
+    def reset_conference(self, conference_id: int) -> None:
+        """The conference ended: forget its packet count (its id may be reused)."""
 
     def read_detail_counters(self) -> dict[str, int]:
         """Implementation-specific counters by name (e.g. kernel drop reasons,

@@ -18,7 +18,9 @@ end-to-end tests exercise every one of them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
+import ipaddress
 import logging
 import random
 import socket
@@ -43,10 +45,68 @@ from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
 from .dataplane import SrtpKeys
 from .sdp import Answer, Candidate
+from .supervise import detached
 
 log = logging.getLogger("sftd.leg")
 
 DATA_CHANNEL_LABEL = "calling-3.0"
+
+
+MAX_REMOTE_CANDIDATES = 16  # a browser has a handful; more only serves scanning
+
+
+def usable_candidates(candidates: list[Candidate], media_addresses: list[str], *,
+                      check_route: bool = True,
+                      refused: collections.Counter[str] | None = None) -> list[Candidate]:
+    """The answer's candidates the SFT will check, best first: IP addresses of a
+    family the media addresses have, never unspecified/multicast/broadcast/reserved,
+    loopback only when media runs on loopback, and (``check_route``) reachable from
+    a media address by the kernel's routes; at most MAX_REMOTE_CANDIDATES. Each
+    refusal is counted in ``refused`` by reason."""
+    own = [ipaddress.ip_address(a) for a in media_addresses]
+    families = {a.version for a in own}
+    kept: list[Candidate] = []
+    for cand in sorted(candidates, key=lambda c: -c.priority):
+        reason = _candidate_problem(cand.host, own, families, check_route)
+        if reason is None and len(kept) >= MAX_REMOTE_CANDIDATES:
+            reason = "candidate_excess"
+        if reason is None:
+            kept.append(cand)
+        elif refused is not None:
+            refused[reason] += 1
+    return kept
+
+
+def _candidate_problem(host: str, own: list[ipaddress.IPv4Address | ipaddress.IPv6Address],
+                       families: set[int], check_route: bool) -> str | None:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None if host.endswith(".local") else "candidate_not_ip"  # mDNS names resolve locally
+    if ip.version not in families:
+        return "candidate_family"
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved or \
+            ip == ipaddress.ip_address("255.255.255.255") or \
+            (ip.version == 4 and ip in ipaddress.ip_network("0.0.0.0/8")):
+        return "candidate_special"
+    if ip.is_loopback and not any(a.is_loopback for a in own):
+        return "candidate_unroutable"
+    if check_route and not any(_routable(str(a), str(ip)) for a in own if a.version == ip.version):
+        return "candidate_unroutable"
+    return None
+
+
+def _routable(source: str, destination: str) -> bool:
+    """Whether the kernel routes from ``source`` to ``destination`` (connect() on a
+    UDP socket only looks the route up; nothing is sent)."""
+    family = socket.AF_INET6 if ":" in source else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((source, 0))
+            sock.connect((destination, 9))
+        except OSError:
+            return False
+    return True
 
 
 class PortsExhausted(RuntimeError):
@@ -284,8 +344,12 @@ class Leg:
                  on_message: Callable[[Leg, str], None], on_connected: Callable[[Leg], None],
                  on_closed: Callable[[Leg], None],
                  on_reject: Callable[[bytes], None] | None = None,
-                 on_path_change: Callable[[Leg], None] | None = None) -> None:
+                 on_path_change: Callable[[Leg], None] | None = None,
+                 refused: collections.Counter[str] | None = None) -> None:
         self.leg_id = leg_id
+        self._addresses = addresses
+        self._via_turn = turn is not None
+        self._refused = refused
         self.state = "new"  # new → gathered → connecting → connected → closed
         self._certificate = certificate
         self._profiles = srtp_profiles
@@ -349,7 +413,7 @@ class Leg:
             if self._restart_task is not None:
                 self._restart_task.cancel()
             pending._queue = asyncio.Queue()
-            asyncio.ensure_future(pending.close())
+            detached(pending.close(), f"leg-{self.leg_id}-close-restart")
 
     @property
     def offer_ice(self) -> LegIceConnection:
@@ -370,13 +434,19 @@ class Leg:
         self.state = "connecting"
         self._start_task = asyncio.create_task(self._run(answer), name=f"leg-{self.leg_id}")
 
-    async def _connect_ice(self, ice: LegIceConnection, answer: Answer) -> None:
-        for cand in answer.candidates:
+    async def _add_remote_candidates(self, ice: LegIceConnection, answer: Answer) -> None:
+        # through a TURN relay (-T) the relay reaches the peer, not our routes
+        candidates = usable_candidates(answer.candidates, self._addresses,
+                                       check_route=not self._via_turn, refused=self._refused)
+        for cand in candidates:
             await ice.add_remote_candidate(IceCandidate(
                 foundation=cand.foundation, component=1, transport="udp",
                 priority=cand.priority, host=cand.host, port=cand.port, type=cand.type))
         if answer.candidates:
             await ice.add_remote_candidate(None)
+
+    async def _connect_ice(self, ice: LegIceConnection, answer: Answer) -> None:
+        await self._add_remote_candidates(ice, answer)
         ice.remote_username, ice.remote_password = answer.ice_ufrag, answer.ice_pwd
         ice.remote_is_lite = answer.ice_lite
         await ice.connect()
@@ -405,12 +475,7 @@ class Leg:
 
     async def _run(self, answer: Answer) -> None:
         try:
-            for cand in answer.candidates:
-                await self.ice.add_remote_candidate(IceCandidate(
-                    foundation=cand.foundation, component=1, transport="udp",
-                    priority=cand.priority, host=cand.host, port=cand.port, type=cand.type))
-            if answer.candidates:
-                await self.ice.add_remote_candidate(None)
+            await self._add_remote_candidates(self.ice, answer)
             await self._ice_transport.start(RTCIceParameters(
                 usernameFragment=answer.ice_ufrag, password=answer.ice_pwd,
                 iceLite=answer.ice_lite))
@@ -435,7 +500,7 @@ class Leg:
                 self.channel.on("open", self._channel_open)
                 self.channel.on("message", lambda m: self._on_message(self, m)
                                 if isinstance(m, str) else None)
-                self.channel.on("close", lambda: asyncio.ensure_future(self.close()))
+                self.channel.on("close", lambda: detached(self.close(), f"leg-{self.leg_id}-close"))
             self.state = "connected"
             self.dtls.on("statechange", self._dtls_state)
             self._on_connected(self)
@@ -452,7 +517,7 @@ class Leg:
 
     def _dtls_state(self) -> None:
         if self.dtls.state in ("closed", "failed"):
-            asyncio.ensure_future(self.close())
+            detached(self.close(), f"leg-{self.leg_id}-close")
 
     def _channel_open(self) -> None:
         pending, self._pending_messages = self._pending_messages, []

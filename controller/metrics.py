@@ -18,13 +18,17 @@ class SftCollector:
                  dataplane_name: Callable[[], str],
                  counters: Callable[[], dict[Counter, int]],
                  conference_packets: Callable[[], dict[str, int]],
-                 detail_counters: Callable[[], dict[str, int]] = dict) -> None:
+                 detail_counters: Callable[[], dict[str, int]] = dict,
+                 loop_restarts: Callable[[], dict[str, int]] = dict,
+                 refused: Callable[[], dict[str, int]] = dict) -> None:
         self._version = version
         self._state = state
         self._dataplane_name = dataplane_name
         self._counters = counters
         self._conference_packets = conference_packets
         self._detail_counters = detail_counters
+        self._loop_restarts = loop_restarts
+        self._refused = refused
         self._started = time.monotonic()
 
     def collect(self) -> Iterable[Metric]:
@@ -66,6 +70,18 @@ class SftCollector:
         for name, value in self._conference_packets().items():
             per_conf.add_metric([name], value)
         yield per_conf
+        restarts = CounterMetricFamily(
+            "sft_background_restarts", "Background loops restarted after a failure",
+            labels=["loop"])
+        for name, value in self._loop_restarts().items():
+            restarts.add_metric([name], value)
+        yield restarts
+        refused = CounterMetricFamily(
+            "sft_refused", "Client input refused by a cap (candidates, joins the data "
+            "plane has no room for)", labels=["what"])
+        for name, value in sorted(self._refused().items()):
+            refused.add_metric([name], value)
+        yield refused
         yield GaugeMetricFamily("sft_capacity_participants_remaining",
                                 "Estimated participants this node can still take",
                                 value=state["capacity_remaining"])

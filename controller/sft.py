@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from .dataplane import (
     SlotSource,
     StreamKind,
 )
-from .leg import Leg, PortRange
+from .leg import Leg, PortRange, PortsExhausted
 from .model import Conference, Participant, ParticipantKey, StreamRequest, update_speakers
 from .sdp import (
     AUDIO_SLOTS,
@@ -41,6 +42,7 @@ from .sdp import (
     parse_answer,
     tool_line,
 )
+from .supervise import Supervisor
 
 log = logging.getLogger("sftd")
 
@@ -49,6 +51,7 @@ KEYFRAME_AFTER_CONNECT = 0.3  # seconds
 KEYFRAME_RELAY_INTERVAL = 0.3  # seconds: a publisher's keyframe takes about this long
 MAX_VIDEO_SSRCS = 4  # per publisher: simulcast layers learned from SRs beyond this are ignored
 TIMER_INTERVAL = 0.5
+CAPACITY_VSTREAMS = 9  # video slots of the participant sft_capacity_participants_remaining counts
 
 
 @dataclass
@@ -92,7 +95,11 @@ class Sft:
         self._next_conference_id = 1
         self._seqno = 0
         self._fir_seq = 0
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor()
+        self.refused: collections.Counter[str] = collections.Counter()  # sft_refused_total
+        # ended conferences' ids, reused oldest first so that ids (and the data
+        # plane's per-conference counters) stay as few as the live conferences
+        self._free_conference_ids: collections.deque[int] = collections.deque()
         self.idle = asyncio.Event()
         self.idle.set()
         self.on_idle: Callable[[], None] | None = None
@@ -100,13 +107,12 @@ class Sft:
 
     # ---------------------------------------------------------------- life
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._timers(), name="sft-timers"),
-                       asyncio.create_task(self._audio_selection(), name="sft-audio"),
-                       asyncio.create_task(self._fir_loop(), name="sft-fir")]
+        self.supervisor.start_loop("timers", self._timers)
+        self.supervisor.start_loop("audio-selection", self._audio_selection)
+        self.supervisor.start_loop("fir", self._fir_loop)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        await self.supervisor.stop()
         for participant in list(self.participants.values()):
             await self.end_participant(participant, "shutdown")
         self.dataplane.close()
@@ -132,10 +138,30 @@ class Sft:
             "participants_total": self.participants_total,
             "calls_total": self.calls_total,
             "draining": 1 if self.draining else 0,
-            "capacity_remaining": max(
-                0, self.config.participants_per_cpu_estimate * (os.cpu_count() or 1)
-                - len(self.participants)),
+            "capacity_remaining": self._capacity_remaining(),
         }
+
+    def _capacity_remaining(self) -> int:
+        """Participants of CAPACITY_VSTREAMS video slots this node can still take:
+        the least of free media ports, data-plane room and the CPU estimate."""
+        pending = sum(1 for p in self.participants.values() if not p.connected)
+        limits = [self.ports.high - self.ports.low + 1 - len(self.ports.in_use),
+                  self.config.participants_per_cpu_estimate * (os.cpu_count() or 1)
+                  - len(self.participants)]
+        if self.config.max_participants:
+            limits.append(self.config.max_participants - len(self.participants))
+        room = self.dataplane.remaining_legs(AUDIO_SLOTS, CAPACITY_VSTREAMS)
+        if room is not None:
+            limits.append(room - pending)
+        return max(0, min(limits))
+
+    def not_ready(self) -> str | None:
+        """Why this node should get no new calls now (``/readyz``), or None."""
+        if self.draining:
+            return "draining"
+        if down := self.supervisor.down():
+            return f"background loop down (restarting): {', '.join(down)}"
+        return None
 
     def conference_packets(self) -> dict[str, int]:
         by_id = self.dataplane.read_conference_packets()
@@ -222,10 +248,20 @@ class Sft:
                 per_conf and conference is not None and len(conference.participants) >= per_conf):
             return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_LIMIT))
         vstreams = msg.get("vstreams", 0)
+        pending = [(AUDIO_SLOTS, p.vstreams) for p in self.participants.values()
+                   if not p.connected]  # admitted, not yet in the data plane
+        if (full := self.dataplane.can_admit([*pending, (AUDIO_SLOTS, vstreams)])) is not None:
+            log.warning("join of %s refused: %s", key, full)
+            self.refused["join_dataplane_full"] += 1
+            return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_LIMIT))
         created = conference is None
         if conference is None:
-            conference = Conference(convid, self._next_conference_id)
-            self._next_conference_id += 1
+            if self._free_conference_ids:
+                conference_id = self._free_conference_ids.popleft()
+            else:
+                conference_id = self._next_conference_id
+                self._next_conference_id += 1
+            conference = Conference(convid, conference_id)
             self.conferences[convid] = conference
             self.calls_total += 1
         if update:
@@ -243,7 +279,8 @@ class Sft:
                   turn=self._turn_from(msg) if self.config.use_client_turn else None,
                   on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_message=self._on_message,
                   on_connected=self._on_connected, on_closed=self._on_leg_closed,
-                  on_reject=self._on_unvalidated, on_path_change=self._on_path_changed)
+                  on_reject=self._on_unvalidated, on_path_change=self._on_path_changed,
+                  refused=self.refused)
         participant = Participant(
             key=key, convid=convid, userid=msg.src_userid, clientid=msg.src_clientid,
             sessid=msg.sessid, vstreams=vstreams, leg=leg,
@@ -266,7 +303,7 @@ class Sft:
         except Exception as exc:
             log.warning("offer failed for %s: %s", key, exc)
             await self.end_participant(participant, f"offer failed: {exc}")
-            status = 503 if "ports" in str(exc) else 500
+            status = 503 if isinstance(exc, PortsExhausted) else 500
             return JoinResult(status, reason=f"could not prepare the offer: {exc}")
         participant.offered_at = time.monotonic()
         log.info("participant %s offered (leg %d, conference %s)", key, leg_id, convid)
@@ -353,16 +390,22 @@ class Sft:
             return
         conference = self.conferences[participant.convid]
         local, remote, transport = pair
-        self.dataplane.add_leg(LegSpec(
-            leg_id=leg.leg_id, conference_id=conference.conference_id, local_addr=local,
-            remote_addr=remote, srtp=leg.srtp_keys,
-            audio_slot_ssrcs=participant.audio_slot_ssrcs,
-            video_slot_ssrcs=participant.video_slot_ssrcs,
-            extensions=participant.extensions,
-            transport=transport))
-        self.dataplane.set_publisher(
-            leg.leg_id, (participant.ssrc_audio,) if participant.ssrc_audio else (),
-            _declared_layers(participant.video_ssrcs))
+        try:
+            self.dataplane.add_leg(LegSpec(
+                leg_id=leg.leg_id, conference_id=conference.conference_id, local_addr=local,
+                remote_addr=remote, srtp=leg.srtp_keys,
+                audio_slot_ssrcs=participant.audio_slot_ssrcs,
+                video_slot_ssrcs=participant.video_slot_ssrcs,
+                extensions=participant.extensions,
+                transport=transport))
+            self.dataplane.set_publisher(
+                leg.leg_id, (participant.ssrc_audio,) if participant.ssrc_audio else (),
+                _declared_layers(participant.video_ssrcs))
+        except Exception as exc:  # noqa: BLE001 - this participant ends, the node goes on
+            log.exception("data plane refused leg %d of %s", leg.leg_id, participant.key)
+            self.supervisor.spawn(self.end_participant(participant, f"data plane: {exc}"),
+                                  f"end-{leg.leg_id}")
+            return
         participant.state = "connected"
         participant.last_ping = time.monotonic()
         log.info("participant %s connected from %s:%d (%s, %s data plane)", participant.key,
@@ -383,7 +426,8 @@ class Sft:
     def _on_leg_closed(self, leg: Leg) -> None:
         participant = self.by_leg.get(leg.leg_id)
         if participant is not None and participant.state != "ended":
-            asyncio.ensure_future(self.end_participant(participant, "connection closed"))
+            self.supervisor.spawn(self.end_participant(participant, "connection closed"),
+                                  f"end-{leg.leg_id}")
 
     def _on_unvalidated(self, data: bytes) -> None:
         self.dataplane.handle_packet(UNVALIDATED_SOURCE, data)  # counted, never forwarded
@@ -428,10 +472,14 @@ class Sft:
     def _drop_conference(self, conference: Conference) -> None:
         if self.conferences.get(conference.convid) is conference and not conference.participants:
             del self.conferences[conference.convid]
+            self.dataplane.reset_conference(conference.conference_id)
+            self._free_conference_ids.append(conference.conference_id)
             log.info("conference %s ended", conference.convid)
 
     async def end_participant(self, participant: Participant, reason: str,
                               notify: bool = True) -> None:
+        """Removes the participant everywhere; a failing step is logged and the
+        rest still runs, so no socket, port, data-plane leg or ghost is left."""
         if participant.state == "ended":
             return
         was_connected = participant.connected
@@ -439,23 +487,34 @@ class Sft:
         log.info("participant %s ended: %s", participant.key, reason)
         self.participants.pop(participant.key, None)
         self.by_leg.pop(participant.leg.leg_id, None)
-        self.dataplane.remove_leg(participant.leg.leg_id)
         conference = self.conferences.get(participant.convid)
         if conference is not None:
             if participant in conference.participants:
                 conference.participants.remove(participant)
             self._deauthorize(conference, participant)
-            if not conference.participants and notify:
-                self._drop_conference(conference)
-            elif not conference.participants:
-                pass  # a re-created participant comes right back (see _join)
-            elif was_connected:
-                self._send_confpart(conference)
-                self._update_slots(conference)
-        await participant.leg.close()
-        self._check_idle()
-        if self.draining and not self.participants and self.on_idle is not None:
-            self.on_idle()
+        try:
+            self.dataplane.remove_leg(participant.leg.leg_id)
+        except Exception:  # noqa: BLE001 - the participant goes regardless
+            log.exception("data plane could not remove leg %d of %s",
+                          participant.leg.leg_id, participant.key)
+        try:
+            if conference is not None:
+                if not conference.participants and notify:
+                    self._drop_conference(conference)
+                elif conference.participants and was_connected:
+                    self._send_confpart(conference)
+                    self._update_slots(conference)
+                # else: a re-created participant comes right back (see _join)
+        except Exception:  # noqa: BLE001 - the leg is still closed below
+            log.exception("could not tell conference %s that %s left", participant.convid,
+                          participant.key)
+        finally:
+            try:
+                await participant.leg.close()
+            finally:
+                self._check_idle()
+                if self.draining and not self.participants and self.on_idle is not None:
+                    self.on_idle()
 
     # ---------------------------------------------------------------- data channel
     def _on_message(self, leg: Leg, text: str) -> None:
@@ -491,7 +550,8 @@ class Sft:
                 if other is not participant and Conference.mutual(participant, other):
                     self._send_props(participant, other)
         elif msg.type == econn.HANGUP:
-            asyncio.ensure_future(self.end_participant(participant, "HANGUP"))
+            self.supervisor.spawn(self.end_participant(participant, "HANGUP"),
+                                  f"end-{leg.leg_id}")
 
     def _on_confpart_reply(self, conference: Conference, participant: Participant,
                            msg: econn.Message) -> None:

@@ -12,13 +12,14 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pylibsrtp
 
 from . import rtp
 from .dataplane import (
+    MAX_SSRCS_PER_LEG,
     SRTP_AEAD_AES_128_GCM,
     SRTP_AEAD_AES_256_GCM,
     SRTP_AES_CM_128_HMAC_SHA1_80,
@@ -39,6 +40,9 @@ LEVEL_STALE_SECONDS = 1.0  # no audio for this long counts as silence
 CLOCK_RATE = {StreamKind.AUDIO: 48000, StreamKind.VIDEO: 90000}
 RID_LAYERS = {b"l": Layer.LOW, b"h": Layer.HIGH}
 MAX_SRTP_BYTES = 1500
+# pylibsrtp raises one Error class with libsrtp's message for the status code:
+# srtp_err_status_replay_fail (9) and srtp_err_status_replay_old (10)
+_REPLAY_ERRORS = frozenset(pylibsrtp.ERRORS[status] for status in (9, 10))
 
 
 @dataclass
@@ -66,6 +70,9 @@ class _Leg:
     audio_ssrcs: set[int] = field(default_factory=set)
     video_layers: dict[int, Layer] = field(default_factory=dict)  # ssrc -> layer
     layer_media_at: dict[Layer, float] = field(default_factory=dict)  # last media packet
+    # SSRCs that sent an authentic packet, so libsrtp holds state for them: at
+    # most MAX_SSRCS_PER_LEG (counted as the kernel counts its stream entries)
+    ssrcs_seen: set[int] = field(default_factory=set)
     level: float = float(rtp.AUDIO_LEVEL_SILENT)
     level_time: float = 0.0
     received: dict[int, _ReceiveCounter] = field(default_factory=dict)  # by SSRC
@@ -135,6 +142,7 @@ class UserspaceDataPlane:
         self._routes: dict[tuple[int, StreamKind], list[tuple[_Leg, _Slot]]] = defaultdict(list)
         self._counters = [0] * len(Counter)
         self._conference_packets: dict[int, int] = defaultdict(int)
+        self._streams_refused = 0
 
     # ----------------------------------------------------------------- verbs
     def add_leg(self, spec: LegSpec) -> None:
@@ -176,8 +184,11 @@ class UserspaceDataPlane:
     def set_publisher(self, leg_id: int, audio_ssrcs: tuple[int, ...],
                       video_ssrcs: dict[int, Layer]) -> None:
         leg = self._legs[leg_id]
-        leg.audio_ssrcs = set(audio_ssrcs)
-        leg.video_layers.update(video_ssrcs)
+        declared = [*audio_ssrcs, *video_ssrcs][:MAX_SSRCS_PER_LEG]
+        self._streams_refused += len(audio_ssrcs) + len(video_ssrcs) - len(declared)
+        leg.audio_ssrcs = {ssrc for ssrc in audio_ssrcs if ssrc in declared}
+        leg.video_layers.update({ssrc: layer for ssrc, layer in video_ssrcs.items()
+                                 if ssrc in declared})
 
     def set_slot(self, subscriber: int, kind: StreamKind, index: int,
                  source: SlotSource | None) -> None:
@@ -231,8 +242,17 @@ class UserspaceDataPlane:
     def read_conference_packets(self) -> dict[int, int]:
         return dict(self._conference_packets)
 
+    def reset_conference(self, conference_id: int) -> None:
+        self._conference_packets.pop(conference_id, None)
+
     def read_detail_counters(self) -> dict[str, int]:
-        return {}
+        return {"STREAMS_REFUSED": self._streams_refused}
+
+    def can_admit(self, legs: Sequence[tuple[int, int]]) -> str | None:
+        return None  # no limit here beyond the ports and CPU the controller counts
+
+    def remaining_legs(self, audio_slots: int, video_slots: int) -> int | None:
+        return None
 
     def close(self) -> None:
         self._legs.clear()
@@ -250,15 +270,23 @@ class UserspaceDataPlane:
         if not rtp.RTP_HEADER <= len(data) <= MAX_SRTP_BYTES or data[0] >> 6 != 2:
             counters[Counter.DROP_MALFORMED] += 1
             return
+        new_ssrc = int.from_bytes(data[8:12], "big")
+        if new_ssrc in leg.ssrcs_seen:
+            new_ssrc = None
+        elif len(leg.ssrcs_seen) >= MAX_SSRCS_PER_LEG:  # before libsrtp makes state for it
+            counters[Counter.DROP_SSRC_LIMIT] += 1
+            return
         try:
             plain = leg.rx.unprotect(data)
         except ValueError:  # pylibsrtp refuses sizes libsrtp cannot take
             counters[Counter.DROP_MALFORMED] += 1
             return
         except pylibsrtp.Error as exc:
-            reason = Counter.DROP_REPLAY if "replay" in str(exc) else Counter.DROP_AUTH
+            reason = Counter.DROP_REPLAY if str(exc) in _REPLAY_ERRORS else Counter.DROP_AUTH
             counters[reason] += 1
             return
+        if new_ssrc is not None:  # authentic: libsrtp now holds state for it
+            leg.ssrcs_seen.add(new_ssrc)
         try:
             view = rtp.parse(plain)
         except rtp.RtpError:

@@ -162,7 +162,8 @@ def make_metrics_app(sft: Sft, registry: CollectorRegistry) -> web.Application:
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def readyz(request: web.Request) -> web.Response:
-        return _text(503, "draining") if sft.draining else _text(200, "ready")
+        problem = sft.not_ready()
+        return _text(503, problem) if problem else _text(200, "ready")
 
     async def debug(request: web.Request) -> web.Response:
         lines = [f"dataplane {sft.dataplane.name} draining={sft.draining}"]

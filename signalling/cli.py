@@ -250,7 +250,8 @@ async def serve(args: argparse.Namespace) -> int:
               dataplane)
     registry = make_registry(SftCollector(version(), sft.state, lambda: dataplane.name,
                                           sft.counters, sft.conference_packets,
-                                          dataplane.read_detail_counters))
+                                          dataplane.read_detail_counters,
+                                          sft.supervisor.restarts, lambda: dict(sft.refused)))
     ssl_context = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):

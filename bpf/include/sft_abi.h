@@ -23,7 +23,10 @@
 #define SFT_MAX_STREAMS 16384
 #define SFT_MAX_SLOTS 32768
 #define SFT_MAX_FANOUT 64          /* slots fed by one publisher */
-#define SFT_MAX_CONFERENCES 1024
+/* SSRCs one leg may publish (receive state each): 1 audio + simulcast layers
+ * + their RTX with room to spare; a new SSRC past it is dropped, never stored */
+#define SFT_MAX_SSRCS_PER_LEG 8
+#define SFT_MAX_CONFERENCES 4096  /* = legs: a conference that forwards has legs */
 #define SFT_KEYSTREAM_ENTRIES 8192 /* shared by all rings; 12 MB */
 #define SFT_MAX_RTP 1472           /* SRTP packet incl. tag: 1500 MTU - IPv4 - UDP */
 #define SFT_KEYSTREAM_BYTES 1456   /* >= SFT_MAX_RTP - 12 - 10, multiple of 16 */
@@ -49,7 +52,8 @@ enum sft_counter {
 	SFT_CTR_DROP_NO_ROUTE = 8,
 	SFT_CTR_DROP_PADDING = 9,
 	SFT_CTR_DROP_NOT_READY = 10,
-	SFT_CTR_MAX = 11,
+	SFT_CTR_DROP_SSRC_LIMIT = 11, /* a new SSRC past SFT_MAX_SSRCS_PER_LEG */
+	SFT_CTR_MAX = 12,
 };
 
 /* Kernel-only detail behind the counters above (reasons, misses, errors). */
@@ -77,7 +81,8 @@ enum sft_kcounter {
 	SFT_K_TC_GSO_PASSED = 20,
 	SFT_K_TC_UNKNOWN_SSRC = 21,    /* no stream entry and no RID to learn it from */
 	SFT_K_TC_LEG_REPLACED = 22,    /* the sft_legs element changed hands mid-packet */
-	SFT_K_MAX = 23,
+	SFT_K_TC_CONF_COUNTER_FULL = 23, /* sft_conf_packets full: forwarded, not counted */
+	SFT_K_MAX = 24,
 };
 
 enum sft_stream_kind {
@@ -152,7 +157,7 @@ struct sft_leg {
 struct sft_leg_state {
 	__u32 audio_level_fp;            /* smoothed -dBov x 256, k = 0.5 */
 	__u32 video_ssrc[SFT_LAYERS];    /* publisher SSRC last seen per layer */
-	__u32 pad;
+	__u32 ssrc_count;                /* sft_stream_state entries made for the leg */
 	__u64 rx_packets;
 	__u64 video_media_ns[SFT_LAYERS]; /* last non-padding packet per layer */
 };

@@ -376,6 +376,14 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	if (*(__u64 *)&s->sha.digest[0] != tag_lo || *(__u16 *)&s->sha.digest[8] != tag_hi)
 		return sft_drop(SFT_CTR_DROP_AUTH, -1);
 	if (!rs) {
+		/* a leg cannot fill the node's stream map with made-up SSRCs; two CPUs
+		 * racing past the first test are stopped by the second */
+		ls = bpf_map_lookup_elem(&sft_leg_state, &leg_id);
+		if (!ls)
+			return sft_drop(SFT_CTR_DROP_NOT_READY, -1);
+		if (ls->ssrc_count >= SFT_MAX_SSRCS_PER_LEG ||
+		    __sync_fetch_and_add(&ls->ssrc_count, 1) >= SFT_MAX_SSRCS_PER_LEG)
+			return sft_drop(SFT_CTR_DROP_SSRC_LIMIT, -1);
 		__builtin_memset(&s->fresh, 0, sizeof(s->fresh));
 		s->fresh.highest_index = index;
 		s->fresh.first_index = index;
@@ -469,7 +477,14 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 		*conf_packets += sent;
 	} else {
 		sent_total = sent;
-		bpf_map_update_elem(&sft_conf_packets, &p->conference_id, &sent_total, BPF_NOEXIST);
+		if (bpf_map_update_elem(&sft_conf_packets, &p->conference_id, &sent_total,
+					BPF_NOEXIST)) {
+			conf_packets = bpf_map_lookup_elem(&sft_conf_packets, &p->conference_id);
+			if (conf_packets) /* another CPU made it meanwhile: this CPU's value */
+				*conf_packets += sent;
+			else
+				sft_kcount(SFT_K_TC_CONF_COUNTER_FULL);
+		}
 	}
 	/* the original never reaches a socket */
 	return TC_ACT_SHOT;

@@ -12,6 +12,7 @@ import pytest
 from controller import rtp
 from controller.dataplane import (
     LAYER_PAUSED_AFTER,
+    MAX_SSRCS_PER_LEG,
     SRTP_AES_CM_128_HMAC_SHA1_80,
     Counter,
     ExtensionIds,
@@ -296,3 +297,26 @@ async def test_gcm_profiles(h, profile):
     h.plane.set_slot(2, StreamKind.AUDIO, 0, SlotSource(1, csrc=1))
     h.send(1, audio(1))
     assert len(await h.received(2)) == 1
+
+
+async def test_ssrcs_past_the_per_leg_cap_are_dropped_without_state(h):
+    await h.leg(1)
+    await h.leg(2)
+    h.plane.set_publisher(1, (AUDIO_SSRC,), {})
+    h.plane.set_slot(2, StreamKind.AUDIO, 0, SlotSource(publisher=1, csrc=0xCAFE))
+    rid = EXT.rid
+    h.send(1, audio(4))
+    assert len(await h.received(2)) == 1
+    for i in range(MAX_SSRCS_PER_LEG + 4):  # new SSRCs, each announcing a simulcast layer
+        h.send(1, make_rtp(0x7000 + i, 1, 90, b"\x10\x00" + b"\x00" * 20,
+                           extensions={rid: b"h"}))
+    h.send(1, audio(5))  # the stream that had state goes on
+    assert len(await h.received(2)) == 1
+    leg = h.plane._legs[1]
+    assert len(leg.ssrcs_seen) == MAX_SSRCS_PER_LEG and len(leg.video_layers) < MAX_SSRCS_PER_LEG
+    counters = h.plane.read_counters()
+    # the audio SSRC had state: MAX - 1 new ones got state, the rest none
+    assert counters[Counter.DROP_SSRC_LIMIT] == 4 + 1
+    # the declared SSRCs of an answer are capped as well, the excess counted
+    h.plane.set_publisher(2, (AUDIO_SSRC,), {0x9000 + i: Layer.HIGH for i in range(12)})
+    assert h.plane.read_detail_counters()["STREAMS_REFUSED"] == 1 + 12 - MAX_SSRCS_PER_LEG

@@ -9,7 +9,7 @@ import pytest
 
 from bpf import abi
 from bpf.dataplane import OBJECT_PATH
-from controller.dataplane import LAYER_PAUSED_AFTER, Counter
+from controller.dataplane import LAYER_PAUSED_AFTER, MAX_SSRCS_PER_LEG, Counter
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,7 @@ def test_counter_enum_matches_controller() -> None:
 
 def test_layer_pause_threshold_is_the_same_on_both_planes() -> None:
     assert abi.load().consts.SFT_LAYER_STALE_NS == round(LAYER_PAUSED_AFTER * 1e9)
+
+
+def test_ssrc_cap_matches_controller() -> None:
+    assert abi.load().consts.SFT_MAX_SSRCS_PER_LEG == MAX_SSRCS_PER_LEG
