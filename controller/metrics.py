@@ -18,13 +18,15 @@ class SftCollector:
                  dataplane_name: Callable[[], str],
                  counters: Callable[[], dict[Counter, int]],
                  conference_packets: Callable[[], dict[str, int]],
-                 detail_counters: Callable[[], dict[str, int]] = dict) -> None:
+                 detail_counters: Callable[[], dict[str, int]] = dict,
+                 legs_by_interface: Callable[[], dict[str, int]] = dict) -> None:
         self._version = version
         self._state = state
         self._dataplane_name = dataplane_name
         self._counters = counters
         self._conference_packets = conference_packets
         self._detail_counters = detail_counters
+        self._legs_by_interface = legs_by_interface
         self._started = time.monotonic()
 
     def collect(self) -> Iterable[Metric]:
@@ -48,6 +50,11 @@ class SftCollector:
                                   labels=["dataplane"])
         plane.add_metric([self._dataplane_name()], 1)
         yield plane
+        legs = GaugeMetricFamily("sft_legs", "Legs whose media the data plane serves, by the "
+                                 "interface their path takes", labels=["dataplane", "interface"])
+        for interface, count in sorted(self._legs_by_interface().items()):
+            legs.add_metric([self._dataplane_name(), interface], count)
+        yield legs
         packets = CounterMetricFamily(
             "sft_dataplane_packets", "Data-plane packets and bytes by counter "
             "(RX/TX and drops by reason)", labels=["counter"])

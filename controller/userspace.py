@@ -175,6 +175,9 @@ class UserspaceDataPlane:
     def read_detail_counters(self) -> dict[str, int]:
         return {}
 
+    def legs_by_interface(self) -> dict[str, int]:
+        return {"any": len(self._legs)}
+
     def close(self) -> None:
         self._legs.clear()
         self._routes.clear()
