@@ -67,7 +67,10 @@ PROGRAMS = ("sft_xdp_ingress", "sft_tc_ingress")
 MAPS = ("sft_config", "sft_leg_by_addr", "sft_leg_by_local", "sft_legs", "sft_leases", "sft_leg_state", "sft_streams",
         "sft_stream_state", "sft_slots", "sft_slot_state", "sft_fanout", "sft_keystream",
         "sft_counters", "sft_kcounters", "sft_conf_packets", "sft_events")
-AUDIO_KEYSTREAM_BYTES = 512  # Opus at 40 ms stays far below
+AUDIO_KEYSTREAM_BYTES = 512
+# media of a leg reaching user space this soon after add_leg was queued in its
+# socket before the maps were written: counted apart from a missed path
+TAKEOVER_GRACE_S = 1.0  # Opus at 40 ms stays far below
 _T = TypeVar("_T")
 
 
@@ -273,6 +276,7 @@ class KernelDataPlane:
         self._unvalidated_packets = 0
         self._early_packets = 0
         self._warned_userspace: set[int] = set()
+        self._added_at: dict[int, float] = {}
         self._last_lease = 0
         # keystream top-ups run on their own thread, so that the event loop's work
         # (joins, DTLS, data channels) cannot delay them past a ring's slack;
@@ -515,6 +519,7 @@ class KernelDataPlane:
         self.maps["sft_leg_by_addr"].update(leg.addr_key, key)
         self.maps["sft_leg_by_local"].update(self._local_key(spec.local_addr), key)
         self._legs[spec.leg_id] = leg
+        self._added_at[spec.leg_id] = time.monotonic()
         log.info("leg %d: media on the kernel data plane via %s (%s:%d <- %s:%d)", spec.leg_id,
                  self._leg_paths.get(spec.leg_id), *spec.local_addr, *spec.remote_addr)
         for kind, ssrcs, slots in ((StreamKind.AUDIO, spec.audio_slot_ssrcs, leg.audio_slots),
@@ -556,6 +561,7 @@ class KernelDataPlane:
         self.maps["sft_leg_by_local"].delete(self._local_key(leg.spec.local_addr))
         self._leg_paths.pop(leg_id, None)
         self._warned_userspace.discard(leg_id)
+        self._added_at.pop(leg_id, None)
         self.maps["sft_fanout"].delete(key)
         for slot_id in list(self._fed_by.get(leg_id, ())):
             self._point_slot(self._slots[slot_id], None)
@@ -690,14 +696,16 @@ class KernelDataPlane:
     def handle_packet(self, leg_id: int, data: bytes) -> None:
         """Media reached user space and is dropped here, counted by why: from an
         address ICE never validated; from a leg the kernel does not serve yet (its
-        first packets, sent while ``add_leg`` runs); or from a leg it serves, whose
+        first packets, sent or queued in the socket while ``add_leg`` ran, so up to
+        ``TAKEOVER_GRACE_S`` after it); or from a leg it serves, whose
         path the programs did not see (logged once per leg with what to do)."""
         if leg_id == UNVALIDATED_SOURCE:
             self._unvalidated_packets += 1
             return
         with self._lock:
             leg = self._legs.get(leg_id)
-            if leg is None:
+            added = self._added_at.get(leg_id)
+            if leg is None or added is None or time.monotonic() - added < TAKEOVER_GRACE_S:
                 self._early_packets += 1
                 return
             self._userspace_packets += 1

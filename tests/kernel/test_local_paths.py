@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,14 @@ def default_sftd(logdir: Path, *extra: str) -> SftServer:
         del args[i:i + 2]
     args += ["--instance", f"local{os.getpid()}", *extra]
     return server
+
+
+def stop_now(server: SftServer) -> None:
+    """SIGINT: stop at once (SIGTERM would drain the calls, then be killed and leave
+    its programs on the NIC until the next start of the same instance)."""
+    if server.proc is not None and server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGINT)
+        server.proc.wait(15)
 
 
 def host_address() -> str:
@@ -105,7 +114,7 @@ async def test_clients_on_this_host_get_media_on_the_kernel_plane(tmp_path):
         assert metrics[TX] > 200
         assert "media on the kernel data plane via lo" in server.log_text()
     finally:
-        server.stop()
+        stop_now(server)
 
 
 @pytest.fixture
@@ -135,4 +144,57 @@ async def test_a_conference_with_legs_on_a_veth_and_on_loopback(topology, tmp_pa
         assert metrics[USERSPACE_MEDIA] == 0
         assert metrics['sft_dataplane_packets_total{counter="DROP_AUTH"}'] == 0
     finally:
-        server.stop()
+        stop_now(server)
+
+
+ARTIFACTS = Path(os.environ.get("SFT_TEST_ARTIFACTS", ROOT / "results" / "test-artifacts"))
+
+
+@pytest.mark.browser
+async def test_readme_first_command_two_local_tabs(tmp_path, browser_page):
+    """What a newcomer does first: ``sftd --demo`` as scripts/serve.sh starts it
+    (default -O, --dataplane auto), the demo page in two headless Chromium tabs on
+    this host. Both decode video and audio from the other, on the kernel plane,
+    with no media in the interpreter. A screenshot of one tab is kept."""
+    from tests.e2e.test_browser import browser_gets, page_stats
+
+    server = default_sftd(tmp_path, "--demo")
+    args = server.args
+    del args[args.index("--media-ports"):args.index("--media-ports") + 2]  # the default range
+    await server.start()
+    pages: list = []
+    try:
+        conv = new_convid()
+        for i in (1, 2):
+            pages.append(await browser_page(f"{server.url}/demo/?conv={conv}&user=tab{i}"))
+        stats: list = [None, None]
+        for _ in range(120):
+            stats = [await page_stats(p) for p in pages]
+            if all(s and s["phase"] == "joined" and len(s["participants"]) == 2 for s in stats):
+                people = [f"{s['userid']}/{s['clientid']}" for s in stats]
+                if browser_gets(stats[0], people[1]) and browser_gets(stats[1], people[0]):
+                    break
+            await asyncio.sleep(0.3)
+        else:
+            metrics = {k: v for k, v in (await server.metrics()).items() if "dataplane" in k}
+            raise AssertionError(f"the tabs did not decode each other: {stats}\n{metrics}\n"
+                                 f"{server.log_tail(40)}")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = ARTIFACTS / "readme-first-command-tab1.png"
+        await pages[0].screenshot(path=str(shot))
+        metrics = await server.metrics()
+        got = [s["byPerson"][people[1 - i]] for i, s in enumerate(stats)]
+        print(f"README first command: tab1 got {got[0]['videoFrames']} frames / "
+              f"{got[0]['audioPackets']} audio packets, tab2 got {got[1]['videoFrames']} / "
+              f"{got[1]['audioPackets']}; TX_PACKETS {metrics[TX]:.0f}, USERSPACE_MEDIA "
+              f"{metrics[USERSPACE_MEDIA]:.0f}, legs {[k for k in metrics if 'sft_legs{' in k]}; "
+              f"screenshot {shot}")
+        assert metrics[INFO] == 1, server.log_tail(30)
+        assert metrics['sft_legs{dataplane="kernel",interface="lo"}'] == 2
+        assert metrics[USERSPACE_MEDIA] == 0
+        assert metrics[TX] > 100
+        assert shot.stat().st_size > 1000
+    finally:
+        for page in pages:  # an open call would make sftd drain on SIGTERM
+            await page.context.close()
+        stop_now(server)
