@@ -17,6 +17,7 @@
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 #define SFT_CHECKSUM_PARTIAL 3 /* skb->ip_summed */
+#define SFT_IFF_LOOPBACK 0x8
 #define SFT_L3_OFF ETH_HLEN
 #define SFT_L4_OFF (ETH_HLEN + 20) /* IPv4 without options only */
 #define SFT_RTP_OFF (SFT_L4_OFF + 8)

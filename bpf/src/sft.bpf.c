@@ -532,9 +532,12 @@ int sft_tc_ingress(struct __sk_buff *skb)
 		sft_kcount(SFT_K_TC_GSO_PASSED);
 		return TC_ACT_OK;
 	}
+	/* sent on this host over lo: copies keep CHECKSUM_PARTIAL, so a NIC they go
+	 * out of completes the UDP checksum from the pseudo-header sum we leave */
 	kskb = bpf_cast_to_kern_ctx(skb);
 	return sft_srtp_receive(skb, *leg_id,
-				BPF_CORE_READ_BITFIELD(kskb, ip_summed) == SFT_CHECKSUM_PARTIAL);
+				BPF_CORE_READ_BITFIELD(kskb, ip_summed) == SFT_CHECKSUM_PARTIAL &&
+				(BPF_CORE_READ(kskb, dev, flags) & SFT_IFF_LOOPBACK));
 }
 
 SEC("xdp")
