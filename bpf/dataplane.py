@@ -66,10 +66,13 @@ OBJECT_PATH = Path(__file__).resolve().parent / "build" / "sft.bpf.o"
 PIN_ROOT = libbpf.BPFFS / "sftd"
 TC_PRIORITY = 0x5F7  # our filter's priority on clsact ingress; the handle is per instance
 PROGRAMS = ("sft_xdp_ingress", "sft_tc_ingress")
-MAPS = ("sft_config", "sft_leg_by_addr", "sft_legs", "sft_leases", "sft_leg_state", "sft_streams",
+MAPS = ("sft_config", "sft_leg_by_addr", "sft_leg_by_local", "sft_legs", "sft_leases", "sft_leg_state", "sft_streams",
         "sft_stream_state", "sft_slots", "sft_slot_state", "sft_fanout", "sft_keystream",
         "sft_counters", "sft_kcounters", "sft_conf_packets", "sft_events")
-AUDIO_KEYSTREAM_BYTES = 512  # Opus at 40 ms stays far below
+AUDIO_KEYSTREAM_BYTES = 512
+# media of a leg reaching user space this soon after add_leg was queued in its
+# socket before the maps were written: counted apart from a missed path
+TAKEOVER_GRACE_S = 1.0  # Opus at 40 ms stays far below
 _T = TypeVar("_T")
 
 
@@ -114,6 +117,16 @@ def _ip(addr: str) -> int:
 
 def _be16(port: int) -> int:
     return int.from_bytes(port.to_bytes(2, "big"), "little")
+
+
+def _is_loopback(ifname: str) -> bool:
+    """IFF_LOOPBACK of ``ifname`` in the calling thread's network namespace."""
+    import fcntl
+
+    siocgifflags = 0x8913
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        raw = fcntl.ioctl(sock, siocgifflags, struct.pack("16sH14x", ifname.encode()[:15], 0))
+    return struct.unpack_from("16sH", raw)[1] & 0x8 != 0
 
 
 def _mac(text: str | None) -> bytes:
@@ -277,9 +290,15 @@ class KernelDataPlane:
         # FIFO: a freed slot id comes back last, long after any packet that read it
         self._free_slot_ids = collections.deque(range(self._c.SFT_MAX_SLOTS))
         self._attachments: list[libbpf.Attachment] = []
+        self._restore_sysctls: list[tuple[Path, str]] = []
+        self._served: dict[int, str] = {}  # ifindex -> name of every interface TC serves
+        self._leg_paths: dict[int, str] = {}  # leg_id -> interface its media takes
         self._userspace_packets = 0
         self._unvalidated_packets = 0
         self._streams_refused = 0
+        self._early_packets = 0
+        self._warned_userspace: set[int] = set()
+        self._added_at: dict[int, float] = {}
         self._last_lease = 0
         # keystream top-ups run on their own thread, so that the event loop's work
         # (joins, DTLS, data channels) cannot delay them past a ring's slack;
@@ -326,11 +345,62 @@ class KernelDataPlane:
             self.obj.pin_program(name, self.pin_dir / f"prog_{name}")
 
     def _attach(self, ifname: str, xdp: bool) -> None:
+        """TC everywhere; XDP (an early filter only) where it is worth it: not on
+        loopback, where it would run in generic mode on every local packet."""
         ifindex = socket.if_nametoindex(ifname)
-        if xdp:
-            self._attachments.append(libbpf.attach_xdp(ifindex, self.xdp_program))
+        if xdp and not _is_loopback(ifname):
+            attachment = libbpf.attach_xdp(ifindex, self.xdp_program)
+            self._attachments.append(attachment)
+            if attachment.fallback:
+                log.warning(
+                    "XDP on %s runs in generic (skb) mode: the driver refused native mode "
+                    "(%s); media is served all the same. For native XDP turn the offload "
+                    "off (ethtool -K %s gro off lro off, or for virtio_net guest_csum off) "
+                    "and restart", ifname, attachment.fallback, ifname)
         self._attachments.append(
             libbpf.attach_tc(ifindex, self.tc_program, self._tc_handle, TC_PRIORITY))
+        self._served[ifindex] = ifname
+        if _is_loopback(ifname):
+            self._accept_local_copies(ifname)
+
+    def _accept_local_copies(self, ifname: str) -> None:
+        """A copy cloned onto lo from a packet that came in on a NIC carries no route,
+        so the stack would take its source (our own address) for a martian and drop
+        it: ``accept_local`` on lo lets it through (every packet on lo is local
+        anyway). Restored on close."""
+        path = Path(f"/proc/sys/net/ipv4/conf/{ifname}/accept_local")
+        try:
+            before = path.read_text().strip()
+            if before != "1":
+                path.write_text("1")
+                self._restore_sysctls.append((path, before))
+                log.info("net.ipv4.conf.%s.accept_local=1 while the kernel data plane serves "
+                         "it (copies from remote publishers to clients on this host)", ifname)
+        except OSError as exc:
+            log.warning("cannot set net.ipv4.conf.%s.accept_local=1 (%s): clients on this host "
+                        "get nothing from publishers on other interfaces; set it by hand",
+                        ifname, exc)
+
+    def _serve_path(self, leg_id: int, ifindex: int) -> None:
+        """Attaches TC on the interface a leg's media takes when it is not one of
+        ``-O`` (loopback for a client or TURN relay on this host, another NIC):
+        a leg is never left on a path the programs do not see."""
+        with self._home.entered():
+            ifname = socket.if_indextoname(ifindex)
+            if ifindex not in self._served:
+                self._attach(ifname, xdp=False)
+                log.info("data plane: kernel (eBPF) now also on %s, the path of leg %d",
+                         ifname, leg_id)
+        self._leg_paths[leg_id] = ifname
+
+    def legs_by_interface(self) -> dict[str, int]:
+        """Live legs per interface their media takes (for logs and metrics)."""
+        with self._lock:
+            counts: dict[str, int] = {}
+            for leg_id in self._legs:
+                ifname = self._leg_paths.get(leg_id, "unresolved")
+                counts[ifname] = counts.get(ifname, 0) + 1
+            return counts
 
     def _remove_stale(self) -> None:
         """Detach and unpin what a previous process of this instance left."""
@@ -377,7 +447,13 @@ class KernelDataPlane:
                     attachment.detach()
                 except libbpf.BpfError as exc:
                     log.warning("%s", exc)
-        self._attachments.clear()
+            self._attachments.clear()
+            for path, value in self._restore_sysctls:
+                try:
+                    path.write_text(value)
+                except OSError as exc:
+                    log.warning("could not restore %s to %s: %s", path, value, exc)
+            self._restore_sysctls.clear()
         self._home.close()
         events = getattr(self, "_events", None)
         if events is not None:
@@ -423,6 +499,12 @@ class KernelDataPlane:
         if route:
             value.src_mac = list(route.src_mac)
             value.dst_mac = list(route.dst_mac)
+            self._serve_path(spec.leg_id, route.ifindex)
+        else:
+            self._leg_paths[spec.leg_id] = "unresolved"
+            log.warning("leg %d: no route to %s yet; its subscribers get nothing until the "
+                        "address resolves (check `ip route get %s`)", spec.leg_id,
+                        spec.remote_addr[0], spec.remote_addr[0])
         value.rx_auth.inner.h = list(rx_inner)
         value.rx_auth.outer.h = list(rx_outer)
         value.tx_auth.inner.h = list(tx_inner)
@@ -432,6 +514,9 @@ class KernelDataPlane:
     def _resolve_route(self, local_ip: str, remote_ip: str) -> Route | None:
         with self._home.entered():  # setns is per thread: enter on the thread that asks
             return resolve_route(local_ip, remote_ip)
+
+    def _local_key(self, local: tuple[str, int]) -> bytes:
+        return self.abi.pack("sft_local_key", local_ip=_ip(local[0]), local_port=_be16(local[1]))
 
     def _addr_key(self, spec_local: tuple[str, int], remote: tuple[str, int]) -> bytes:
         return self.abi.pack("sft_addr_key", remote_ip=_ip(remote[0]), local_ip=_ip(spec_local[0]),
@@ -459,6 +544,7 @@ class KernelDataPlane:
             self._write_leg(leg)
             self.set_lease(spec.leg_id, time.monotonic_ns())
             self.maps["sft_leg_by_addr"].update(leg.addr_key, key)
+            self.maps["sft_leg_by_local"].update(self._local_key(spec.local_addr), key)
             for kind, ssrcs, slots in ((StreamKind.AUDIO, spec.audio_slot_ssrcs,
                                         leg.audio_slots),
                                        (StreamKind.VIDEO, spec.video_slot_ssrcs,
@@ -468,6 +554,9 @@ class KernelDataPlane:
         except BaseException:
             self.remove_leg(spec.leg_id)
             raise
+        self._added_at[spec.leg_id] = time.monotonic()
+        log.info("leg %d: media on the kernel data plane via %s (%s:%d <- %s:%d)", spec.leg_id,
+                 self._leg_paths.get(spec.leg_id), *spec.local_addr, *spec.remote_addr)
         self._ensure_worker()
 
     def _write_leg(self, leg: _Leg) -> None:
@@ -500,6 +589,10 @@ class KernelDataPlane:
             return
         key = struct.pack("<I", leg_id)
         self.maps["sft_leg_by_addr"].delete(leg.addr_key)
+        self.maps["sft_leg_by_local"].delete(self._local_key(leg.spec.local_addr))
+        self._leg_paths.pop(leg_id, None)
+        self._warned_userspace.discard(leg_id)
+        self._added_at.pop(leg_id, None)
         self.maps["sft_fanout"].delete(key)
         for slot_id in list(self._fed_by.get(leg_id, ())):
             self._point_slot(self._slots[slot_id], None)
@@ -689,12 +782,29 @@ class KernelDataPlane:
     # ---- packets that reached user space anyway ----
 
     def handle_packet(self, leg_id: int, data: bytes) -> None:
-        """Media reached user space: from a kernel leg (should not happen once
-        its programs run), or from an address ICE never validated (dropped)."""
+        """Media reached user space and is dropped here, counted by why: from an
+        address ICE never validated; from a leg the kernel does not serve yet (its
+        first packets, sent or queued in the socket while ``add_leg`` ran, so up to
+        ``TAKEOVER_GRACE_S`` after it); or from a leg it serves, whose
+        path the programs did not see (logged once per leg with what to do)."""
         if leg_id == UNVALIDATED_SOURCE:
             self._unvalidated_packets += 1
-        else:
+            return
+        with self._lock:
+            leg = self._legs.get(leg_id)
+            added = self._added_at.get(leg_id)
+            if leg is None or added is None or time.monotonic() - added < TAKEOVER_GRACE_S:
+                self._early_packets += 1
+                return
             self._userspace_packets += 1
+            if leg_id not in self._warned_userspace:
+                self._warned_userspace.add(leg_id)
+                log.warning(
+                    "leg %d: media from %s:%d reached user space although the kernel data "
+                    "plane serves the leg (path via %s): it is dropped and counted as "
+                    "USERSPACE_MEDIA. Check that sftd's TC filter is on that interface "
+                    "(tc filter show dev <if> ingress) or run --dataplane userspace",
+                    leg_id, *leg.spec.remote_addr, self._leg_paths.get(leg_id, "unresolved"))
 
     @property
     def userspace_packets(self) -> int:
@@ -724,7 +834,8 @@ class KernelDataPlane:
         """Kernel detail counters, plus media of kernel legs that reached user space."""
         return {**self.read_kernel_counters(), "USERSPACE_MEDIA": self._userspace_packets,
                 "USERSPACE_UNVALIDATED": self._unvalidated_packets,
-                "STREAMS_REFUSED": self._streams_refused}
+                "STREAMS_REFUSED": self._streams_refused,
+                "USERSPACE_BEFORE_LEG": self._early_packets}
 
     def read_kernel_counters(self) -> dict[str, int]:
         """Detail counters (``enum sft_kcounter``), by name without the prefix."""

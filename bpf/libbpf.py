@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import errno as errno_mod
+import logging
 import mmap
 import os
 from collections.abc import Callable, Iterator
@@ -61,6 +62,10 @@ struct bpf_tc_opts {
     size_t sz; int prog_fd; __u32 flags; __u32 prog_id; __u32 handle; __u32 priority;
 };
 struct ring_buffer_opts { size_t sz; };
+/* va_list is passed as a pointer on x86-64 (and by reference on arm64) */
+typedef int (*libbpf_print_fn_t)(int level, const char *format, void *args);
+libbpf_print_fn_t libbpf_set_print(libbpf_print_fn_t fn);
+int vsnprintf(char *str, size_t size, const char *format, void *args);
 typedef int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size);
 
 struct bpf_object *bpf_object__open_file(const char *path, const void *opts);
@@ -175,7 +180,29 @@ def lib() -> Any:
         except OSError as exc:
             raise LibbpfMissing("dlopen libbpf.so.1", errno_mod.ENOENT,
                                 "install libbpf1 (apt-get install libbpf1)", str(exc)) from exc
+        _lib.libbpf_set_print(_libbpf_print)
     return _lib
+
+
+_libbpf_log = logging.getLogger("bpf.libbpf.raw")
+_libc = ffi.dlopen(None)
+
+
+@ffi.callback("int(int, const char *, void *)")
+def _libbpf_print(level: int, fmt: Any, args: Any) -> int:
+    """libbpf's own messages go to our log at debug level: every failure that
+    matters is raised as a BpfError (or logged) with what to do about it."""
+    global _last_kernel_message
+    buf = ffi.new("char[]", 2048)
+    _libc.vsnprintf(buf, 2048, fmt, args)
+    text = ffi.string(buf).decode(errors="replace").rstrip()
+    if "Kernel error message:" in text:
+        _last_kernel_message = text.split("Kernel error message:", 1)[1].strip()
+    _libbpf_log.debug("%s", text)
+    return 0
+
+
+_last_kernel_message = ""
 
 
 def _check(ret: int, operation: str, advice: str = "",
@@ -450,6 +477,7 @@ class Attachment:
     handle: int = 0
     priority: int = 0
     created_hook: bool = False
+    fallback: str = ""  # XDP: why driver mode was refused ("" when it was not)
 
     def detach(self) -> None:
         if self.kind == "xdp":
@@ -460,15 +488,20 @@ class Attachment:
 
 def attach_xdp(ifindex: int, prog: Program, native: bool = True) -> Attachment:
     """Attach in driver mode, falling back to generic (skb) mode; refuses to replace
-    another XDP program."""
+    another XDP program. ``Attachment.fallback`` says why driver mode was refused."""
     modes = [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE] if native else [XDP_FLAGS_SKB_MODE]
     last = 0
+    global _last_kernel_message
+    refused = ""
     for mode in modes:
+        _last_kernel_message = ""
         flags = XDP_FLAGS_UPDATE_IF_NOEXIST | mode
         ret = lib().bpf_xdp_attach(ifindex, prog.fd, flags, ffi.NULL)
         if ret == 0:
-            return Attachment("xdp", ifindex, prog.id, flags=mode)
+            return Attachment("xdp", ifindex, prog.id, flags=mode, fallback=refused)
         last = -ret
+        if mode == XDP_FLAGS_DRV_MODE:
+            refused = _last_kernel_message or os.strerror(last)
         if last == errno_mod.EBUSY or last == errno_mod.EEXIST:
             break
     raise AttachFailed(f"XDP attach of {prog.name} to ifindex {ifindex}", last,

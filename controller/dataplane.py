@@ -191,5 +191,9 @@ class DataPlane(Protocol):
         """Implementation-specific counters by name (e.g. kernel drop reasons,
         media packets that reached user space on the kernel path)."""
 
+    def legs_by_interface(self) -> dict[str, int]:
+        """Live legs by the interface their media path takes ("any" where the plane
+        serves every path alike, as the userspace plane's sockets do)."""
+
     def close(self) -> None:
         """Detach and free everything this data plane created."""

@@ -20,7 +20,8 @@ class SftCollector:
                  conference_packets: Callable[[], dict[str, int]],
                  detail_counters: Callable[[], dict[str, int]] = dict,
                  loop_restarts: Callable[[], dict[str, int]] = dict,
-                 refused: Callable[[], dict[str, int]] = dict) -> None:
+                 refused: Callable[[], dict[str, int]] = dict,
+                 legs_by_interface: Callable[[], dict[str, int]] = dict) -> None:
         self._version = version
         self._state = state
         self._dataplane_name = dataplane_name
@@ -29,6 +30,7 @@ class SftCollector:
         self._detail_counters = detail_counters
         self._loop_restarts = loop_restarts
         self._refused = refused
+        self._legs_by_interface = legs_by_interface
         self._started = time.monotonic()
 
     def collect(self) -> Iterable[Metric]:
@@ -52,6 +54,11 @@ class SftCollector:
                                   labels=["dataplane"])
         plane.add_metric([self._dataplane_name()], 1)
         yield plane
+        legs = GaugeMetricFamily("sft_legs", "Legs whose media the data plane serves, by the "
+                                 "interface their path takes", labels=["dataplane", "interface"])
+        for interface, count in sorted(self._legs_by_interface().items()):
+            legs.add_metric([self._dataplane_name(), interface], count)
+        yield legs
         packets = CounterMetricFamily(
             "sft_dataplane_packets", "Data-plane packets and bytes by counter "
             "(RX/TX and drops by reason)", labels=["counter"])

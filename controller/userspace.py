@@ -254,6 +254,9 @@ class UserspaceDataPlane:
     def remaining_legs(self, audio_slots: int, video_slots: int) -> int | None:
         return None
 
+    def legs_by_interface(self) -> dict[str, int]:
+        return {"any": len(self._legs)}
+
     def close(self) -> None:
         self._legs.clear()
         self._routes.clear()

@@ -201,9 +201,6 @@ def choose_dataplane(args: argparse.Namespace) -> DataPlane:
         from bpf.dataplane import KernelDataPlane, kernel_available
 
         ok, reason = kernel_available()
-        if ok and "lo" in args.interface_names:
-            # the fan-out clones onto the media interface: loopback is not one it serves
-            ok, reason = False, "media on loopback (-O lo): the kernel path needs a NIC or veth"
         if ok:
             plane = KernelDataPlane(interfaces=args.interface_names,
                                     media_ports=args.media_ports, instance=args.instance,
@@ -211,7 +208,9 @@ def choose_dataplane(args: argparse.Namespace) -> DataPlane:
                                     audio_ring=KEYSTREAM_AUDIO_RING,
                                     video_ring=KEYSTREAM_VIDEO_RING,
                                     ingress_ring_factor=KEYSTREAM_INGRESS_RING_FACTOR)
-            log.info("data plane: kernel (eBPF) on %s", ",".join(args.interface_names))
+            log.info("data plane: kernel (eBPF) on %s (and on the path of any leg that takes "
+                     "another interface, e.g. lo for clients on this host)",
+                     ",".join(args.interface_names))
             return plane
     except ImportError as exc:
         reason = f"kernel data plane not installed ({exc})"
@@ -251,7 +250,8 @@ async def serve(args: argparse.Namespace) -> int:
     registry = make_registry(SftCollector(version(), sft.state, lambda: dataplane.name,
                                           sft.counters, sft.conference_packets,
                                           dataplane.read_detail_counters,
-                                          sft.supervisor.restarts, lambda: dict(sft.refused)))
+                                          sft.supervisor.restarts, lambda: dict(sft.refused),
+                                          dataplane.legs_by_interface))
     ssl_context = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):

@@ -121,6 +121,14 @@ struct sft_addr_key {
 	__be16 local_port;
 };
 
+/* sft_leg_by_local key: a leg's own socket (the host candidate ICE chose).
+ * Traffic to any other local address/port is not the data plane's business. */
+struct sft_local_key {
+	__be32 local_ip;
+	__be16 local_port;
+	__u16 pad;
+};
+
 /* SHA-1 chaining values after hashing one 64-byte block. */
 struct sft_sha1_state {
 	__u32 h[5];

@@ -6,6 +6,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include "sft_abi.h"
 
 #define ETH_P_IP 0x0800
@@ -15,6 +16,8 @@
 #define TC_ACT_SHOT 2
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
+#define SFT_CHECKSUM_PARTIAL 3 /* skb->ip_summed */
+#define SFT_IFF_LOOPBACK 0x8
 #define SFT_L3_OFF ETH_HLEN
 #define SFT_L4_OFF (ETH_HLEN + 20) /* IPv4 without options only */
 #define SFT_RTP_OFF (SFT_L4_OFF + 8)
@@ -82,7 +85,9 @@ struct sft_packet {
 	__u8 has_fd;
 	__u8 fd0;            /* generic frame descriptor, first byte */
 	__u8 iph[20];        /* received IPv4 header */
-	__u32 pad;
+	__u8 csum_partial;   /* sent locally (loopback): the UDP checksum is left to
+			      * whoever completes CHECKSUM_PARTIAL */
+	__u8 pad[3];
 };
 
 struct sft_scratch {

@@ -21,6 +21,17 @@ struct {
 	__type(value, __u32);
 } sft_leg_by_addr SEC(".maps");
 
+/* a leg's local socket -> leg_id (controller-owned): the programs act only on
+ * packets to these, so other local sockets in the media port range (DNS
+ * replies, a co-located TURN server, the SFT's own copies re-entering
+ * loopback) pass untouched. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SFT_MAX_LEGS);
+	__type(key, struct sft_local_key);
+	__type(value, __u32);
+} sft_leg_by_local SEC(".maps");
+
 /* leg_id -> addresses, keys, lease (controller-owned). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -28,6 +28,18 @@ static __always_inline int sft_in_port_range(const struct sft_config *cfg, __u16
 	return port >= cfg->port_min && port <= cfg->port_max;
 }
 
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+/* Whether (daddr, dport) is a leg's own socket: everything else in the port
+ * range (DNS replies, a TURN server on this host, our own copies re-entering
+ * loopback) is another socket's traffic and passes untouched. */
+static __always_inline int sft_to_a_leg(__be32 daddr, __be16 dport)
+{
+	struct sft_local_key key = { .local_ip = daddr, .local_port = dport };
+
+	return bpf_map_lookup_elem(&sft_leg_by_local, &key) != NULL;
+}
+
 static __always_inline __u64 sft_lease_timeout(const struct sft_config *cfg)
 {
 	return cfg->lease_timeout_ns ? cfg->lease_timeout_ns : SFT_LEASE_TIMEOUT_NS;
@@ -98,17 +110,30 @@ sft_keystream_for(__u32 base, __u32 size, __u32 ssrc, __u64 index, __u32 len)
 	return ks;
 }
 
+struct sft_pseudo_hdr {
+	__be32 saddr;
+	__be32 daddr;
+	__u8 zero;
+	__u8 proto;
+	__be16 len;
+};
+
+/* What the stack writes into a CHECKSUM_PARTIAL UDP header: the folded pseudo
+ * header, not inverted; the device (or the receiver's trust) does the rest. */
+static __always_inline __u16 sft_udp_csum_partial(__u32 udp_len, __be32 saddr, __be32 daddr)
+{
+	struct sft_pseudo_hdr ph = { .saddr = saddr, .daddr = daddr, .proto = IPPROTO_UDP,
+				     .len = bpf_htons(udp_len) };
+
+	return ~sft_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0)) & 0xffff;
+}
+
 /* UDP checksum of out[0, udp_len) with the IPv4 pseudo header. */
 static __always_inline __u16 sft_udp_csum(struct sft_buf *out, __u32 udp_len, __be32 saddr,
 					  __be32 daddr)
 {
-	struct {
-		__be32 saddr;
-		__be32 daddr;
-		__u8 zero;
-		__u8 proto;
-		__be16 len;
-	} ph = { .saddr = saddr, .daddr = daddr, .proto = IPPROTO_UDP, .len = bpf_htons(udp_len) };
+	struct sft_pseudo_hdr ph = { .saddr = saddr, .daddr = daddr, .proto = IPPROTO_UDP,
+				     .len = bpf_htons(udp_len) };
 	__u32 padded = (udp_len + 3) & ~3U, off, n, c;
 	__s64 sum;
 	__u16 csum;
@@ -243,7 +268,10 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 	tag_off = (8 + auth_len) & SFT_BUF_MASK;
 	*(__u64 *)&o[tag_off] = *(__u64 *)&s->sha.digest[0];
 	*(__u16 *)&o[(tag_off + 8) & SFT_BUF_MASK] = *(__u16 *)&s->sha.digest[8];
-	*(__u16 *)&o[6] = sft_udp_csum(&s->out, udp_len, sub->local_ip, sub->remote_ip);
+	if (p->csum_partial)
+		*(__u16 *)&o[6] = sft_udp_csum_partial(udp_len, sub->local_ip, sub->remote_ip);
+	else
+		*(__u16 *)&o[6] = sft_udp_csum(&s->out, udp_len, sub->local_ip, sub->remote_ip);
 
 	__builtin_memcpy(&iph, p->iph, sizeof(iph));
 	iph.tot_len = bpf_htons(20 + udp_len);
@@ -304,7 +332,7 @@ static __always_inline void sft_replay_accept(struct sft_stream_state *rs, __u64
 }
 
 /* Verifies, decrypts and fans out one SRTP packet of leg_id. Returns the TC verdict. */
-__noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
+__noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_partial)
 {
 	struct sft_stream_key key = { .leg_id = leg_id };
 	struct sft_stream_state *rs;
@@ -353,6 +381,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 		return sft_drop(SFT_CTR_DROP_MALFORMED, ret);
 	p->leg_id = leg_id;
 	p->conference_id = leg->conference_id;
+	p->csum_partial = csum_partial;
 	key.ssrc = p->ssrc;
 
 	/* SRTP index and replay check, then authenticate before any state changes */
@@ -424,6 +453,10 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 			return sft_drop(SFT_CTR_DROP_NOT_READY, -1);
 		video_layer = layer & 1;
 		ls->video_ssrc[video_layer] = p->ssrc;
+		/* a layer counts as flowing from its first packet, even one dropped
+		 * below while its keystream is made (user space forwards that one) */
+		if (!ls->video_media_ns[video_layer])
+			ls->video_media_ns[video_layer] = bpf_ktime_get_ns();
 	}
 	ls->rx_packets++;
 
@@ -456,9 +489,11 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	count = fanout ? fanout->count : 0;
 	if (!count)
 		return sft_drop(SFT_CTR_DROP_NO_ROUTE, -1);
-	/* every copy carries exactly one CSRC: resize once for all of them */
+	/* every copy carries exactly one CSRC: resize once for all of them, at the
+	 * tail (every byte from L4 on is rewritten per copy), so a CHECKSUM_PARTIAL
+	 * packet's csum_start still points at its UDP header */
 	grow = (__s32)p->out_rtp_len - (__s32)p->rtp_len;
-	if (grow && bpf_skb_adjust_room(skb, grow, BPF_ADJ_ROOM_NET, 0))
+	if (grow && bpf_skb_change_tail(skb, SFT_RTP_OFF + p->out_rtp_len, 0))
 		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_ADJUST_FAILED);
 	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
 	for (i = 0; i < SFT_MAX_FANOUT; i++) {
@@ -495,6 +530,7 @@ int sft_tc_ingress(struct __sk_buff *skb)
 {
 	struct sft_addr_key key;
 	const struct sft_config *cfg;
+	struct sk_buff *kskb;
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct iphdr *iph;
@@ -518,7 +554,8 @@ int sft_tc_ingress(struct __sk_buff *skb)
 	    (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
 		return TC_ACT_OK;
 	cfg = bpf_map_lookup_elem(&sft_config, &zero);
-	if (!cfg || !sft_in_port_range(cfg, bpf_ntohs(udp->dest)))
+	if (!cfg || !sft_in_port_range(cfg, bpf_ntohs(udp->dest)) ||
+	    !sft_to_a_leg(iph->daddr, udp->dest))
 		return TC_ACT_OK;
 	b0 = ((__u8 *)data)[SFT_RTP_OFF];
 	b1 = ((__u8 *)data)[SFT_RTP_OFF + 1];
@@ -544,7 +581,12 @@ int sft_tc_ingress(struct __sk_buff *skb)
 		sft_kcount(SFT_K_TC_GSO_PASSED);
 		return TC_ACT_OK;
 	}
-	return sft_srtp_receive(skb, *leg_id);
+	/* sent on this host over lo: copies keep CHECKSUM_PARTIAL, so a NIC they go
+	 * out of completes the UDP checksum from the pseudo-header sum we leave */
+	kskb = bpf_cast_to_kern_ctx(skb);
+	return sft_srtp_receive(skb, *leg_id,
+				BPF_CORE_READ_BITFIELD(kskb, ip_summed) == SFT_CHECKSUM_PARTIAL &&
+				(BPF_CORE_READ(kskb, dev, flags) & SFT_IFF_LOOPBACK));
 }
 
 SEC("xdp")
@@ -575,7 +617,8 @@ int sft_xdp_ingress(struct xdp_md *ctx)
 	if ((void *)(udp + 1) > data_end)
 		return XDP_PASS;
 	cfg = bpf_map_lookup_elem(&sft_config, &zero);
-	if (!cfg || !sft_in_port_range(cfg, bpf_ntohs(udp->dest)))
+	if (!cfg || !sft_in_port_range(cfg, bpf_ntohs(udp->dest)) ||
+	    !sft_to_a_leg(iph->daddr, udp->dest))
 		return XDP_PASS;
 	if (iph->frag_off & bpf_htons(IP_MF)) {
 		sft_kcount(SFT_K_XDP_DROP_FRAGMENT);

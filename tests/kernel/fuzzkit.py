@@ -82,6 +82,11 @@ def raw_addr(addr: tuple[str, int]) -> tuple[bytes, bytes]:
     return socket.inet_aton(addr[0]), struct.pack("!H", addr[1])
 
 
+def to_a_leg(daddr: bytes, dport: bytes, legs_by_addr: dict) -> bool:
+    """sft_to_a_leg: the destination is a leg's own socket (sft_leg_by_local)."""
+    return any(key[1] == daddr and key[3] == dport for key in legs_by_addr)
+
+
 # ---- sft_xdp_ingress ----
 
 def xdp_model(f: bytes, legs_by_addr: dict) -> tuple[int, str | None]:
@@ -102,6 +107,8 @@ def xdp_model(f: bytes, legs_by_addr: dict) -> tuple[int, str | None]:
         return XDP_PASS, None
     dport = (f[l4 + 2] << 8) | f[l4 + 3]
     if not PORT_MIN <= dport <= PORT_MAX:
+        return XDP_PASS, None
+    if not to_a_leg(f[30:34], f[l4 + 2:l4 + 4], legs_by_addr):
         return XDP_PASS, None
     if frag & 0x2000:
         return XDP_DROP, "XDP_DROP_FRAGMENT"

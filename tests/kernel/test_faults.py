@@ -105,8 +105,8 @@ async def test_interface_flap_mid_call(sftd_factory):
     assert all(c["media_ok"] for c in report["clients"]), err.decode()[-1500:]
 
 
-def test_loopback_media_uses_the_userspace_plane(tmp_path):
+def test_loopback_media_runs_on_the_kernel_plane(tmp_path):
     text = _start_and_read_log(_sftd_args("--dataplane", "auto", "--instance",
                                           f"lo{os.getpid()}"), tmp_path)
-    assert "kernel path is unavailable: media on loopback" in text, text
-    assert "userspace data plane" in text
+    assert "data plane: kernel (eBPF) on lo" in text, text
+    assert "userspace" not in text, text

@@ -57,6 +57,7 @@ from fuzzkit import (
     ip_csum,
     parse_rtp,
     raw_addr,
+    to_a_leg,
     xdp_model,
 )
 from harness import SFT_IP, Namespace, Peer, one_byte_ext, rtp, srtp_session
@@ -206,6 +207,8 @@ class World:
                 ((f[20] << 8) | f[21]) & 0x3FFF:
             return TcOutcome(TC_ACT_OK)
         if not 40000 <= (f[36] << 8) | f[37] <= 40999:
+            return TcOutcome(TC_ACT_OK)
+        if not to_a_leg(f[30:34], f[36:38], self.by_addr):
             return TcOutcome(TC_ACT_OK)
         b0, b1 = f[42], f[43]
         if b0 < 128 or b0 > 191:

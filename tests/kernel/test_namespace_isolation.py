@@ -87,10 +87,12 @@ async def test_two_conferences_and_a_stranger(sftd_factory, plane):
             assert not client["unknown_csrc_packets"], client["unknown_csrc_packets"]
     assert after["sft_participants"] == 4
     if plane == "kernel":
-        # XDP drops stray RTP at every port, whether or not a leg lives there
+        # XDP drops stray RTP at the legs' sockets (each counted twice: XDP detail and
+        # DROP_UNKNOWN_LEG); at other ports it is another socket's business, and
+        # with none there the stack drops it
         dropped = (after[XDP_UNKNOWN] - before[XDP_UNKNOWN]) + (
             after[DROP_UNKNOWN] - before[DROP_UNKNOWN])
-        assert dropped >= sprayed - 20, f"only {dropped} of {sprayed} stray RTP packets counted"
+        assert 4 * 3 * 2 <= dropped < sprayed, f"stray RTP at the legs' ports: {dropped}"
         assert after['sft_dataplane_detail_total{counter="USERSPACE_MEDIA"}'] == 0
     else:
         # only the 4 legs' ports have sockets: their stray RTP and DTLS are counted

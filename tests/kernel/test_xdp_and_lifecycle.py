@@ -27,9 +27,26 @@ XDP_DROP, XDP_PASS = 1, 2
 ])
 def test_xdp_verdicts(dp: KernelDataPlane, name: str, payload: bytes, verdict: int,
                       kcounter: str) -> None:
+    peer = make_peer(0, 40000)  # the programs act on traffic to a leg's socket only
+    dp.add_leg(peer.spec)
     frame = udp_frame(("10.77.0.99", 5000), ("10.77.0.1", 40000), payload)
     assert dp.xdp_program.test_run(frame).retval == verdict, name
     assert dp.read_kernel_counters()[kcounter] == 1, name
+
+
+@pytest.mark.parametrize("payload", [b"\x42" * 40, b"\x80\x6f" + bytes(60), b"\xc5" * 30],
+                         ids=["junk", "RTP-like", "DNS reply"])
+def test_traffic_to_other_local_sockets_in_the_port_range_passes(dp: KernelDataPlane,
+                                                                 payload: bytes) -> None:
+    """A DNS reply (its id's first byte is anything) or a TURN server's traffic to
+    an ephemeral port in the media range is another socket's: neither program
+    drops or counts it, next to a live leg on the same address."""
+    dp.add_leg(make_peer(0, 40000).spec)
+    frame = udp_frame(("10.77.0.53", 53), ("10.77.0.1", 40001), payload)
+    assert dp.xdp_program.test_run(frame).retval == XDP_PASS
+    assert dp.tc_program.test_run(frame).retval == 0  # TC_ACT_OK
+    assert not any(dp.read_kernel_counters().values())
+    assert not any(dp.read_counters().values())
 
 
 def test_xdp_passes_rtp_of_a_known_leg_and_ignores_other_ports(dp: KernelDataPlane) -> None:
@@ -89,7 +106,7 @@ def test_attach_close_and_stale_cleanup(netns: Namespace) -> None:
 def test_failed_map_operation_raises_named_error_and_is_counted(dp: KernelDataPlane) -> None:
     before = libbpf.error_counts().get("update of map sft_config", 0)
     with pytest.raises(libbpf.MapOperationFailed, match="sft_config.*errno"):
-        dp.maps["sft_config"].update(b"\x05\0\0\0", bytes(16))
+        dp.maps["sft_config"].update(b"\x05\0\0\0", bytes(dp.abi.sizeof("sft_config")))
     assert libbpf.error_counts()["update of map sft_config"] == before + 1
 
 
