@@ -12,7 +12,7 @@ with_tests=0
 apt_packages=(python3 python3-venv python3-dev gcc make pkg-config libssl-dev
     clang-19 llvm-19 libbpf-dev libbpf1 bpftool iproute2 ethtool
     libsrtp2-1 libopus0 libvpx7)
-[ "$with_tests" = 1 ] && apt_packages+=(chromium tcpdump janus)
+[ "$with_tests" = 1 ] && apt_packages+=(chromium tcpdump janus coturn)
 
 missing=()
 for p in "${apt_packages[@]}"; do
