@@ -89,6 +89,7 @@ class ExtensionIds:
     rid: int = 4
     repaired_rid: int = 5
     frame_descriptor: int = 11
+    transport_cc: int = 3  # transport-wide sequence number (controller/twcc.py)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,11 @@ class DataPlane(Protocol):
 
     def read_audio_levels(self) -> dict[int, float]:
         """Smoothed audio level (−dBov, 0 loudest … 127 silent) per publisher leg."""
+
+    def read_transport_arrivals(self) -> dict[int, list[tuple[int, int]]]:
+        """Per leg, the (transport-wide sequence number, arrival in CLOCK_MONOTONIC ns)
+        of each authentic packet carrying the transport-cc extension since the last
+        call, in arrival order. Only legs with records appear."""
 
     def read_counters(self) -> dict[Counter, int]:
         """Totals since start, summed over CPUs."""

@@ -18,7 +18,7 @@ from aiortc.rtcdtlstransport import RTCCertificate
 
 from signalling import econn
 
-from . import rtcp
+from . import rtcp, twcc
 from .dataplane import (
     UNVALIDATED_SOURCE,
     Counter,
@@ -82,6 +82,7 @@ class Sft:
         self._fir_seq = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._sr_received: dict[int, tuple[rtcp.SenderReport, float]] = {}
+        self.transport_feedback = twcc.TransportFeedback()
         self.idle = asyncio.Event()
         self.idle.set()
         self.on_idle: Callable[[], None] | None = None
@@ -90,7 +91,9 @@ class Sft:
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._timers(), name="sft-timers"),
                        asyncio.create_task(self._audio_selection(), name="sft-audio"),
-                       asyncio.create_task(self._fir_loop(), name="sft-fir")]
+                       asyncio.create_task(self._fir_loop(), name="sft-fir"),
+                       asyncio.create_task(self.transport_feedback.run(
+                           self.dataplane, self._feedback_target), name="sft-twcc")]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -586,6 +589,15 @@ class Sft:
         self._fir_seq += 1
         publisher.leg.send_rtcp(rtcp.keyframe_request(publisher.audio_slot_ssrcs[0],
                                          publisher.video_ssrcs, self._fir_seq))
+
+    def _feedback_target(self, leg_id: int) -> twcc.FeedbackTarget | None:
+        """Transport-wide feedback goes to connected legs, from our first slot SSRC."""
+        participant = self.by_leg.get(leg_id)
+        if participant is None or not participant.connected:
+            return None
+        media = participant.video_ssrcs[-1:] or [participant.ssrc_audio]
+        return twcc.FeedbackTarget(participant.audio_slot_ssrcs[0], media[0],
+                                   participant.leg.send_rtcp)
 
     def counters(self) -> dict[Counter, int]:
         return self.dataplane.read_counters()

@@ -82,7 +82,9 @@ struct sft_packet {
 	__u8 has_fd;
 	__u8 fd0;            /* generic frame descriptor, first byte */
 	__u8 iph[20];        /* received IPv4 header */
-	__u32 pad;
+	__u16 twcc_seq;      /* transport-wide sequence number, when has_twcc */
+	__u8 has_twcc;
+	__u8 pad;
 };
 
 struct sft_scratch {

@@ -263,6 +263,31 @@ static __always_inline int sft_drop(__u32 counter, int kcounter)
 	return TC_ACT_SHOT;
 }
 
+/* Keeps an authentic packet's transport-wide sequence number and arrival time
+ * for the controller's congestion-control feedback (controller/twcc.py). */
+static __always_inline void sft_record_arrival(__u32 ring_id, const struct sft_packet *p, __u64 now)
+{
+	struct sft_twcc_ring *ring;
+	struct sft_twcc_record rec;
+	__u64 pos;
+
+	if (!p->has_twcc)
+		return;
+	ring = bpf_map_lookup_elem(&sft_twcc_rings, &ring_id);
+	if (!ring)
+		return;
+	if (ring->head - ring->tail >= SFT_TWCC_RECORDS) {
+		sft_kcount(SFT_K_TWCC_RECORDS_DROPPED);
+		return;
+	}
+	pos = __sync_fetch_and_add(&ring->head, 1);
+	rec.arrival_us = now / 1000;
+	rec.seq = p->twcc_seq;
+	rec.lap = SFT_TWCC_LAP_VALID | ((pos / SFT_TWCC_RECORDS) & 0x7fff);
+	/* one store: the reader sees the old record or the new one, never a mix */
+	*(__u64 *)&ring->records[pos & (SFT_TWCC_RECORDS - 1)] = *(__u64 *)&rec;
+}
+
 /* Replay window update for an authentic packet (RFC 3711 §3.3.2). */
 static __always_inline void sft_replay_accept(struct sft_stream_state *rs, __u64 index)
 {
@@ -290,8 +315,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	const struct sft_leg *leg;
 	struct sft_scratch *s;
 	struct sft_packet *p;
-	__u32 zero = 0, rtp_len, layer, pad_len, count, slot_id, i, sent = 0;
-	__u64 index, tag_lo, *conf_packets, sent_total;
+	__u32 zero = 0, rtp_len, layer, pad_len, count, slot_id, i, sent = 0, twcc_ring;
+	__u64 index, tag_lo, *conf_packets, sent_total, now;
 	__u16 tag_hi;
 	__s32 grow;
 	int ret;
@@ -304,7 +329,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	if (!s || !cfg || !leg)
 		return sft_drop(SFT_CTR_DROP_UNKNOWN_LEG, -1);
 	p = &s->pkt;
-	if (!sft_lease_valid(leg, cfg, bpf_ktime_get_ns()))
+	now = bpf_ktime_get_ns();
+	if (!sft_lease_valid(leg, cfg, now))
 		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_LEASE_EXPIRED);
 	if (bpf_skb_load_bytes(skb, SFT_L3_OFF, p->iph, sizeof(p->iph)))
 		return sft_drop(SFT_CTR_DROP_MALFORMED, SFT_K_TC_TRUNCATED);
@@ -322,7 +348,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	if (bpf_skb_load_bytes(skb, SFT_RTP_OFF, s->in.b, rtp_len))
 		return sft_drop(SFT_CTR_DROP_MALFORMED, SFT_K_TC_TRUNCATED);
 	ret = sft_parse_rtp(s, rtp_len, leg->ext_audio_level | (leg->ext_rid << 8) |
-					       ((__u32)leg->ext_frame_descriptor << 16));
+					       ((__u32)leg->ext_frame_descriptor << 16) |
+					       ((__u32)leg->ext_transport_cc << 24));
 	if (ret)
 		return sft_drop(SFT_CTR_DROP_MALFORMED, ret);
 	p->leg_id = leg_id;
@@ -345,6 +372,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	if (sft_hmac_sha1_80(&s->in, SFT_PAIR(0, rtp_len - SFT_AUTH_TAG_LEN), index >> 16,
 			     &leg->rx_auth, &s->sha))
 		return sft_drop(SFT_CTR_DROP_AUTH, -1);
+	twcc_ring = leg->twcc_ring;
 	if (leg->leg_id != leg_id) /* its element was reused while we hashed (sft_abi.h) */
 		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_LEG_REPLACED);
 	if (*(__u64 *)&s->sha.digest[0] != tag_lo || *(__u16 *)&s->sha.digest[8] != tag_hi)
@@ -363,6 +391,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	} else {
 		sft_replay_accept(rs, index);
 	}
+	/* every authentic packet counts for the sender's estimate, padding probes too */
+	sft_record_arrival(twcc_ring, p, now);
 	rs->packets++;
 	if (p->rid != SFT_LAYER_UNKNOWN) {
 		rs->layer_learned = p->rid;
