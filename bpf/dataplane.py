@@ -494,10 +494,14 @@ class KernelDataPlane:
         rx = SrtpSession.from_master(spec.srtp.rx)
         tx = SrtpSession.from_master(spec.srtp.tx)
         twcc_ring = self._free_twcc_rings.popleft()
+        try:
+            leg = _Leg(spec=spec, rx=rx, tx=tx, value=self._leg_value(spec, rx, tx, twcc_ring),
+                       addr_key=self._addr_key(spec.local_addr, spec.remote_addr),
+                       twcc_ring=twcc_ring)
+        except BaseException:  # e.g. an IPv6 address: the ring stays free
+            self._free_twcc_rings.appendleft(twcc_ring)
+            raise
         self._twcc.reset(twcc_ring)
-        leg = _Leg(spec=spec, rx=rx, tx=tx, value=self._leg_value(spec, rx, tx, twcc_ring),
-                   addr_key=self._addr_key(spec.local_addr, spec.remote_addr),
-                   twcc_ring=twcc_ring)
         key = struct.pack("<I", spec.leg_id)
         self.maps["sft_leg_state"].update(key, self.abi.pack(
             "sft_leg_state", audio_level_fp=127 << 8))
