@@ -68,7 +68,8 @@ TC_PRIORITY = 0x5F7  # our filter's priority on clsact ingress; the handle is pe
 PROGRAMS = ("sft_xdp_ingress", "sft_tc_ingress")
 MAPS = ("sft_config", "sft_leg_by_addr", "sft_leg_by_local", "sft_legs", "sft_leases", "sft_leg_state", "sft_streams",
         "sft_stream_state", "sft_slots", "sft_slot_state", "sft_fanout", "sft_keystream",
-        "sft_counters", "sft_kcounters", "sft_conf_packets", "sft_events")
+        "sft_counters", "sft_kcounters", "sft_conf_packets", "sft_events",
+        "sft_twcc_rings")
 AUDIO_KEYSTREAM_BYTES = 512
 # media of a leg reaching user space this soon after add_leg was queued in its
 # socket before the maps were written: counted apart from a missed path
@@ -164,6 +165,66 @@ def resolve_route(local_ip: str, remote_ip: str) -> Route | None:
     return None
 
 
+class _TwccRings:
+    """The mmapped ``sft_twcc_rings``: each leg's transport-wide arrival records,
+    read from ``tail`` to the kernel's ``head`` (layout in sft_abi.h)."""
+
+    def __init__(self, m: libbpf.Map, abi: abi_mod.Abi) -> None:
+        c = abi.consts
+        self._records = c.SFT_TWCC_RECORDS
+        self._lap_valid = c.SFT_TWCC_LAP_VALID
+        ffi = abi.ffi
+        assert (ffi.offsetof("struct sft_twcc_ring", "head"),
+                ffi.offsetof("struct sft_twcc_ring", "tail"),
+                ffi.offsetof("struct sft_twcc_ring", "records")) == (0, 8, 16)
+        assert abi.sizeof("sft_twcc_record") == 8 and m.entry_stride % 8 == 0
+        self._mm = m.mmap()
+        words = np.frombuffer(self._mm, dtype=np.uint64,
+                              count=m.max_entries * m.entry_stride // 8).reshape(
+                                  m.max_entries, m.entry_stride // 8)
+        self._head, self._tail = words[:, 0], words[:, 1]
+        self._recs = words[:, 2:2 + self._records]
+        self._stalled: dict[int, int] = {}  # ring -> position found unwritten last time
+
+    def reset(self, ring: int) -> None:
+        """Empty the ring for a new leg (before the kernel can see it)."""
+        self._recs[ring] = 0
+        self._head[ring] = self._tail[ring] = 0
+        self._stalled.pop(ring, None)
+
+    def read(self, ring: int, now_us: int) -> list[tuple[int, int]]:
+        """(sequence number, arrival in monotonic ns) of the records written since
+        the last read. A reserved record not yet written ends the batch, unless it
+        was already missing at the last read (then it is skipped)."""
+        tail, head = int(self._tail[ring]), int(self._head[ring])
+        if head <= tail:
+            return []
+        tail = max(tail, head - self._records)  # racing writers overshot a full ring
+        positions = np.arange(tail, head, dtype=np.uint64)
+        raw = self._recs[ring][(positions & np.uint64(self._records - 1)).astype(np.int64)]
+        laps = (raw >> np.uint64(48)).astype(np.int64)
+        expected = self._lap_valid | ((positions // np.uint64(self._records)).astype(np.int64)
+                                      & 0x7FFF)
+        ok = laps == expected
+        end = len(ok) if ok.all() else int(np.argmin(ok))
+        good = raw[:end]
+        if end == len(ok):
+            self._tail[ring] = head
+        elif self._stalled.pop(ring, None) == tail + end:
+            self._tail[ring] = tail + end + 1  # unwritten for a whole round: skip it
+        else:
+            self._stalled[ring] = tail + end
+            self._tail[ring] = tail + end
+        arrival = (good & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        seq = ((good >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64)
+        arrival_us = now_us - ((now_us - arrival) & 0xFFFFFFFF)
+        return list(zip(seq.tolist(), (arrival_us * 1000).tolist()))
+
+    def close(self) -> None:
+        self._head = self._tail = self._recs = None  # type: ignore[assignment]
+        self._mm.close()
+
+
 class _RingAllocator:
     """Power-of-two ranges of keystream entries."""
 
@@ -232,6 +293,7 @@ class _Leg:
     tx: SrtpSession
     value: Any  # struct sft_leg cdata
     addr_key: bytes
+    twcc_ring: int
     audio_slots: list[int] = field(default_factory=list)
     video_slots: list[int] = field(default_factory=list)
     streams: dict[int, tuple[StreamKind, int | None, _Ring]] = field(default_factory=dict)
@@ -289,6 +351,7 @@ class KernelDataPlane:
         self._fed_by: dict[int, dict[int, None]] = {}  # publisher -> its slot ids, in order
         # FIFO: a freed slot id comes back last, long after any packet that read it
         self._free_slot_ids = collections.deque(range(self._c.SFT_MAX_SLOTS))
+        self._free_twcc_rings = collections.deque(range(self._c.SFT_TWCC_RINGS))
         self._attachments: list[libbpf.Attachment] = []
         self._restore_sysctls: list[tuple[Path, str]] = []
         self._served: dict[int, str] = {}  # ifindex -> name of every interface TC serves
@@ -323,6 +386,7 @@ class KernelDataPlane:
             self._keystream_mm = self.maps["sft_keystream"].mmap()
             native.keystream()  # warns now, not at the first packet, when not built
             self._slot_state_mm = self.maps["sft_slot_state"].mmap()
+            self._twcc = _TwccRings(self.maps["sft_twcc_rings"], self.abi)
             self._rings = _RingAllocator(keystream_entries)
             self._events = libbpf.RingBuffer(self.maps["sft_events"], self._on_event)
             self.maps["sft_config"].update(struct.pack("<I", 0), self.abi.pack(
@@ -460,6 +524,9 @@ class KernelDataPlane:
             events.close()
         # numpy views pin the mmaps (and keep the native fill's raw pointer valid): drop first
         self._ks_views = self._ks_native = self._slot_next = None
+        twcc = getattr(self, "_twcc", None)
+        if twcc is not None:
+            twcc.close()
         for mm_name in ("_keystream_mm", "_slot_state_mm"):
             mm = getattr(self, mm_name, None)
             if mm is not None:
@@ -484,7 +551,8 @@ class KernelDataPlane:
 
     # ---- legs ----
 
-    def _leg_value(self, spec: LegSpec, rx: SrtpSession, tx: SrtpSession) -> Any:
+    def _leg_value(self, spec: LegSpec, rx: SrtpSession, tx: SrtpSession,
+                   twcc_ring: int) -> Any:
         route = libbpf.off_event_loop(self._resolve_route, spec.local_addr[0],
                                       spec.remote_addr[0])
         rx_inner, rx_outer = rx.hmac_states()
@@ -495,7 +563,9 @@ class KernelDataPlane:
             remote_ip=_ip(spec.remote_addr[0]), local_port=_be16(spec.local_addr[1]),
             remote_port=_be16(spec.remote_addr[1]), ifindex=route.ifindex if route else 0,
             ext_audio_level=spec.extensions.audio_level, ext_rid=spec.extensions.rid,
-            ext_frame_descriptor=spec.extensions.frame_descriptor, flags=self._c.SFT_LEG_ACTIVE)
+            ext_frame_descriptor=spec.extensions.frame_descriptor,
+            ext_transport_cc=spec.extensions.transport_cc, twcc_ring=twcc_ring,
+            flags=self._c.SFT_LEG_ACTIVE)
         if route:
             value.src_mac = list(route.src_mac)
             value.dst_mac = list(route.dst_mac)
@@ -532,8 +602,15 @@ class KernelDataPlane:
             self.remove_leg(spec.leg_id)
         rx = SrtpSession.from_master(spec.srtp.rx)
         tx = SrtpSession.from_master(spec.srtp.tx)
-        leg = _Leg(spec=spec, rx=rx, tx=tx, value=self._leg_value(spec, rx, tx),
-                   addr_key=self._addr_key(spec.local_addr, spec.remote_addr))
+        twcc_ring = self._free_twcc_rings.popleft()
+        try:
+            leg = _Leg(spec=spec, rx=rx, tx=tx, value=self._leg_value(spec, rx, tx, twcc_ring),
+                       addr_key=self._addr_key(spec.local_addr, spec.remote_addr),
+                       twcc_ring=twcc_ring)
+        except BaseException:  # e.g. an IPv6 address: the ring stays free
+            self._free_twcc_rings.appendleft(twcc_ring)
+            raise
+        self._twcc.reset(twcc_ring)
         key = struct.pack("<I", spec.leg_id)
         # recorded first: a failed write below is undone by remove_leg, which
         # deletes every entry keyed by this leg (deleting a missing one is fine)
@@ -574,7 +651,7 @@ class KernelDataPlane:
         new_spec = dataclasses.replace(leg.spec, remote_addr=remote_addr,
                                        transport=transport or leg.spec.transport)
         new_key = self._addr_key(new_spec.local_addr, remote_addr)
-        leg.value = self._leg_value(new_spec, leg.rx, leg.tx)
+        leg.value = self._leg_value(new_spec, leg.rx, leg.tx, leg.twcc_ring)
         leg.spec = new_spec
         self._write_leg(leg)
         self.maps["sft_leg_by_addr"].update(new_key, struct.pack("<I", leg_id))
@@ -606,6 +683,7 @@ class KernelDataPlane:
         self.maps["sft_legs"].delete(key)
         self.maps["sft_leases"].delete(key)
         self.maps["sft_leg_state"].delete(key)
+        self._free_twcc_rings.append(leg.twcc_ring)  # FIFO: reused last
 
     # ---- publishers ----
 
@@ -823,6 +901,16 @@ class KernelDataPlane:
             if leg_id in publishing:
                 levels[leg_id] = struct.unpack_from("<I", raw, offset)[0] / 256.0
         return levels
+
+    @_locked
+    def read_transport_arrivals(self) -> dict[int, list[tuple[int, int]]]:
+        now_us = time.monotonic_ns() // 1000
+        arrivals = {}
+        for leg_id, leg in self._legs.items():
+            records = self._twcc.read(leg.twcc_ring, now_us)
+            if records:
+                arrivals[leg_id] = records
+        return arrivals
 
     def _sum_percpu(self, map_name: str, key: bytes) -> int:
         return sum(struct.unpack("<Q", v)[0] for v in self.maps[map_name].lookup_percpu(key))

@@ -102,6 +102,7 @@ class ExtensionIds:
     rid: int = 4
     repaired_rid: int = 5
     frame_descriptor: int = 11
+    transport_cc: int = 3  # transport-wide sequence number (controller/twcc.py)
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,11 @@ class DataPlane(Protocol):
 
     def read_receive_stats(self, leg_id: int, ssrc: int) -> ReceiveStats | None:
         """What arrived of one publisher SSRC so far (None: nothing authentic yet)."""
+
+    def read_transport_arrivals(self) -> dict[int, list[tuple[int, int]]]:
+        """Per leg, the (transport-wide sequence number, arrival in CLOCK_MONOTONIC ns)
+        of each authentic packet carrying the transport-cc extension since the last
+        call, in arrival order. Only legs with records appear."""
 
     def read_counters(self) -> dict[Counter, int]:
         """Totals since start, summed over CPUs."""

@@ -53,17 +53,36 @@ static __always_inline int sft_lease_valid(const struct sft_leg *leg, const stru
 	return lease && (leg->flags & SFT_LEG_ACTIVE) && now - *lease <= sft_lease_timeout(cfg);
 }
 
-static __always_inline int sft_layer_paused(const struct sft_config *cfg,
-					    const struct sft_leg_state *ls, __u32 layer)
+/* The SSRC a video slot preferring ``layer`` takes next: that layer's, unless
+ * it is paused while the other flows (senders pause their high layer when
+ * their estimate drops). A subprogram: inlined, it overflows the fan-out's stack. */
+__noinline int sft_wanted_video_ssrc(__u32 leg_id, __u32 layer)
 {
-	__u64 pause = cfg->layer_pause_ns ? cfg->layer_pause_ns : SFT_LAYER_STALE_NS;
+	const struct sft_config *cfg;
+	struct sft_leg_state *ls;
+	__u32 zero = 0;
+	__u64 now, pause;
 
-	return bpf_ktime_get_ns() - ls->video_media_ns[layer & 1] > pause;
+	cfg = bpf_map_lookup_elem(&sft_config, &zero);
+	ls = bpf_map_lookup_elem(&sft_leg_state, &leg_id);
+	if (!cfg || !ls)
+		return 0;
+	layer &= 1;
+	if (!ls->video_ssrc[layer])
+		return ls->video_ssrc[layer ^ 1];
+	if (!ls->video_ssrc[layer ^ 1])
+		return ls->video_ssrc[layer];
+	now = bpf_ktime_get_ns();
+	pause = cfg->layer_pause_ns ? cfg->layer_pause_ns : SFT_LAYER_STALE_NS;
+	if (now - ls->video_media_ns[layer] > pause && now - ls->video_media_ns[layer ^ 1] <= pause)
+		return ls->video_ssrc[layer ^ 1];
+	return ls->video_ssrc[layer];
 }
 
-/* RFC 3550 A.8 interarrival jitter, integer form (x 16), in RTP clock units. */
-static __always_inline void sft_update_jitter(struct sft_stream_state *rs, __u32 timestamp,
-					      __u8 kind)
+/* RFC 3550 A.8 interarrival jitter, integer form (x 16), in RTP clock units.
+ * A subprogram of its own: inlined, its locals overflow the receive path's stack. */
+__noinline int sft_update_jitter(struct sft_stream_state *rs __arg_nonnull, __u32 timestamp,
+				 __u32 kind)
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u32 arrival = kind == SFT_KIND_AUDIO ? now * 48 / 1000000 : now * 9 / 100000;
@@ -75,6 +94,7 @@ static __always_inline void sft_update_jitter(struct sft_stream_state *rs, __u32
 	if (rs->packets > 1)
 		rs->jitter_q4 += (__u32)d - ((rs->jitter_q4 + 8) >> 4);
 	rs->last_transit = transit;
+	return 0;
 }
 
 static __always_inline void sft_emit(__u32 type, __u32 leg_id, __u32 ssrc, __u32 owner, __u64 index)
@@ -160,7 +180,6 @@ static __always_inline __u16 sft_udp_csum(struct sft_buf *out, __u32 udp_len, __
 __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 {
 	const struct sft_keystream *ks;
-	struct sft_leg_state *pub_state;
 	struct sft_slot_state *state;
 	const struct sft_config *cfg;
 	const struct sft_slot *slot;
@@ -172,7 +191,7 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 		__u8 dst[6];
 		__u8 src[6];
 	} eth;
-	__u32 zero = 0, desired, layer, udp_len, auth_len, out_ts, tag_off, ifindex;
+	__u32 zero = 0, desired, udp_len, auth_len, out_ts, tag_off, ifindex;
 	__u64 index;
 	__u8 *o;
 
@@ -193,15 +212,7 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 	}
 	if (p->ssrc != state->source_ssrc) {
 		if (p->kind == SFT_KIND_VIDEO) {
-			pub_state = bpf_map_lookup_elem(&sft_leg_state, &p->leg_id);
-			if (!pub_state)
-				return 0;
-			layer = slot->layer & 1;
-			desired = pub_state->video_ssrc[layer];
-			if (!desired || (pub_state->video_ssrc[layer ^ 1] &&
-					 sft_layer_paused(cfg, pub_state, layer) &&
-					 !sft_layer_paused(cfg, pub_state, layer ^ 1)))
-				desired = pub_state->video_ssrc[layer ^ 1];
+			desired = (__u32)sft_wanted_video_ssrc(p->leg_id, slot->layer);
 			if (p->ssrc != desired)
 				return 0;
 			if (!p->keyframe) {
@@ -317,6 +328,31 @@ static __always_inline int sft_drop(__u32 counter, int kcounter)
 	return TC_ACT_SHOT;
 }
 
+/* Keeps an authentic packet's transport-wide sequence number and arrival time
+ * for the controller's congestion-control feedback (controller/twcc.py). */
+static __always_inline void sft_record_arrival(__u32 ring_id, const struct sft_packet *p)
+{
+	struct sft_twcc_ring *ring;
+	struct sft_twcc_record rec;
+	__u64 pos;
+
+	if (!p->has_twcc)
+		return;
+	ring = bpf_map_lookup_elem(&sft_twcc_rings, &ring_id);
+	if (!ring)
+		return;
+	if (ring->head - ring->tail >= SFT_TWCC_RECORDS) {
+		sft_kcount(SFT_K_TWCC_RECORDS_DROPPED);
+		return;
+	}
+	pos = __sync_fetch_and_add(&ring->head, 1);
+	rec.arrival_us = bpf_ktime_get_ns() / 1000;
+	rec.seq = p->twcc_seq;
+	rec.lap = SFT_TWCC_LAP_VALID | ((pos / SFT_TWCC_RECORDS) & 0x7fff);
+	/* one store: the reader sees the old record or the new one, never a mix */
+	*(__u64 *)&ring->records[pos & (SFT_TWCC_RECORDS - 1)] = *(__u64 *)&rec;
+}
+
 /* Replay window update for an authentic packet (RFC 3711 §3.3.2). */
 static __always_inline void sft_replay_accept(struct sft_stream_state *rs, __u64 index)
 {
@@ -345,7 +381,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	struct sft_scratch *s;
 	struct sft_packet *p;
 	__u32 zero = 0, rtp_len, layer, pad_len, count, slot_id, i, sent = 0, video_layer = 0;
-	__u64 index, tag_lo, *conf_packets, sent_total;
+	__u32 twcc_ring;
+	__u64 index, tag_lo, *conf_packets, sent_total, now;
 	__u16 tag_hi;
 	__s32 grow;
 	int ret;
@@ -358,7 +395,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	if (!s || !cfg || !leg)
 		return sft_drop(SFT_CTR_DROP_UNKNOWN_LEG, -1);
 	p = &s->pkt;
-	if (!sft_lease_valid(leg, cfg, bpf_ktime_get_ns()))
+	now = bpf_ktime_get_ns();
+	if (!sft_lease_valid(leg, cfg, now))
 		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_LEASE_EXPIRED);
 	if (bpf_skb_load_bytes(skb, SFT_L3_OFF, p->iph, sizeof(p->iph)))
 		return sft_drop(SFT_CTR_DROP_MALFORMED, SFT_K_TC_TRUNCATED);
@@ -376,7 +414,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	if (bpf_skb_load_bytes(skb, SFT_RTP_OFF, s->in.b, rtp_len))
 		return sft_drop(SFT_CTR_DROP_MALFORMED, SFT_K_TC_TRUNCATED);
 	ret = sft_parse_rtp(s, rtp_len, leg->ext_audio_level | (leg->ext_rid << 8) |
-					       ((__u32)leg->ext_frame_descriptor << 16));
+					       ((__u32)leg->ext_frame_descriptor << 16) |
+					       ((__u32)leg->ext_transport_cc << 24));
 	if (ret)
 		return sft_drop(SFT_CTR_DROP_MALFORMED, ret);
 	p->leg_id = leg_id;
@@ -400,6 +439,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	if (sft_hmac_sha1_80(&s->in, SFT_PAIR(0, rtp_len - SFT_AUTH_TAG_LEN), index >> 16,
 			     &leg->rx_auth, &s->sha))
 		return sft_drop(SFT_CTR_DROP_AUTH, -1);
+	twcc_ring = leg->twcc_ring;
 	if (leg->leg_id != leg_id) /* its element was reused while we hashed (sft_abi.h) */
 		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_LEG_REPLACED);
 	if (*(__u64 *)&s->sha.digest[0] != tag_lo || *(__u16 *)&s->sha.digest[8] != tag_hi)
@@ -427,6 +467,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	} else {
 		sft_replay_accept(rs, index);
 	}
+	/* every authentic packet counts for the sender's estimate, padding probes too */
+	sft_record_arrival(twcc_ring, p);
 	rs->packets++;
 	if (p->rid != SFT_LAYER_UNKNOWN) {
 		rs->layer_learned = p->rid;
