@@ -193,7 +193,12 @@ class _RingAllocator:
 
 @dataclass
 class _Ring:
-    """One keystream ring: a publisher stream (rx) or a slot (tx)."""
+    """One keystream ring: a publisher stream (rx) or a slot (tx).
+
+    Refills write at most ``ahead`` indices from the reader's position on, so the
+    ``size - ahead`` entries just behind it stay: the packet being forwarded and
+    late ones still read them (the program re-checks each entry after its XOR and
+    drops the copy if it was refilled meanwhile)."""
 
     base: int
     size: int
@@ -201,6 +206,11 @@ class _Ring:
     session: SrtpSession
     length: int
     filled_until: int = -1  # exclusive end of the indices written, -1 = nothing yet
+    behind: int = 1  # entries behind the reader a refill leaves alone
+
+    @property
+    def ahead(self) -> int:
+        return self.size - self.behind
 
     def fill_range(self, start: int, end: int) -> range:
         """Indices still to write so that [start, end) is covered."""
@@ -552,8 +562,9 @@ class KernelDataPlane:
         else:
             size = self._ingress_ring_factor * (
                 self._audio_ring if kind == StreamKind.AUDIO else self._video_ring)
+            # a quarter behind the newest packet: reordered ones decrypt
             ring = _Ring(base=self._rings.alloc(size), size=size, ssrc=ssrc, session=leg.rx,
-                         length=self._keystream_length(kind))
+                         length=self._keystream_length(kind), behind=size // 4)
         leg.streams[ssrc] = (kind, layer, ring)
         self.maps["sft_streams"].update(
             self.abi.pack("sft_stream_key", leg_id=leg.spec.leg_id, ssrc=ssrc),
@@ -581,8 +592,9 @@ class KernelDataPlane:
             raise KernelDataPlaneError(
                 f"all {self._c.SFT_MAX_SLOTS} kernel slots are in use: add SFT nodes")
         size = self._audio_ring if kind == StreamKind.AUDIO else self._video_ring
+        # an eighth behind the slot's next index: the copy in flight and late ones
         ring = _Ring(base=self._rings.alloc(size), size=size, ssrc=ssrc, session=tx,
-                     length=self._keystream_length(kind))
+                     length=self._keystream_length(kind), behind=max(1, size // 8))
         slot_id = self._free_slot_ids.popleft()
         slot = _Slot(slot_id=slot_id, subscriber=subscriber, kind=kind, ssrc=ssrc, ring=ring)
         self._slots[slot_id] = slot
@@ -897,11 +909,11 @@ class KernelDataPlane:
         return struct.unpack_from("<Q", self._slot_state_mm, slot_id * stride)[0]
 
     def _refill_slot(self, slot: _Slot, next_index: int | None = None) -> None:
-        """Keystream for the slot's next ``size`` indices."""
+        """Keystream for the slot's next ``ring.ahead`` indices."""
         if next_index is None:
             next_index = self._slot_next_index(slot.slot_id)
         self._write_keystream(slot.ring, slot.ring.fill_range(next_index,
-                                                              next_index + slot.ring.size))
+                                                              next_index + slot.ring.ahead))
 
     def _stream_state(self, leg_id: int, ssrc: int) -> bytes | None:
         key = self._stream_keys.get((leg_id, ssrc))
@@ -927,17 +939,16 @@ class KernelDataPlane:
     def _refill_stream(self, leg: _Leg, ssrc: int, index: int | None = None,
                        force: bool = True,
                        jobs: list[tuple[_Ring, int, int]] | None = None) -> None:
-        """Keystream for the stream's next 3/4 ring past its newest packet (a quarter of
-        the ring stays behind it for reordering). With ``jobs``, the write is queued."""
+        """Keystream for the stream's next ``ring.ahead`` indices past its newest packet
+        (``ring.behind`` stay behind it for reordering). With ``jobs``, the write is queued."""
         _kind, _layer, ring = leg.streams[ssrc]
         if index is None:
             index = self._stream_highest_index(leg.spec.leg_id, ssrc)
             if index is None:
                 return  # first packet unseen: its miss event says where to start
-        ahead = ring.size * 3 // 4
-        if not force and not self._needs_top_up(ring, index + 1, ahead):
+        if not force and not self._needs_top_up(ring, index + 1, ring.ahead):
             return
-        todo = ring.fill_range(index + 1, index + 1 + ahead)
+        todo = ring.fill_range(index + 1, index + 1 + ring.ahead)
         if jobs is None:
             self._write_keystream(ring, todo)
         elif todo:
@@ -946,8 +957,8 @@ class KernelDataPlane:
 
     def _top_up_slots(self, jobs: list[tuple[_Ring, int, int]]) -> None:
         """The periodic slot top-up: every active slot's next index read at once from
-        the mmapped ``sft_slot_state``; a slot is refilled (to a full ring) only once a
-        quarter of its ring is used, so each write is a batch. Queued in ``jobs``."""
+        the mmapped ``sft_slot_state``; a slot is refilled (``ring.ahead`` indices) only
+        once a quarter of those is used, so each write is a batch. Queued in ``jobs``."""
         active = [s for s in self._slots.values() if s.source is not None]
         if not active:
             return
@@ -955,12 +966,13 @@ class KernelDataPlane:
         filled = np.fromiter((s.ring.filled_until for s in active), dtype=np.int64,
                              count=len(active))
         size = np.fromiter((s.ring.size for s in active), dtype=np.int64, count=len(active))
+        ahead = np.fromiter((s.ring.ahead for s in active), dtype=np.int64, count=len(active))
         nexts = self._slot_next_view()[ids].astype(np.int64)
-        have = filled - nexts
-        for i in np.flatnonzero((have <= size - np.maximum(1, size // 4))
+        have = filled - nexts  # as _needs_top_up, for every slot at once
+        for i in np.flatnonzero((have <= ahead - np.maximum(1, ahead // 4))
                                 | (have > size)).tolist():
             ring, next_index = active[i].ring, int(nexts[i])
-            todo = ring.fill_range(next_index, next_index + ring.size)
+            todo = ring.fill_range(next_index, next_index + ring.ahead)
             if todo:
                 jobs.append((ring, todo[0], len(todo)))
 

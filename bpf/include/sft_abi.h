@@ -82,7 +82,9 @@ enum sft_kcounter {
 	SFT_K_TC_UNKNOWN_SSRC = 21,    /* no stream entry and no RID to learn it from */
 	SFT_K_TC_LEG_REPLACED = 22,    /* the sft_legs element changed hands mid-packet */
 	SFT_K_TC_CONF_COUNTER_FULL = 23, /* sft_conf_packets full: forwarded, not counted */
-	SFT_K_MAX = 24,
+	SFT_K_TC_RX_KEYSTREAM_OVERWRITTEN = 24, /* refilled while XORed: the packet is dropped */
+	SFT_K_TC_TX_KEYSTREAM_OVERWRITTEN = 25, /* refilled while XORed: the copy is dropped */
+	SFT_K_MAX = 26,
 };
 
 enum sft_stream_kind {

@@ -98,6 +98,18 @@ sft_keystream_for(__u32 base, __u32 size, __u32 ssrc, __u64 index, __u32 len)
 	return ks;
 }
 
+/* After the XOR: whether the entry still holds what sft_keystream_for checked.
+ * The filler clears the tag before it touches the bytes and writes it last, so
+ * an entry refilled under the reader fails here (the SSRC catches a ring given
+ * to another owner and refilled at the same index meanwhile). */
+static __always_inline int sft_keystream_intact(const struct sft_keystream *ks, __u32 ssrc,
+						__u64 index)
+{
+	asm volatile("" ::: "memory");
+	return *(const volatile __u64 *)&ks->index_tag == index + 1 &&
+	       *(const volatile __u32 *)&ks->ssrc == ssrc;
+}
+
 /* UDP checksum of out[0, udp_len) with the IPv4 pseudo header. */
 static __always_inline __u16 sft_udp_csum(struct sft_buf *out, __u32 udp_len, __be32 saddr,
 					  __be32 daddr)
@@ -237,6 +249,10 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 	sft_copy_words(&s->out, &s->in, SFT_PAIR(24, p->ext_off), p->ext_len);
 	sft_xor_keystream(&s->out, &s->in, SFT_PAIR(24 + p->ext_len, p->payload_off), ks,
 			  p->payload_len);
+	if (!sft_keystream_intact(ks, slot->ssrc, index)) {
+		sft_kcount(SFT_K_TC_TX_KEYSTREAM_OVERWRITTEN);
+		return 0;
+	}
 	auth_len = p->out_rtp_len - SFT_AUTH_TAG_LEN;
 	if (sft_hmac_sha1_80(&s->out, SFT_PAIR(8, auth_len), index >> 16, &sub->tx_auth, &s->sha))
 		return 0;
@@ -434,6 +450,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	}
 	sft_xor_keystream(&s->in, &s->in, SFT_PAIR(p->payload_off, p->payload_off), ks,
 			  p->payload_len);
+	if (!sft_keystream_intact(ks, p->ssrc, index))
+		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_RX_KEYSTREAM_OVERWRITTEN);
 	pad_len = 0;
 	if (p->byte0 & 0x20)
 		pad_len = s->in.b[(p->payload_off + p->payload_len - 1) & SFT_BUF_MASK];
