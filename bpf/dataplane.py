@@ -70,6 +70,18 @@ MAPS = ("sft_config", "sft_leg_by_addr", "sft_legs", "sft_leases", "sft_leg_stat
         "sft_stream_state", "sft_slots", "sft_slot_state", "sft_fanout", "sft_keystream",
         "sft_counters", "sft_kcounters", "sft_conf_packets", "sft_events")
 AUDIO_KEYSTREAM_BYTES = 512  # Opus at 40 ms stays far below
+# Kernel failures that should never happen in a healthy node, logged once each
+# (the counters go on in /metrics): detail counter name -> what to do.
+KERNEL_FAILURE_ADVICE = {
+    "TC_EVENT_LOST": "the kernel's event ring buffer was full, so keystream refill "
+                     "requests were lost (media waits for the next top-up): the maintenance "
+                     "thread is starved of CPU; give sftd more CPU or fewer participants",
+    "TC_STREAM_STATE_FAILED": "the kernel could not store a new SSRC's receive state "
+                              "(map full): lower --max-participants",
+    "TC_CONF_COUNTER_FULL": "the per-conference packet counter map is full: packets are "
+                            "forwarded but not counted per conference; this is a bug, "
+                            "please report it",
+}
 _T = TypeVar("_T")
 
 
@@ -291,6 +303,7 @@ class KernelDataPlane:
         self._unvalidated_packets = 0
         self._streams_refused = 0
         self._last_lease = 0
+        self._failures_logged: set[str] = set()  # KERNEL_FAILURE_ADVICE names
         # keystream top-ups run on their own thread, so that the event loop's work
         # (joins, DTLS, data channels) cannot delay them past a ring's slack;
         # the lock guards the controller-side state both threads touch
@@ -736,7 +749,14 @@ class KernelDataPlane:
         """Kernel detail counters, plus media of kernel legs that reached user space."""
         return {**self.read_kernel_counters(), "USERSPACE_MEDIA": self._userspace_packets,
                 "USERSPACE_UNVALIDATED": self._unvalidated_packets,
-                "STREAMS_REFUSED": self._streams_refused}
+                "STREAMS_REFUSED": self._streams_refused,
+                "EVENT_HANDLER_FAILED": self._events.handler_failures}
+
+    @staticmethod
+    def read_bpf_failures() -> dict[str, int]:
+        """Failed BPF calls of this process by operation, ring-buffer handler
+        failures included (each logged where it happened)."""
+        return libbpf.error_counts()
 
     def read_kernel_counters(self) -> dict[str, int]:
         """Detail counters (``enum sft_kcounter``), by name without the prefix."""
@@ -1021,6 +1041,21 @@ class KernelDataPlane:
             self._last_lease = now
             for leg_id in self._legs:
                 self.set_lease(leg_id, now)
+            self._log_kernel_failures()
+
+    def _log_kernel_failures(self) -> None:
+        """Logs each kernel failure counter of KERNEL_FAILURE_ADVICE once, when it
+        first leaves zero."""
+        for name, advice in KERNEL_FAILURE_ADVICE.items():
+            if name in self._failures_logged:
+                continue
+            value = self._sum_percpu("sft_kcounters",
+                                     struct.pack("<I", getattr(self._c, f"SFT_K_{name}")))
+            if value:
+                self._failures_logged.add(name)
+                log.warning("kernel data plane: %d× %s: %s (logged once; see "
+                            "sft_dataplane_detail_total{counter=\"%s\"})",
+                            value, name, advice, name)
 
     def _top_up(self) -> None:
         """Keystream for every active slot and stream that used a quarter of its ring."""

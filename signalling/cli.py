@@ -251,7 +251,8 @@ async def serve(args: argparse.Namespace) -> int:
     registry = make_registry(SftCollector(version(), sft.state, lambda: dataplane.name,
                                           sft.counters, sft.conference_packets,
                                           dataplane.read_detail_counters,
-                                          sft.supervisor.restarts, lambda: dict(sft.refused)))
+                                          sft.supervisor.restarts, lambda: dict(sft.refused),
+                                          getattr(dataplane, "read_bpf_failures", dict)))
     ssl_context = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):

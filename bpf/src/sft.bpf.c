@@ -71,7 +71,8 @@ static __always_inline void sft_emit(__u32 type, __u32 leg_id, __u32 ssrc, __u32
 		.type = type, .leg_id = leg_id, .ssrc = ssrc, .owner = owner, .index = index,
 	};
 
-	bpf_ringbuf_output(&sft_events, &ev, sizeof(ev), 0);
+	if (bpf_ringbuf_output(&sft_events, &ev, sizeof(ev), 0))
+		sft_kcount(SFT_K_TC_EVENT_LOST);
 }
 
 static __always_inline __u16 sft_csum_fold(__s64 sum)
@@ -347,7 +348,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 		return sft_drop(SFT_CTR_DROP_UNKNOWN_LEG, -1);
 	p = &s->pkt;
 	if (!sft_lease_valid(leg, cfg, bpf_ktime_get_ns()))
-		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_LEASE_EXPIRED);
+		return sft_drop(SFT_CTR_DROP_LEASE_EXPIRED, SFT_K_TC_LEASE_EXPIRED);
 	if (bpf_skb_load_bytes(skb, SFT_L3_OFF, p->iph, sizeof(p->iph)))
 		return sft_drop(SFT_CTR_DROP_MALFORMED, SFT_K_TC_TRUNCATED);
 	rtp_len = sft_get_be16(&p->iph[2]) - 28;
@@ -388,7 +389,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 			     &leg->rx_auth, &s->sha))
 		return sft_drop(SFT_CTR_DROP_AUTH, -1);
 	if (leg->leg_id != leg_id) /* its element was reused while we hashed (sft_abi.h) */
-		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_LEG_REPLACED);
+		return sft_drop(SFT_CTR_DROP_LEG_REPLACED, SFT_K_TC_LEG_REPLACED);
 	if (*(__u64 *)&s->sha.digest[0] != tag_lo || *(__u16 *)&s->sha.digest[8] != tag_hi)
 		return sft_drop(SFT_CTR_DROP_AUTH, -1);
 	if (!rs) {
@@ -405,10 +406,11 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 		s->fresh.first_index = index;
 		s->fresh.replay_window = 1;
 		s->fresh.layer_learned = SFT_LAYER_UNKNOWN;
+		/* EEXIST: another CPU made it meanwhile, the lookup finds it */
 		bpf_map_update_elem(&sft_stream_state, &key, &s->fresh, BPF_NOEXIST);
 		rs = bpf_map_lookup_elem(&sft_stream_state, &key);
 		if (!rs)
-			return sft_drop(SFT_CTR_DROP_NOT_READY, -1);
+			return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_STREAM_STATE_FAILED);
 		if (p->rid != SFT_LAYER_UNKNOWN)
 			sft_emit(SFT_EV_NEW_STREAM, leg_id, p->ssrc, p->rid, index);
 	} else {
@@ -424,7 +426,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	if (!stream) {
 		if (p->rid != SFT_LAYER_UNKNOWN)
 			return sft_drop(SFT_CTR_DROP_NOT_READY, -1);
-		return sft_drop(SFT_CTR_DROP_UNKNOWN_LEG, SFT_K_TC_UNKNOWN_SSRC);
+		return sft_drop(SFT_CTR_DROP_UNKNOWN_SSRC, SFT_K_TC_UNKNOWN_SSRC);
 	}
 	p->kind = stream->kind;
 	sft_update_jitter(rs, p->timestamp, p->kind);
@@ -477,7 +479,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	/* every copy carries exactly one CSRC: resize once for all of them */
 	grow = (__s32)p->out_rtp_len - (__s32)p->rtp_len;
 	if (grow && bpf_skb_adjust_room(skb, grow, BPF_ADJ_ROOM_NET, 0))
-		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_ADJUST_FAILED);
+		return sft_drop(SFT_CTR_DROP_ADJUST_FAILED, SFT_K_TC_ADJUST_FAILED);
 	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
 	for (i = 0; i < SFT_MAX_FANOUT; i++) {
 		if (i >= count)
