@@ -203,6 +203,26 @@ class _RingAllocator:
                                                for size, bases in self._free.items())
 
 
+def leg_ring_sizes(audio_slots: int, video_slots: int, audio_ring: int, video_ring: int,
+                   ingress_ring_factor: int) -> list[int]:
+    """Keystream ring sizes of one leg at most, in the order add_leg and set_publisher
+    allocate them: slots, then one audio and SFT_LAYERS video streams."""
+    layers = abi_mod.load().consts.SFT_LAYERS
+    return ([audio_ring] * audio_slots + [video_ring] * video_slots
+            + [ingress_ring_factor * audio_ring] + [ingress_ring_factor * video_ring] * layers)
+
+
+def leg_keystream_entries(sizes: Sequence[int]) -> int:
+    """Map entries one leg's rings take, alignment holes included, when legs follow
+    one another: the allocator's own arithmetic from a start aligned to the largest
+    ring, rounded up to the next such start."""
+    footprint = _RingAllocator(1 << 30)
+    for size in sizes:
+        footprint.alloc(size)
+    largest = max(sizes, default=1)
+    return -(-footprint._next // largest) * largest
+
+
 @dataclass
 class _Ring:
     """One keystream ring: a publisher stream (rx) or a slot (tx).
@@ -679,11 +699,8 @@ class KernelDataPlane:
     # ---- admission ----
 
     def _leg_rings(self, audio_slots: int, video_slots: int) -> list[int]:
-        """Keystream ring sizes of one leg at most, in the order add_leg and
-        set_publisher allocate them: slots, then one audio and SFT_LAYERS video streams."""
-        factor = self._ingress_ring_factor
-        return ([self._audio_ring] * audio_slots + [self._video_ring] * video_slots
-                + [factor * self._audio_ring] + [factor * self._video_ring] * self._c.SFT_LAYERS)
+        return leg_ring_sizes(audio_slots, video_slots, self._audio_ring, self._video_ring,
+                              self._ingress_ring_factor)
 
     @_locked
     def can_admit(self, legs: Sequence[tuple[int, int]]) -> str | None:
@@ -702,14 +719,11 @@ class KernelDataPlane:
     @_locked
     def remaining_legs(self, audio_slots: int, video_slots: int) -> int | None:
         c = self._c
-        rings = self._leg_rings(audio_slots, video_slots)
-        footprint = _RingAllocator(1 << 30)
-        for size in rings:
-            footprint.alloc(size)
+        footprint = leg_keystream_entries(self._leg_rings(audio_slots, video_slots))
         return max(0, min(c.SFT_MAX_LEGS - len(self._legs),
                           c.SFT_MAX_STREAMS // c.SFT_MAX_SSRCS_PER_LEG - len(self._legs),
                           len(self._free_slot_ids) // max(1, audio_slots + video_slots),
-                          self._rings.free_entries() // footprint._next))
+                          self._rings.free_entries() // footprint))
 
     # ---- packets that reached user space anyway ----
 
