@@ -74,6 +74,18 @@ AUDIO_KEYSTREAM_BYTES = 512
 # media of a leg reaching user space this soon after add_leg was queued in its
 # socket before the maps were written: counted apart from a missed path
 TAKEOVER_GRACE_S = 1.0  # Opus at 40 ms stays far below
+# Kernel failures that should never happen in a healthy node, logged once each
+# (the counters go on in /metrics): detail counter name -> what to do.
+KERNEL_FAILURE_ADVICE = {
+    "TC_EVENT_LOST": "the kernel's event ring buffer was full, so keystream refill "
+                     "requests were lost (media waits for the next top-up): the maintenance "
+                     "thread is starved of CPU; give sftd more CPU or fewer participants",
+    "TC_STREAM_STATE_FAILED": "the kernel could not store a new SSRC's receive state "
+                              "(map full): lower --max-participants",
+    "TC_CONF_COUNTER_FULL": "the per-conference packet counter map is full: packets are "
+                            "forwarded but not counted per conference; this is a bug, "
+                            "please report it",
+}
 _T = TypeVar("_T")
 
 
@@ -265,9 +277,34 @@ class _RingAllocator:
                                                for size, bases in self._free.items())
 
 
+def leg_ring_sizes(audio_slots: int, video_slots: int, audio_ring: int, video_ring: int,
+                   ingress_ring_factor: int) -> list[int]:
+    """Keystream ring sizes of one leg at most, in the order add_leg and set_publisher
+    allocate them: slots, then one audio and SFT_LAYERS video streams."""
+    layers = abi_mod.load().consts.SFT_LAYERS
+    return ([audio_ring] * audio_slots + [video_ring] * video_slots
+            + [ingress_ring_factor * audio_ring] + [ingress_ring_factor * video_ring] * layers)
+
+
+def leg_keystream_entries(sizes: Sequence[int]) -> int:
+    """Map entries one leg's rings take, alignment holes included, when legs follow
+    one another: the allocator's own arithmetic from a start aligned to the largest
+    ring, rounded up to the next such start."""
+    footprint = _RingAllocator(1 << 30)
+    for size in sizes:
+        footprint.alloc(size)
+    largest = max(sizes, default=1)
+    return -(-footprint._next // largest) * largest
+
+
 @dataclass
 class _Ring:
-    """One keystream ring: a publisher stream (rx) or a slot (tx)."""
+    """One keystream ring: a publisher stream (rx) or a slot (tx).
+
+    Refills write at most ``ahead`` indices from the reader's position on, so the
+    ``size - ahead`` entries just behind it stay: the packet being forwarded and
+    late ones still read them (the program re-checks each entry after its XOR and
+    drops the copy if it was refilled meanwhile)."""
 
     base: int
     size: int
@@ -275,6 +312,11 @@ class _Ring:
     session: SrtpSession
     length: int
     filled_until: int = -1  # exclusive end of the indices written, -1 = nothing yet
+    behind: int = 1  # entries behind the reader a refill leaves alone
+
+    @property
+    def ahead(self) -> int:
+        return self.size - self.behind
 
     def fill_range(self, start: int, end: int) -> range:
         """Indices still to write so that [start, end) is covered."""
@@ -363,6 +405,7 @@ class KernelDataPlane:
         self._warned_userspace: set[int] = set()
         self._added_at: dict[int, float] = {}
         self._last_lease = 0
+        self._failures_logged: set[str] = set()  # KERNEL_FAILURE_ADVICE names
         # keystream top-ups run on their own thread, so that the event loop's work
         # (joins, DTLS, data channels) cannot delay them past a ring's slack;
         # the lock guards the controller-side state both threads touch
@@ -723,8 +766,9 @@ class KernelDataPlane:
         else:
             size = self._ingress_ring_factor * (
                 self._audio_ring if kind == StreamKind.AUDIO else self._video_ring)
+            # a quarter behind the newest packet: reordered ones decrypt
             ring = _Ring(base=self._rings.alloc(size), size=size, ssrc=ssrc, session=leg.rx,
-                         length=self._keystream_length(kind))
+                         length=self._keystream_length(kind), behind=size // 4)
         leg.streams[ssrc] = (kind, layer, ring)
         self.maps["sft_streams"].update(
             self.abi.pack("sft_stream_key", leg_id=leg.spec.leg_id, ssrc=ssrc),
@@ -752,8 +796,9 @@ class KernelDataPlane:
             raise KernelDataPlaneError(
                 f"all {self._c.SFT_MAX_SLOTS} kernel slots are in use: add SFT nodes")
         size = self._audio_ring if kind == StreamKind.AUDIO else self._video_ring
+        # an eighth behind the slot's next index: the copy in flight and late ones
         ring = _Ring(base=self._rings.alloc(size), size=size, ssrc=ssrc, session=tx,
-                     length=self._keystream_length(kind))
+                     length=self._keystream_length(kind), behind=max(1, size // 8))
         slot_id = self._free_slot_ids.popleft()
         slot = _Slot(slot_id=slot_id, subscriber=subscriber, kind=kind, ssrc=ssrc, ring=ring)
         self._slots[slot_id] = slot
@@ -825,11 +870,8 @@ class KernelDataPlane:
     # ---- admission ----
 
     def _leg_rings(self, audio_slots: int, video_slots: int) -> list[int]:
-        """Keystream ring sizes of one leg at most, in the order add_leg and
-        set_publisher allocate them: slots, then one audio and SFT_LAYERS video streams."""
-        factor = self._ingress_ring_factor
-        return ([self._audio_ring] * audio_slots + [self._video_ring] * video_slots
-                + [factor * self._audio_ring] + [factor * self._video_ring] * self._c.SFT_LAYERS)
+        return leg_ring_sizes(audio_slots, video_slots, self._audio_ring, self._video_ring,
+                              self._ingress_ring_factor)
 
     @_locked
     def can_admit(self, legs: Sequence[tuple[int, int]]) -> str | None:
@@ -848,14 +890,11 @@ class KernelDataPlane:
     @_locked
     def remaining_legs(self, audio_slots: int, video_slots: int) -> int | None:
         c = self._c
-        rings = self._leg_rings(audio_slots, video_slots)
-        footprint = _RingAllocator(1 << 30)
-        for size in rings:
-            footprint.alloc(size)
+        footprint = leg_keystream_entries(self._leg_rings(audio_slots, video_slots))
         return max(0, min(c.SFT_MAX_LEGS - len(self._legs),
                           c.SFT_MAX_STREAMS // c.SFT_MAX_SSRCS_PER_LEG - len(self._legs),
                           len(self._free_slot_ids) // max(1, audio_slots + video_slots),
-                          self._rings.free_entries() // footprint._next))
+                          self._rings.free_entries() // footprint))
 
     # ---- packets that reached user space anyway ----
 
@@ -923,7 +962,14 @@ class KernelDataPlane:
         return {**self.read_kernel_counters(), "USERSPACE_MEDIA": self._userspace_packets,
                 "USERSPACE_UNVALIDATED": self._unvalidated_packets,
                 "STREAMS_REFUSED": self._streams_refused,
-                "USERSPACE_BEFORE_LEG": self._early_packets}
+                "USERSPACE_BEFORE_LEG": self._early_packets,
+                "EVENT_HANDLER_FAILED": self._events.handler_failures}
+
+    @staticmethod
+    def read_bpf_failures() -> dict[str, int]:
+        """Failed BPF calls of this process by operation, ring-buffer handler
+        failures included (each logged where it happened)."""
+        return libbpf.error_counts()
 
     def read_kernel_counters(self) -> dict[str, int]:
         """Detail counters (``enum sft_kcounter``), by name without the prefix."""
@@ -1096,11 +1142,11 @@ class KernelDataPlane:
         return struct.unpack_from("<Q", self._slot_state_mm, slot_id * stride)[0]
 
     def _refill_slot(self, slot: _Slot, next_index: int | None = None) -> None:
-        """Keystream for the slot's next ``size`` indices."""
+        """Keystream for the slot's next ``ring.ahead`` indices."""
         if next_index is None:
             next_index = self._slot_next_index(slot.slot_id)
         self._write_keystream(slot.ring, slot.ring.fill_range(next_index,
-                                                              next_index + slot.ring.size))
+                                                              next_index + slot.ring.ahead))
 
     def _stream_state(self, leg_id: int, ssrc: int) -> bytes | None:
         key = self._stream_keys.get((leg_id, ssrc))
@@ -1126,17 +1172,16 @@ class KernelDataPlane:
     def _refill_stream(self, leg: _Leg, ssrc: int, index: int | None = None,
                        force: bool = True,
                        jobs: list[tuple[_Ring, int, int]] | None = None) -> None:
-        """Keystream for the stream's next 3/4 ring past its newest packet (a quarter of
-        the ring stays behind it for reordering). With ``jobs``, the write is queued."""
+        """Keystream for the stream's next ``ring.ahead`` indices past its newest packet
+        (``ring.behind`` stay behind it for reordering). With ``jobs``, the write is queued."""
         _kind, _layer, ring = leg.streams[ssrc]
         if index is None:
             index = self._stream_highest_index(leg.spec.leg_id, ssrc)
             if index is None:
                 return  # first packet unseen: its miss event says where to start
-        ahead = ring.size * 3 // 4
-        if not force and not self._needs_top_up(ring, index + 1, ahead):
+        if not force and not self._needs_top_up(ring, index + 1, ring.ahead):
             return
-        todo = ring.fill_range(index + 1, index + 1 + ahead)
+        todo = ring.fill_range(index + 1, index + 1 + ring.ahead)
         if jobs is None:
             self._write_keystream(ring, todo)
         elif todo:
@@ -1145,8 +1190,8 @@ class KernelDataPlane:
 
     def _top_up_slots(self, jobs: list[tuple[_Ring, int, int]]) -> None:
         """The periodic slot top-up: every active slot's next index read at once from
-        the mmapped ``sft_slot_state``; a slot is refilled (to a full ring) only once a
-        quarter of its ring is used, so each write is a batch. Queued in ``jobs``."""
+        the mmapped ``sft_slot_state``; a slot is refilled (``ring.ahead`` indices) only
+        once a quarter of those is used, so each write is a batch. Queued in ``jobs``."""
         active = [s for s in self._slots.values() if s.source is not None]
         if not active:
             return
@@ -1154,12 +1199,13 @@ class KernelDataPlane:
         filled = np.fromiter((s.ring.filled_until for s in active), dtype=np.int64,
                              count=len(active))
         size = np.fromiter((s.ring.size for s in active), dtype=np.int64, count=len(active))
+        ahead = np.fromiter((s.ring.ahead for s in active), dtype=np.int64, count=len(active))
         nexts = self._slot_next_view()[ids].astype(np.int64)
-        have = filled - nexts
-        for i in np.flatnonzero((have <= size - np.maximum(1, size // 4))
+        have = filled - nexts  # as _needs_top_up, for every slot at once
+        for i in np.flatnonzero((have <= ahead - np.maximum(1, ahead // 4))
                                 | (have > size)).tolist():
             ring, next_index = active[i].ring, int(nexts[i])
-            todo = ring.fill_range(next_index, next_index + ring.size)
+            todo = ring.fill_range(next_index, next_index + ring.ahead)
             if todo:
                 jobs.append((ring, todo[0], len(todo)))
 
@@ -1208,6 +1254,21 @@ class KernelDataPlane:
             self._last_lease = now
             for leg_id in self._legs:
                 self.set_lease(leg_id, now)
+            self._log_kernel_failures()
+
+    def _log_kernel_failures(self) -> None:
+        """Logs each kernel failure counter of KERNEL_FAILURE_ADVICE once, when it
+        first leaves zero."""
+        for name, advice in KERNEL_FAILURE_ADVICE.items():
+            if name in self._failures_logged:
+                continue
+            value = self._sum_percpu("sft_kcounters",
+                                     struct.pack("<I", getattr(self._c, f"SFT_K_{name}")))
+            if value:
+                self._failures_logged.add(name)
+                log.warning("kernel data plane: %d× %s: %s (logged once; see "
+                            "sft_dataplane_detail_total{counter=\"%s\"})",
+                            value, name, advice, name)
 
     def _top_up(self) -> None:
         """Keystream for every active slot and stream that used a quarter of its ring."""

@@ -63,12 +63,17 @@ class Counter(enum.IntEnum):
     TX_BYTES = 3
     DROP_AUTH = 4  # SRTP authentication failed
     DROP_REPLAY = 5  # SRTP replay window rejected it
-    DROP_UNKNOWN_LEG = 6  # from an address/SSRC no live leg owns
+    DROP_UNKNOWN_LEG = 6  # from an address no live leg owns
     DROP_MALFORMED = 7  # not parseable RTP
     DROP_NO_ROUTE = 8  # valid, but no slot subscribes to it
     DROP_PADDING = 9  # padding-only packet
-    DROP_NOT_READY = 10  # video before its layer is known, or before a keyframe
+    # video before its layer is known or before a keyframe, keystream not there yet
+    DROP_NOT_READY = 10
     DROP_SSRC_LIMIT = 11  # a new SSRC past MAX_SSRCS_PER_LEG: no state is made for it
+    DROP_LEASE_EXPIRED = 12  # kernel: the controller stopped renewing the leg's lease
+    DROP_LEG_REPLACED = 13  # kernel: the leg changed hands while the packet was read
+    DROP_ADJUST_FAILED = 14  # kernel: the packet could not be grown for the CSRC
+    DROP_UNKNOWN_SSRC = 15  # an SSRC the leg neither declared nor named by a RID
 
 
 # SSRCs one leg may publish: 1 audio + simulcast layers + RTX, with room to spare

@@ -324,7 +324,7 @@ class UserspaceDataPlane:
             rid = rtp.find_extension(plain, view, leg.spec.extensions.rid)
             layer = RID_LAYERS.get(rid) if rid else None
             if layer is None:
-                counters[Counter.DROP_NOT_READY] += 1
+                counters[Counter.DROP_UNKNOWN_SSRC] += 1
                 return
             leg.video_layers[ssrc] = layer
         self._forward_video(leg, plain, view, layer)

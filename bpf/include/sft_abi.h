@@ -56,7 +56,11 @@ enum sft_counter {
 	SFT_CTR_DROP_PADDING = 9,
 	SFT_CTR_DROP_NOT_READY = 10,
 	SFT_CTR_DROP_SSRC_LIMIT = 11, /* a new SSRC past SFT_MAX_SSRCS_PER_LEG */
-	SFT_CTR_MAX = 12,
+	SFT_CTR_DROP_LEASE_EXPIRED = 12, /* the controller stopped renewing the leg */
+	SFT_CTR_DROP_LEG_REPLACED = 13,  /* the leg changed hands while the packet was read */
+	SFT_CTR_DROP_ADJUST_FAILED = 14, /* the packet could not be grown for the CSRC */
+	SFT_CTR_DROP_UNKNOWN_SSRC = 15,  /* a leg's SSRC neither declared nor named by a RID */
+	SFT_CTR_MAX = 16,
 };
 
 /* Kernel-only detail behind the counters above (reasons, misses, errors). */
@@ -86,7 +90,11 @@ enum sft_kcounter {
 	SFT_K_TC_LEG_REPLACED = 22,    /* the sft_legs element changed hands mid-packet */
 	SFT_K_TC_CONF_COUNTER_FULL = 23, /* sft_conf_packets full: forwarded, not counted */
 	SFT_K_TWCC_RECORDS_DROPPED = 24, /* transport-wide arrival not recorded: ring full */
-	SFT_K_MAX = 25,
+	SFT_K_TC_RX_KEYSTREAM_OVERWRITTEN = 25, /* refilled while XORed: the packet is dropped */
+	SFT_K_TC_TX_KEYSTREAM_OVERWRITTEN = 26, /* refilled while XORed: the copy is dropped */
+	SFT_K_TC_EVENT_LOST = 27,          /* sft_events full: a refill request or new stream lost */
+	SFT_K_TC_STREAM_STATE_FAILED = 28, /* a new SSRC's receive state could not be stored */
+	SFT_K_MAX = 29,
 };
 
 enum sft_stream_kind {

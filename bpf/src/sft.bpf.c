@@ -103,7 +103,8 @@ static __always_inline void sft_emit(__u32 type, __u32 leg_id, __u32 ssrc, __u32
 		.type = type, .leg_id = leg_id, .ssrc = ssrc, .owner = owner, .index = index,
 	};
 
-	bpf_ringbuf_output(&sft_events, &ev, sizeof(ev), 0);
+	if (bpf_ringbuf_output(&sft_events, &ev, sizeof(ev), 0))
+		sft_kcount(SFT_K_TC_EVENT_LOST);
 }
 
 static __always_inline __u16 sft_csum_fold(__s64 sum)
@@ -146,6 +147,18 @@ static __always_inline __u16 sft_udp_csum_partial(__u32 udp_len, __be32 saddr, _
 				     .len = bpf_htons(udp_len) };
 
 	return ~sft_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0)) & 0xffff;
+}
+
+/* After the XOR: whether the entry still holds what sft_keystream_for checked.
+ * The filler clears the tag before it touches the bytes and writes it last, so
+ * an entry refilled under the reader fails here (the SSRC catches a ring given
+ * to another owner and refilled at the same index meanwhile). */
+static __always_inline int sft_keystream_intact(const struct sft_keystream *ks, __u32 ssrc,
+						__u64 index)
+{
+	asm volatile("" ::: "memory");
+	return *(const volatile __u64 *)&ks->index_tag == index + 1 &&
+	       *(const volatile __u32 *)&ks->ssrc == ssrc;
 }
 
 /* UDP checksum of out[0, udp_len) with the IPv4 pseudo header. */
@@ -273,6 +286,10 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 	sft_copy_words(&s->out, &s->in, SFT_PAIR(24, p->ext_off), p->ext_len);
 	sft_xor_keystream(&s->out, &s->in, SFT_PAIR(24 + p->ext_len, p->payload_off), ks,
 			  p->payload_len);
+	if (!sft_keystream_intact(ks, slot->ssrc, index)) {
+		sft_kcount(SFT_K_TC_TX_KEYSTREAM_OVERWRITTEN);
+		return 0;
+	}
 	auth_len = p->out_rtp_len - SFT_AUTH_TAG_LEN;
 	if (sft_hmac_sha1_80(&s->out, SFT_PAIR(8, auth_len), index >> 16, &sub->tx_auth, &s->sha))
 		return 0;
@@ -397,7 +414,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	p = &s->pkt;
 	now = bpf_ktime_get_ns();
 	if (!sft_lease_valid(leg, cfg, now))
-		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_LEASE_EXPIRED);
+		return sft_drop(SFT_CTR_DROP_LEASE_EXPIRED, SFT_K_TC_LEASE_EXPIRED);
 	if (bpf_skb_load_bytes(skb, SFT_L3_OFF, p->iph, sizeof(p->iph)))
 		return sft_drop(SFT_CTR_DROP_MALFORMED, SFT_K_TC_TRUNCATED);
 	rtp_len = sft_get_be16(&p->iph[2]) - 28;
@@ -441,7 +458,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 		return sft_drop(SFT_CTR_DROP_AUTH, -1);
 	twcc_ring = leg->twcc_ring;
 	if (leg->leg_id != leg_id) /* its element was reused while we hashed (sft_abi.h) */
-		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_LEG_REPLACED);
+		return sft_drop(SFT_CTR_DROP_LEG_REPLACED, SFT_K_TC_LEG_REPLACED);
 	if (*(__u64 *)&s->sha.digest[0] != tag_lo || *(__u16 *)&s->sha.digest[8] != tag_hi)
 		return sft_drop(SFT_CTR_DROP_AUTH, -1);
 	if (!rs) {
@@ -458,10 +475,11 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 		s->fresh.first_index = index;
 		s->fresh.replay_window = 1;
 		s->fresh.layer_learned = SFT_LAYER_UNKNOWN;
+		/* EEXIST: another CPU made it meanwhile, the lookup finds it */
 		bpf_map_update_elem(&sft_stream_state, &key, &s->fresh, BPF_NOEXIST);
 		rs = bpf_map_lookup_elem(&sft_stream_state, &key);
 		if (!rs)
-			return sft_drop(SFT_CTR_DROP_NOT_READY, -1);
+			return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_STREAM_STATE_FAILED);
 		if (p->rid != SFT_LAYER_UNKNOWN)
 			sft_emit(SFT_EV_NEW_STREAM, leg_id, p->ssrc, p->rid, index);
 	} else {
@@ -479,7 +497,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	if (!stream) {
 		if (p->rid != SFT_LAYER_UNKNOWN)
 			return sft_drop(SFT_CTR_DROP_NOT_READY, -1);
-		return sft_drop(SFT_CTR_DROP_UNKNOWN_LEG, SFT_K_TC_UNKNOWN_SSRC);
+		return sft_drop(SFT_CTR_DROP_UNKNOWN_SSRC, SFT_K_TC_UNKNOWN_SSRC);
 	}
 	p->kind = stream->kind;
 	sft_update_jitter(rs, p->timestamp, p->kind);
@@ -509,6 +527,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	}
 	sft_xor_keystream(&s->in, &s->in, SFT_PAIR(p->payload_off, p->payload_off), ks,
 			  p->payload_len);
+	if (!sft_keystream_intact(ks, p->ssrc, index))
+		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_RX_KEYSTREAM_OVERWRITTEN);
 	pad_len = 0;
 	if (p->byte0 & 0x20)
 		pad_len = s->in.b[(p->payload_off + p->payload_len - 1) & SFT_BUF_MASK];
@@ -536,7 +556,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	 * packet's csum_start still points at its UDP header */
 	grow = (__s32)p->out_rtp_len - (__s32)p->rtp_len;
 	if (grow && bpf_skb_change_tail(skb, SFT_RTP_OFF + p->out_rtp_len, 0))
-		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_ADJUST_FAILED);
+		return sft_drop(SFT_CTR_DROP_ADJUST_FAILED, SFT_K_TC_ADJUST_FAILED);
 	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
 	for (i = 0; i < SFT_MAX_FANOUT; i++) {
 		if (i >= count)
@@ -567,12 +587,22 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	return TC_ACT_SHOT;
 }
 
+/* Sent on this host over lo: copies keep CHECKSUM_PARTIAL, so a NIC they go
+ * out of completes the UDP checksum from the pseudo-header sum we leave. A
+ * subprogram: its CO-RE reads would otherwise take the entry's stack. */
+__noinline int sft_partial_on_lo(struct __sk_buff *skb)
+{
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+
+	return BPF_CORE_READ_BITFIELD(kskb, ip_summed) == SFT_CHECKSUM_PARTIAL &&
+	       (BPF_CORE_READ(kskb, dev, flags) & SFT_IFF_LOOPBACK);
+}
+
 SEC("tc")
 int sft_tc_ingress(struct __sk_buff *skb)
 {
 	struct sft_addr_key key;
 	const struct sft_config *cfg;
-	struct sk_buff *kskb;
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct iphdr *iph;
@@ -623,12 +653,7 @@ int sft_tc_ingress(struct __sk_buff *skb)
 		sft_kcount(SFT_K_TC_GSO_PASSED);
 		return TC_ACT_OK;
 	}
-	/* sent on this host over lo: copies keep CHECKSUM_PARTIAL, so a NIC they go
-	 * out of completes the UDP checksum from the pseudo-header sum we leave */
-	kskb = bpf_cast_to_kern_ctx(skb);
-	return sft_srtp_receive(skb, *leg_id,
-				BPF_CORE_READ_BITFIELD(kskb, ip_summed) == SFT_CHECKSUM_PARTIAL &&
-				(BPF_CORE_READ(kskb, dev, flags) & SFT_IFF_LOOPBACK));
+	return sft_srtp_receive(skb, *leg_id, sft_partial_on_lo(skb));
 }
 
 SEC("xdp")
