@@ -122,6 +122,7 @@ async def run_conference(server: Any, sft_url: str, chromium: str, tmp_path: Pat
 
 async def scenario(conv: AvsConversation, checks: Checklist, console: list[str]) -> None:
     first = ["alice", "bob", "carol"]
+    everyone = [*first, "dave"]
     for name in [*first, "dave"]:  # dave is in the conversation, joins the call late
         await conv.add(name)
 
@@ -153,10 +154,10 @@ async def scenario(conv: AvsConversation, checks: Checklist, console: list[str])
                              lambda: established(first), CALL_SETUP_TIMEOUT,
                              lambda: detail(first)):
         return
+    established_at = time.monotonic()
     await checks.wait("3 clients: every member vrecv=1 (video from PROPSYNC)",
                       lambda: sees_video_state(conv, first, 1), STATE_CHANGE_TIMEOUT,
                       lambda: detail(first))
-    established_at = time.monotonic()
 
     await checks.wait("3 clients: audio (CSRC) and decoded video from every other member",
                       lambda: media_flows(conv, first), MEDIA_TIMEOUT, lambda: detail(first))
@@ -185,26 +186,7 @@ async def scenario(conv: AvsConversation, checks: Checklist, console: list[str])
         checks.check(f"{name}: encodes >= {MIN_ENCODE_FPS} fps", fps >= MIN_ENCODE_FPS,
                      f"{fps:.1f} fps; outbound {s['outbound']}")
 
-    # --- mute and camera off reach the others ----------------------------------------
-    async def change_reaches_others(who: str, method: str, on: bool, what: str, field: str,
-                                    value: int) -> None:
-        others = [n for n in first if n != who]
-        await conv.call(who, method, on)
-        await checks.wait(f"{who}'s {what} reaches {' and '.join(others)} ({field}={value})",
-                          lambda: member_field_is(conv, others, who, field, value),
-                          STATE_CHANGE_TIMEOUT, lambda: detail(first))
-
-    await change_reaches_others("bob", "setMute", True, "mute", "muted", 1)
-    await change_reaches_others("bob", "setMute", False, "unmute", "muted", 0)
-    # camera off is only seen as a change if the camera was seen on
-    checks.check("carol's video on (vrecv=1) before she turns the camera off",
-                 all(conv.member_view(v).get("carol", {}).get("vrecv") == 1
-                     for v in ("alice", "bob")), detail(["alice", "bob"]))
-    await change_reaches_others("carol", "setCamera", False, "camera off", "vrecv", 0)
-    await change_reaches_others("carol", "setCamera", True, "camera on", "vrecv", 1)
-
     # --- a late joiner ---------------------------------------------------------------
-    everyone = [*first, "dave"]
     await conv.call("dave", "answer")
     await checks.wait("late joiner: 4 clients established, each other aestab=1",
                       lambda: established(everyone), CALL_SETUP_TIMEOUT,
@@ -215,6 +197,24 @@ async def scenario(conv: AvsConversation, checks: Checklist, console: list[str])
     await checks.wait("late joiner: dave gets and is got by everyone (audio CSRC, video)",
                       lambda: media_flows(conv, everyone), MEDIA_TIMEOUT,
                       lambda: detail(everyone))
+
+    # --- mute and camera off reach the others (now four in the call) -----------------
+    async def change_reaches_others(who: str, method: str, on: bool, what: str, field: str,
+                                    value: int) -> None:
+        others = [n for n in everyone if n != who]
+        await conv.call(who, method, on)
+        await checks.wait(f"{who}'s {what} reaches {' and '.join(others)} ({field}={value})",
+                          lambda: member_field_is(conv, others, who, field, value),
+                          STATE_CHANGE_TIMEOUT, lambda: detail(everyone))
+
+    await change_reaches_others("bob", "setMute", True, "mute", "muted", 1)
+    await change_reaches_others("bob", "setMute", False, "unmute", "muted", 0)
+    # camera off is only seen as a change if the camera was seen on
+    checks.check("carol's video on (vrecv=1) before she turns the camera off",
+                 all(conv.member_view(v).get("carol", {}).get("vrecv") == 1
+                     for v in everyone if v != "carol"), detail(everyone))
+    await change_reaches_others("carol", "setCamera", False, "camera off", "vrecv", 0)
+    await change_reaches_others("carol", "setCamera", True, "camera on", "vrecv", 1)
 
     # --- a hang-up: the others' member list shrinks ------------------------------------
     await conv.call("carol", "end")
@@ -326,7 +326,7 @@ async def save_artefacts(conv: AvsConversation, page: Any, console: list[str],
     logs = {}
     for name in conv.clients:
         with contextlib.suppress(Exception):
-            logs[name] = await conv.call(name, "logTail", 400)
+            logs[name] = await conv.call(name, "logTail", 3000)
     (tmp_path / "avs-stats.json").write_text(json.dumps(conv.latest, indent=1))
     (tmp_path / "avs-logs.json").write_text(json.dumps(logs, indent=1))
     (tmp_path / "console.log").write_text("\n".join(console))
