@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from controller.dataplane import (
+    LAYER_PAUSED_AFTER,
     SRTP_AES_CM_128_HMAC_SHA1_80,
     UNVALIDATED_SOURCE,
     Counter,
@@ -228,7 +229,8 @@ class KernelDataPlane:
                  audio_ring: int = 32, video_ring: int = 128, ingress_ring_factor: int = 4,
                  lease_renew_s: float = 10.0, maintain_interval_s: float = 0.02,
                  top_up_interval_s: float = 0.05,
-                 slot_initial_index: Callable[[], int] | None = None) -> None:
+                 slot_initial_index: Callable[[], int] | None = None,
+                 layer_paused_after: float = LAYER_PAUSED_AFTER) -> None:
         ok, reason = kernel_available(object_path)
         if not ok:
             raise KernelDataPlaneError(f"kernel data plane unavailable: {reason}")
@@ -286,7 +288,8 @@ class KernelDataPlane:
             self._events = libbpf.RingBuffer(self.maps["sft_events"], self._on_event)
             self.maps["sft_config"].update(struct.pack("<I", 0), self.abi.pack(
                 "sft_config", port_min=media_ports[0], port_max=media_ports[1],
-                lease_timeout_ns=self._c.SFT_LEASE_TIMEOUT_NS))
+                lease_timeout_ns=self._c.SFT_LEASE_TIMEOUT_NS,
+                layer_pause_ns=int(layer_paused_after * 1e9)))
             for ifname in interfaces:
                 self._attach(ifname, xdp)
         except BaseException:

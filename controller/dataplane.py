@@ -33,6 +33,12 @@ from typing import Protocol
 # that arrived on a leg's socket from an address ICE has not validated.
 UNVALIDATED_SOURCE = 0
 
+# A simulcast layer without media for this long counts as paused (a sender
+# pauses its higher layers when its estimate drops) and slots that prefer it
+# fall back to the other layer. Kept equal to SFT_LAYER_STALE_NS in
+# bpf/include/sft_abi.h (a test compares the two).
+LAYER_PAUSED_AFTER = 0.5  # seconds
+
 
 class StreamKind(enum.IntEnum):
     AUDIO = 0

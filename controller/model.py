@@ -61,7 +61,8 @@ class Participant:
     ssrc_video: int  # synthetic, unique in the conference; CSRC of its video
     audio_slot_ssrcs: tuple[int, ...]
     video_slot_ssrcs: tuple[int, ...]
-    created_group: bool = False
+    slot_labels: tuple[str, ...] = ()  # stream label of each slot, audio then video
+    simulcast: bool = True  # offer simulcast receive (its engine handles it)
     sft_url_given: bool = False
     state: str = "offered"
     ssrc_audio: int = 0
@@ -70,6 +71,7 @@ class Participant:
     stream_mode: str | None = None  # None until the first CONFSTREAMS
     stream_requests: list[StreamRequest] = field(default_factory=list)
     muted: bool = False
+    props: dict[str, str] | None = None  # latest PROPSYNC (or answer) props, relayed
     restarting: bool = False  # an ICE-restart offer awaits its answer
     sdp_session_id: int = field(default_factory=lambda: random.randrange(1 << 62))
     sdp_version: int = 1
@@ -100,6 +102,9 @@ class Conference:
     speakers: list[ParticipantKey | None] = field(
         default_factory=lambda: [None] * 4)  # audio slots 1–4
     next_join_index: int = 0
+    # Whether a CONFPART already told someone whether to start: only the first
+    # CONFPART of a new conference may say should_start.
+    started: bool = False
 
     def connected(self) -> list[Participant]:
         return [p for p in self.participants if p.connected]

@@ -1,13 +1,15 @@
 """SDP for SFT legs: the offer the SFT writes and the answer it reads.
 
-The offer follows sftd (protocol doc §4): BUNDLE of ``audio video data`` then
-one sendonly m-line per slot (mids "1".."5" audio, "6".. video), full ICE,
-``setup:actpass``. Answers are parsed by a small strict parser of our own so
+The offer follows Wire's sftd: BUNDLE of ``audio video data`` then one sendonly
+m-line per slot (mids "1".."5" audio, "6".. video), full ICE, ``setup:actpass``,
+an ``a=tool:sftd <version>`` line (Wire's calling engine turns selective audio
+and video on from it) and one stream label per slot. Answers are parsed by a small strict parser of our own so
 that every malformed answer gets an ``SdpError`` naming the line at fault.
 """
 
 from __future__ import annotations
 
+import platform
 import re
 from dataclasses import dataclass, field
 
@@ -31,6 +33,27 @@ VIDEO_EXTMAPS = ((2, URI_ABS_SEND_TIME), (3, URI_TWCC), (4, URI_RID), (5, URI_RE
                  (11, URI_FRAME_DESCRIPTOR))
 
 MAX_SDP_BYTES = 64 * 1024
+
+# The Wire sftd protocol level this server speaks, as ``a=tool:`` announces it.
+# Wire's calling engine enables selective audio from 2.0 and selective video
+# from 2.1; Wire's own server is at 5.0.
+WIRE_SFT_VERSION = "5.0.0"
+
+
+def tool_line(version: str) -> str:
+    """``sftd <protocol level> (<arch>/<os>) sftd-ebpf/<version>``."""
+    return (f"sftd {WIRE_SFT_VERSION} ({platform.machine() or 'unknown'}/"
+            f"{platform.system().lower() or 'unknown'}) sftd-ebpf/{version}")
+
+
+def offers_simulcast(toolver: object) -> bool:
+    """Wire's server offers simulcast receive only to clients whose engine
+    handles it: version 10 and later, or development builds (major 0, or no
+    version at all)."""
+    if not isinstance(toolver, str):
+        return True
+    major = toolver.strip().split(".", 1)[0]
+    return not major.isdigit() or int(major) == 0 or int(major) >= 10
 
 
 class SdpError(ValueError):
@@ -66,6 +89,10 @@ class OfferParams:
     candidates: tuple[Candidate, ...]
     audio_slot_ssrcs: tuple[int, ...]
     video_slot_ssrcs: tuple[int, ...]
+    # One label per slot (audio then video), used as its cname and stream id,
+    # so that a receiver gets one stream per slot.
+    slot_labels: tuple[str, ...]
+    tool: str
     session_version: int = 2  # grows with every re-offer (ICE restart)
     cname: str = "sft"
     simulcast: bool = True
@@ -90,19 +117,23 @@ def _audio_rtp(lines: list[str]) -> None:
         lines.append(f"a=extmap:{ext_id} {uri}")
 
 
-def _audio_codec(lines: list[str]) -> None:
+# Transport-wide feedback is given on the uplink only: the SFT does not adapt
+# what it forwards to a receiver's feedback, so slots do not ask for it.
+def _audio_codec(lines: list[str], uplink: bool) -> None:
     lines.append("a=rtcp-mux")
     lines.append(f"a=rtpmap:{OPUS_PT} opus/48000/2")
-    lines.append(f"a=rtcp-fb:{OPUS_PT} transport-cc")
+    if uplink:
+        lines.append(f"a=rtcp-fb:{OPUS_PT} transport-cc")
     lines.append(f"a=fmtp:{OPUS_PT} minptime=10;useinbandfec=1")
     lines.append("a=ptime:40")
 
 
-def _video_codec(lines: list[str]) -> None:
+def _video_codec(lines: list[str], uplink: bool) -> None:
     lines.append("a=rtcp-mux")
     lines.append("a=rtcp-rsize")
     lines.append(f"a=rtpmap:{VP8_PT} VP8/90000")
-    lines.append(f"a=rtcp-fb:{VP8_PT} transport-cc")
+    if uplink:
+        lines.append(f"a=rtcp-fb:{VP8_PT} transport-cc")
     lines.append(f"a=rtcp-fb:{VP8_PT} ccm fir")
 
 
@@ -116,53 +147,59 @@ def build_offer(p: OfferParams) -> str:
         f"o=- {p.session_id} {p.session_version} IN IP4 127.0.0.1",
         "s=-",
         "t=0 0",
+        f"a=tool:{p.tool}",
         "a=group:BUNDLE " + " ".join(["audio", "video", "data", *slot_mids]),
         "a=extmap-allow-mixed",
-        "a=msid-semantic: WMS sft",
+        "a=msid-semantic: WMS *",
     ]
     lines.append(f"m=audio {port} UDP/TLS/RTP/SAVPF {OPUS_PT}")
     _media_common(lines, p, "audio", address, port)
     _audio_rtp(lines)
     lines.append("a=sendrecv")
-    _audio_codec(lines)
+    _audio_codec(lines, uplink=True)
 
     lines.append(f"m=video {port} UDP/TLS/RTP/SAVPF {VP8_PT}")
     _media_common(lines, p, "video", address, port)
     for ext_id, uri in VIDEO_EXTMAPS:
         lines.append(f"a=extmap:{ext_id} {uri}")
     lines.append("a=sendrecv")
-    _video_codec(lines)
-    if p.simulcast:
-        lines += ["a=rid:h recv", "a=rid:l recv", "a=simulcast:recv h;l"]
+    _video_codec(lines, uplink=True)
+    if p.simulcast:  # low first: a sender scales down all but the last layer
+        lines += ["a=rid:l recv", "a=rid:h recv", "a=simulcast:recv l;h"]
 
     lines.append(f"m=application {port} DTLS/SCTP 5000")
     _media_common(lines, p, "data", address, port)
     lines.append("a=sctpmap:5000 webrtc-datachannel 16")
     lines.append("a=max-message-size:262144")
 
-    mid_number = 1
-    for kind, ssrcs in (("audio", p.audio_slot_ssrcs), ("video", p.video_slot_ssrcs)):
-        for ssrc in ssrcs:
-            mid = str(mid_number)
-            mid_number += 1
-            if kind == "audio":
-                lines.append(f"m=audio {port} UDP/TLS/RTP/SAVPF {OPUS_PT}")
-                _media_common(lines, p, mid, address, port)
-                _audio_rtp(lines)
-            else:
-                lines.append(f"m=video {port} UDP/TLS/RTP/SAVPF {VP8_PT}")
-                _media_common(lines, p, mid, address, port)
-                for ext_id, uri in VIDEO_EXTMAPS:
-                    if uri not in (URI_RID, URI_REPAIRED_RID):
-                        lines.append(f"a=extmap:{ext_id} {uri}")
-            lines.append("a=sendonly")
-            lines.append(f"a=msid:sft {kind}{mid}")
-            if kind == "audio":
-                _audio_codec(lines)
-            else:
-                _video_codec(lines)
-            lines.append(f"a=ssrc:{ssrc} cname:{p.cname}")
-            lines.append(f"a=ssrc:{ssrc} msid:sft {kind}{mid}")
+    slots = [("audio", ssrc) for ssrc in p.audio_slot_ssrcs] + [
+        ("video", ssrc) for ssrc in p.video_slot_ssrcs]
+    if len(p.slot_labels) != len(slots):
+        raise ValueError(f"{len(slots)} slots need as many labels, got {len(p.slot_labels)}")
+    for mid_number, ((kind, ssrc), label) in enumerate(zip(slots, p.slot_labels), 1):
+        mid = str(mid_number)
+        if kind == "audio":
+            lines.append(f"m=audio {port} UDP/TLS/RTP/SAVPF {OPUS_PT}")
+            _media_common(lines, p, mid, address, port)
+            _audio_rtp(lines)
+        else:
+            lines.append(f"m=video {port} UDP/TLS/RTP/SAVPF {VP8_PT}")
+            _media_common(lines, p, mid, address, port)
+            for ext_id, uri in VIDEO_EXTMAPS:
+                if uri not in (URI_RID, URI_REPAIRED_RID, URI_TWCC):
+                    lines.append(f"a=extmap:{ext_id} {uri}")
+        lines.append("a=sendonly")
+        # A media-level msid too: without one in the offer, Chrome answers in the
+        # legacy SSRC style, which cannot carry its simulcast RIDs.
+        lines.append(f"a=msid:{label} {label}")
+        if kind == "audio":
+            _audio_codec(lines, uplink=False)
+        else:
+            _video_codec(lines, uplink=False)
+        # A stream of its own per slot: receivers that set up one transform per
+        # stream track (Wire's engine) must not see all slots in one stream.
+        lines.append(f"a=ssrc:{ssrc} cname:{label}")
+        lines.append(f"a=ssrc:{ssrc} msid:{label} {label}")
     return "\r\n".join(lines) + "\r\n"
 
 

@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,16 @@ from .dataplane import (
 )
 from .leg import Leg, PortRange
 from .model import Conference, Participant, ParticipantKey, StreamRequest, update_speakers
-from .sdp import AUDIO_SLOTS, MAX_VSTREAMS, OfferParams, SdpError, build_offer, parse_answer
+from .sdp import (
+    AUDIO_SLOTS,
+    MAX_VSTREAMS,
+    OfferParams,
+    SdpError,
+    build_offer,
+    offers_simulcast,
+    parse_answer,
+    tool_line,
+)
 
 log = logging.getLogger("sftd")
 
@@ -85,6 +95,7 @@ class Sft:
         self.idle = asyncio.Event()
         self.idle.set()
         self.on_idle: Callable[[], None] | None = None
+        self._tool = tool_line(config.version)
 
     # ---------------------------------------------------------------- life
     def start(self) -> None:
@@ -131,9 +142,12 @@ class Sft:
 
     # ---------------------------------------------------------------- HTTP
     async def handle_econn(self, convid: str, msg: econn.Message, may_start: bool = True,
-                           method: str = "POST") -> JoinResult:
+                           method: str = "POST", authenticated: bool = False) -> JoinResult:
+        """One econn message over HTTP. ``authenticated``: the HTTP layer checked
+        a valid token on this very message (``-a``)."""
         key = ParticipantKey(convid, msg.src_userid, msg.src_clientid)
         participant = self.participants.get(key)
+        update = msg.type == econn.CONFCONN and msg.get("update") is True
         if participant is None:
             if self.draining:
                 return JoinResult(303, reason="draining: join another SFT")
@@ -142,7 +156,15 @@ class Sft:
                                   "CONFCONN POST to join")
             if (problem := self._confconn_problem(msg)) is not None:
                 return JoinResult(400, reason=problem)
-            return await self._join(convid, key, msg, may_start, position=None)
+            return await self._join(convid, key, msg, may_start, position=None, update=update)
+        if msg.sessid != participant.sessid and not (
+                msg.type == econn.CONFCONN and authenticated):
+            # Identity is (convid, userid, clientid), which CONFPART tells every
+            # participant: a different session must re-authenticate (-a) to take over.
+            return JoinResult(409, reason=f"{msg.type} for {key} does not belong to its "
+                              f"session (sessid {msg.sessid!r}); the offer was made to "
+                              "another session" + ("" if msg.type == econn.CONFCONN else
+                                                   ": answer with the sessid of the offer"))
         if msg.type in (econn.SETUP, econn.UPDATE):
             if not msg.resp:
                 return JoinResult(400, reason=f"{msg.type} from a client must be an answer "
@@ -151,21 +173,42 @@ class Sft:
         if msg.type == econn.CONFCONN:
             if (problem := self._confconn_problem(msg)) is not None:
                 return JoinResult(400, reason=problem)  # the running participant stays
-            if msg.get("update") is True and participant.connected:
-                participant.leg.restart_ice()
-                participant.restarting = True
-                log.info("participant %s: ICE restart offered", key)
-                return JoinResult(200, econn.setup_offer(msg.sessid, self._offer_sdp(participant),
-                                                         self.config.url, msg.src_userid,
-                                                         msg.src_clientid))
+            if update and participant.connected:
+                return self._restart(participant, msg)
             # update:false (or an update for a leg that never connected) re-creates
             # the participant at the end of the key-generator order.
             await self.end_participant(participant, "re-created by CONFCONN", notify=False)
-            return await self._join(convid, key, msg, may_start, position=None)
+            return await self._join(convid, key, msg, may_start, position=None, update=update)
         return JoinResult(400, reason=f"{msg.type} is not accepted over HTTP")
 
+    def _restart(self, participant: Participant, msg: econn.Message) -> JoinResult:
+        """CONFCONN update:true on a connected leg: an ICE restart on the same
+        leg (DTLS and data channel stay). As in Wire's sftd the participant loses
+        its authorisations and goes to the end of the key-generator order."""
+        conference = self.conferences[participant.convid]
+        participant.sessid = msg.sessid
+        participant.leg.restart_ice()
+        participant.restarting = True
+        self._deauthorize(conference, participant)
+        conference.participants.remove(participant)
+        conference.participants.append(participant)
+        participant.join_index = conference.next_join_index
+        conference.next_join_index += 1
+        self._send_confpart(conference)
+        self._update_slots(conference)
+        log.info("participant %s: ICE restart offered", participant.key)
+        return JoinResult(200, econn.setup_offer(msg.sessid, self._offer_sdp(participant),
+                                                 self.config.url, msg.src_userid,
+                                                 msg.src_clientid, update=True))
+
+    @staticmethod
+    def _deauthorize(conference: Conference, participant: Participant) -> None:
+        participant.authorized = set()
+        for other in conference.participants:
+            other.authorized.discard(participant.key)
+
     async def _join(self, convid: str, key: ParticipantKey, msg: econn.Message, may_start: bool,
-                    position: int | None) -> JoinResult:
+                    position: int | None, update: bool = False) -> JoinResult:
         conference = self.conferences.get(convid)
         if conference is not None and not conference.participants:
             self._drop_conference(conference)  # left empty by a re-create: start afresh
@@ -184,11 +227,14 @@ class Sft:
             self._next_conference_id += 1
             self.conferences[convid] = conference
             self.calls_total += 1
+        if update:
+            conference.started = True  # a client rejoining: nobody is told to start
         leg_id = self._next_leg_id
         self._next_leg_id += 1
         used = {p.ssrc_video for p in conference.participants}
         ssrc_video = _random_ssrc(used)
         slot_ssrcs = [_random_ssrc(used | {ssrc_video}) for _ in range(AUDIO_SLOTS + vstreams)]
+        slot_labels = tuple(str(uuid.uuid4()) for _ in slot_ssrcs)
         leg = Leg(leg_id, certificate=self.certificate, ports=self.ports,
                   addresses=self.config.media_addresses,
                   advertised=self.config.advertised_address,
@@ -202,8 +248,9 @@ class Sft:
             sessid=msg.sessid, vstreams=vstreams, leg=leg,
             join_index=conference.next_join_index, ssrc_video=ssrc_video,
             audio_slot_ssrcs=tuple(slot_ssrcs[:AUDIO_SLOTS]),
-            video_slot_ssrcs=tuple(slot_ssrcs[AUDIO_SLOTS:]),
-            created_group=created, sft_url_given=bool(msg.get("sft_url")))
+            video_slot_ssrcs=tuple(slot_ssrcs[AUDIO_SLOTS:]), slot_labels=slot_labels,
+            simulcast=offers_simulcast(msg.get("toolver")),
+            sft_url_given=bool(msg.get("sft_url")))
         conference.next_join_index += 1
         if position is None:
             conference.participants.append(participant)
@@ -224,10 +271,9 @@ class Sft:
         log.info("participant %s offered (leg %d, conference %s)", key, leg_id, convid)
         return JoinResult(200, econn.setup_offer(msg.sessid, self._offer_sdp(participant),
                                                  self.config.url, msg.src_userid,
-                                                 msg.src_clientid))
+                                                 msg.src_clientid, update=update))
 
-    @staticmethod
-    def _offer_sdp(participant: Participant) -> str:
+    def _offer_sdp(self, participant: Participant) -> str:
         leg = participant.leg
         participant.sdp_version += 1
         return build_offer(OfferParams(
@@ -235,7 +281,9 @@ class Sft:
             ice_ufrag=leg.ice_ufrag, ice_pwd=leg.ice_pwd,
             fingerprint=leg.fingerprint(), candidates=tuple(leg.candidates()),
             audio_slot_ssrcs=participant.audio_slot_ssrcs,
-            video_slot_ssrcs=participant.video_slot_ssrcs))
+            video_slot_ssrcs=participant.video_slot_ssrcs,
+            slot_labels=participant.slot_labels, tool=self._tool,
+            simulcast=participant.simulcast))
 
     @staticmethod
     def _confconn_problem(msg: econn.Message) -> str | None:
@@ -249,9 +297,6 @@ class Sft:
         if not isinstance(msg.get("ice_servers", []), list):
             return "ice_servers must be a list"
         return None
-
-    def is_participant(self, convid: str, userid: str, clientid: str) -> bool:
-        return ParticipantKey(convid, userid, clientid) in self.participants
 
     @staticmethod
     def _turn_from(msg: econn.Message) -> dict[str, Any] | None:
@@ -290,7 +335,10 @@ class Sft:
         audio = answer.audio_ssrcs()
         participant.ssrc_audio = audio[0] if audio else 0
         participant.video_ssrcs = answer.video_ssrcs()
-        participant.muted = econn.prop_is_true(msg.get("props"), "muted")
+        props = msg.get("props")
+        if _valid_props(props):
+            participant.props = dict(props)
+        participant.muted = econn.prop_is_true(props, "muted")
         participant.state = "connecting"
         participant.extensions = answer.extension_ids()
         participant.leg.start(answer)
@@ -375,8 +423,7 @@ class Sft:
         if conference is not None:
             if participant in conference.participants:
                 conference.participants.remove(participant)
-            for other in conference.participants:
-                other.authorized.discard(participant.key)
+            self._deauthorize(conference, participant)
             if not conference.participants and notify:
                 self._drop_conference(conference)
             elif not conference.participants:
@@ -417,14 +464,11 @@ class Sft:
             if not _valid_props(props):
                 log.info("PROPSYNC from %s with bad props ignored", participant.key)
                 return
+            participant.props = dict(props)
             participant.muted = econn.prop_is_true(props, "muted")
-            relay = econn.Message(type=econn.PROPSYNC, sessid=msg.sessid, resp=True,
-                                  src_userid=participant.userid,
-                                  src_clientid=participant.clientid,
-                                  fields={"props": props}).encode().decode()
             for other in conference.connected():
                 if other is not participant and Conference.mutual(participant, other):
-                    other.leg.send_message(relay)
+                    self._send_props(participant, other)
         elif msg.type == econn.HANGUP:
             asyncio.ensure_future(self.end_participant(participant, "HANGUP"))
 
@@ -442,8 +486,24 @@ class Sft:
                                               entry["clientid"]))
         authorized.discard(participant.key)
         if authorized != participant.authorized:
+            before = participant.authorized
             participant.authorized = authorized
             self._update_slots(conference)
+            # Each side of a newly mutual pair learns the other's latest props:
+            # clients send theirs before anyone has authorised them.
+            for other in conference.connected():
+                if other.key in authorized and other.key not in before \
+                        and Conference.mutual(participant, other):
+                    self._send_props(other, participant)
+                    self._send_props(participant, other)
+
+    @staticmethod
+    def _send_props(source: Participant, dest: Participant) -> None:
+        if source.props is None or not dest.connected:
+            return
+        dest.leg.send_message(econn.Message(
+            type=econn.PROPSYNC, sessid=source.sessid, resp=True, src_userid=source.userid,
+            src_clientid=source.clientid, fields={"props": source.props}).encode().decode())
 
     def _on_confstreams(self, conference: Conference, participant: Participant,
                         msg: econn.Message) -> None:
@@ -466,6 +526,11 @@ class Sft:
     def _send_confpart(self, conference: Conference) -> None:
         self._seqno += 1
         live = conference.connected()
+        # Wire's sftd: only the first CONFPART of a new conference, sent while
+        # its creator is alone, may tell it to start the call (CONFSTART).
+        should_start = len(live) == 1 and not conference.started
+        if live:
+            conference.started = True
         entries = [{"userid": p.userid, "clientid": p.clientid, "authorized": False,
                     "ssrc_audio": str(p.ssrc_audio), "ssrc_video": str(p.ssrc_video),
                     "timestamp": p.join_index, "muted": p.muted} for p in live]
@@ -474,7 +539,7 @@ class Sft:
                 type=econn.CONFPART, sessid="", resp=False, src_userid=econn.SFT_USERID,
                 src_clientid=econn.SFT_CLIENTID, dest_userid=p.userid,
                 dest_clientid=p.clientid,
-                fields={"should_start": p.created_group and not p.sft_url_given,
+                fields={"should_start": should_start and not p.sft_url_given,
                         "timestamp": str(int(time.time() * 1000)), "seqno": str(self._seqno),
                         "entropy": base64.b64encode(os.urandom(16)).decode(),
                         "participants": entries, "sfts": [self.config.url]})

@@ -22,6 +22,7 @@ from .dataplane import (
     SRTP_AEAD_AES_128_GCM,
     SRTP_AEAD_AES_256_GCM,
     SRTP_AES_CM_128_HMAC_SHA1_80,
+    LAYER_PAUSED_AFTER,
     Counter,
     Layer,
     LegSpec,
@@ -63,6 +64,7 @@ class _Leg:
     video_slots: list[_Slot]
     audio_ssrcs: set[int] = field(default_factory=set)
     video_layers: dict[int, Layer] = field(default_factory=dict)  # ssrc -> layer
+    layer_media_at: dict[Layer, float] = field(default_factory=dict)  # last media packet
     level: float = float(rtp.AUDIO_LEVEL_SILENT)
     level_time: float = 0.0
 
@@ -78,7 +80,8 @@ class UserspaceDataPlane:
 
     def __init__(self, *, slot_initial_index: Callable[[], int] | None = None,
                  slot_initial_ts: Callable[[], int] | None = None,
-                 switch_ts_gap: Callable[[StreamKind, float | None], int] | None = None) -> None:
+                 switch_ts_gap: Callable[[StreamKind, float | None], int] | None = None,
+                 layer_paused_after: float = LAYER_PAUSED_AFTER) -> None:
         """The keyword hooks make the plane's free choices deterministic (tests compare it
         with the kernel plane byte for byte); by default they are random / wall time.
 
@@ -86,8 +89,11 @@ class UserspaceDataPlane:
         per slot, audio slots then video slots of each leg, as KernelDataPlane does);
         ``slot_initial_ts``: the timestamp a new slot counts on from;
         ``switch_ts_gap(kind, seconds since the slot's last packet or None)``: timestamp
-        gap a slot leaves when it switches to a new source."""
+        gap a slot leaves when it switches to a new source;
+        ``layer_paused_after``: seconds without media after which a simulcast layer
+        counts as paused."""
         self._slot_initial_index = slot_initial_index
+        self._layer_paused_after = layer_paused_after
         self._slot_initial_ts = slot_initial_ts
         self._switch_ts_gap = switch_ts_gap or _wall_clock_gap
         self._legs: dict[int, _Leg] = {}
@@ -238,6 +244,7 @@ class UserspaceDataPlane:
             self._send(sub, slot, plain, view)
 
     def _forward_video(self, leg: _Leg, plain: bytes, view: rtp.RtpView, layer: Layer) -> None:
+        leg.layer_media_at[layer] = time.monotonic()
         routes = self._routes.get((leg.spec.leg_id, StreamKind.VIDEO))
         if not routes:
             self._counters[Counter.DROP_NO_ROUTE] += 1
@@ -266,14 +273,22 @@ class UserspaceDataPlane:
                 if slot.input_ssrc == view.ssrc:
                     slot.seq_offset = (slot.seq_offset - 1) & 0xFFFF
 
-    @staticmethod
-    def _wanted_layer(leg: _Leg, slot: _Slot) -> Layer:
-        """The slot's preferred layer if the publisher sends it, else what it has."""
+    def _wanted_layer(self, leg: _Leg, slot: _Slot) -> Layer:
+        """The slot's preferred layer if the publisher sends it, else what it
+        has; a paused preferred layer gives way to one that is flowing."""
         assert slot.source is not None
+        preferred = slot.source.layer
+        other = Layer.LOW if preferred == Layer.HIGH else Layer.HIGH
         layers = set(leg.video_layers.values())
-        if slot.source.layer in layers or not layers:
-            return slot.source.layer
-        return max(layers) if slot.source.layer == Layer.HIGH else min(layers)
+        if preferred not in layers:
+            return other if other in layers else preferred
+        if other in layers:
+            now = time.monotonic()
+            seen = leg.layer_media_at
+            pause = self._layer_paused_after
+            if now - seen.get(preferred, 0.0) > pause and now - seen.get(other, 0.0) <= pause:
+                return other
+        return preferred
 
     @staticmethod
     def _switch(slot: _Slot, view: rtp.RtpView, kind: StreamKind,

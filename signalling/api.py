@@ -32,13 +32,13 @@ class ApiConfig:
     allow_origin: str | None = None
     demo: bool = False
     request_timeout: float = 15.0  # whole request: body read and offer preparation
-    confconn_rate: float = 0.0  # new joins per second per source address (0: no limit)
+    confconn_rate: float = 0.0  # CONFCONNs per second per source address (0: no limit)
     max_body_bytes: int = MAX_BODY_BYTES
     confconn_burst: int = 20
 
 
 class RateLimiter:
-    """Token bucket per source address for new participants (CONFCONN)."""
+    """Token bucket per source address for CONFCONN requests."""
 
     MAX_TRACKED = 100_000
 
@@ -92,12 +92,12 @@ def make_app(sft: Sft, config: ApiConfig) -> web.Application:
         except econn.EconnError as exc:
             return _text(400, f"bad econn message: {exc}")
         may_start = True
-        new_participant = not sft.is_participant(convid, msg.src_userid, msg.src_clientid)
-        if msg.type == econn.CONFCONN and new_participant \
-                and not limiter.allow(request.remote or "?"):
-            return _text(429, "too many CONFCONN requests from this address; retry later")
-        if msg.type == econn.CONFCONN and (config.blacklist or config.auth_secret) \
-                and new_participant:
+        authenticated = False
+        if msg.type == econn.CONFCONN:
+            # Every CONFCONN, also for a participant that exists: one naming a
+            # running participant ends or restarts it, so it needs the same checks.
+            if not limiter.allow(request.remote or "?"):
+                return _text(429, "too many CONFCONN requests from this address; retry later")
             if config.blacklist and config.blacklist.blocks(msg.get("toolver")):
                 return _json(econn.confconn_status(msg.sessid, econn.STATUS_BLACKLISTED))
             if config.auth_secret is not None:
@@ -106,9 +106,10 @@ def make_app(sft: Sft, config: ApiConfig) -> web.Application:
                 if result.status != econn.STATUS_OK:
                     return _json(econn.confconn_status(msg.sessid, result.status))
                 may_start = result.may_start
+                authenticated = True
         try:
             result = await asyncio.wait_for(
-                sft.handle_econn(convid, msg, may_start, request.method),
+                sft.handle_econn(convid, msg, may_start, request.method, authenticated),
                 timeout=config.request_timeout)
         except asyncio.TimeoutError:
             return _text(500, "offer not ready in time")

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-b", dest="blacklist", default="", metavar="LIST",
                    help="client version blacklist, e.g. '<6.2.9,6.2.11' (CONFCONN status 1)")
     p.add_argument("-l", dest="log_prefix", metavar="PREFIX",
-                   help="write the log to PREFIX.log instead of stderr")
+                   help="write the log to PREFIX_<YYYY-MM-DD.HH:MM:SS>.log (start time) "
+                        "instead of stderr")
     p.add_argument("-q", dest="quiet", action="store_true", help="log warnings and errors only")
     p.add_argument("-T", dest="use_turn", action="store_true",
                    help="gather relay candidates via the TURN servers in the client's CONFCONN")
@@ -75,16 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", dest="turn_credential", metavar="PASSWORD",
                    help="federation TURN password (accepted; federation is not implemented yet)")
     p.add_argument("-s", dest="secret_file", metavar="PATH",
-                   help="file with the shared secret for -a (and federation)")
+                   help="file with the shared secret (tokens for -a, federation); read and "
+                        "checked whenever given")
     p.add_argument("-a", dest="auth", action="store_true",
                    help="require CONFCONN username/credential tokens (needs -s)")
-    p.add_argument("-w", dest="workers", type=int, default=1, metavar="N",
-                   help="worker count (accepted for compatibility: signalling runs on one event "
-                        "loop, media runs in the data plane)")
+    p.add_argument("-w", dest="workers", type=int, default=16, metavar="N",
+                   help="worker count (default 16; accepted for compatibility: signalling runs "
+                        "on one event loop, media runs in the data plane)")
     p.add_argument("-k", dest="fir_interval", type=int, default=1000, metavar="MS",
                    help="send RTCP FIR to every video sender every MS ms (default 1000)")
-    p.add_argument("-v", dest="verbose", action="store_true", help="debug logging")
-    p.add_argument("--version", action="version", version=f"sftd {version()}")
+    p.add_argument("-v", "--version", action="version", version=f"version: {version()}",
+                   help="print the version and exit")
+    p.add_argument("--debug", "--verbose", dest="verbose", action="store_true",
+                   help="debug logging")
     p.add_argument("--tls-cert", metavar="PATH", help="serve the signalling API over HTTPS")
     p.add_argument("--tls-key", metavar="PATH", help="private key for --tls-cert")
     p.add_argument("--allow-origin", metavar="ORIGIN",
@@ -111,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse new participants beyond N on this instance, CONFCONN status 4 "
                         "(default 0: no limit)")
     p.add_argument("--confconn-rate", type=float, default=0, metavar="PER_SECOND",
-                   help="new joins allowed per second per source address, burst 20; more get "
+                   help="CONFCONN requests allowed per second per source address, burst 20; more get "
                         "HTTP 429 (default 0: no limit; behind an ingress all clients share "
                         "its address)")
     p.add_argument("--max-body-bytes", type=int, default=256 * 1024, metavar="BYTES",
@@ -132,9 +136,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+def log_path(prefix: str, now: float | None = None) -> str:
+    """Wire's -l naming: the prefix, then the start time."""
+    stamp = time.strftime("%Y-%m-%d.%H:%M:%S", time.localtime(now))
+    return f"{prefix}_{stamp}.log"
+
+
 def setup_logging(args: argparse.Namespace) -> None:
-    handler: logging.Handler = (logging.FileHandler(args.log_prefix + ".log") if args.log_prefix
-                                else logging.StreamHandler(sys.stderr))
+    handler: logging.Handler = (logging.FileHandler(log_path(args.log_prefix))
+                                if args.log_prefix else logging.StreamHandler(sys.stderr))
     handler.setFormatter(JsonFormatter() if args.log_format == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -215,10 +225,10 @@ def choose_dataplane(args: argparse.Namespace) -> DataPlane:
 
 async def serve(args: argparse.Namespace) -> int:
     url = args.url or f"http://{args.listen_addr}:{args.listen_port}"
+    if args.auth and not args.secret_file:
+        raise SystemExit("sftd: -a needs -s SECRETFILE")
     secret = None
-    if args.auth:
-        if not args.secret_file:
-            raise SystemExit("sftd: -a needs -s SECRETFILE")
+    if args.secret_file:  # read whenever given, as Wire's sftd does; -a decides its use
         try:
             with open(args.secret_file, "rb") as f:
                 secret = f.read().strip()
@@ -247,7 +257,9 @@ async def serve(args: argparse.Namespace) -> int:
             raise SystemExit("sftd: --tls-cert and --tls-key go together")
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
-    api = web.AppRunner(make_app(sft, ApiConfig(url=url, auth_secret=secret, blacklist=blacklist,
+    api = web.AppRunner(make_app(sft, ApiConfig(url=url,
+                                                auth_secret=secret if args.auth else None,
+                                                blacklist=blacklist,
                                                 allow_origin=args.allow_origin, demo=args.demo,
                                                 request_timeout=args.request_timeout,
                                                 confconn_rate=args.confconn_rate,
@@ -309,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"sftd: no IPv4 address on media interfaces {names or 'non-loopback'}; "
                          "pass -O with an interface that has one (e.g. -O lo for local tests)")
     args.interface_names = names or _interfaces_of(args.media_addresses)
-    if args.workers != 1:
-        log.info("-w %d accepted; this server runs one signalling loop", args.workers)
+    log.debug("-w %d accepted; this server runs one signalling loop", args.workers)
     try:
         return asyncio.run(serve(args))
     except KeyboardInterrupt:

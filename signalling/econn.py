@@ -159,9 +159,11 @@ def confconn_status(sessid: str, status: int, **extra: Any) -> Message:
 
 
 def setup_offer(sessid: str, sdp: str, url: str, dest_userid: str = "",
-                dest_clientid: str = "") -> Message:
+                dest_clientid: str = "", update: bool = False) -> Message:
+    """The SFT's offer: SETUP, or UPDATE when the client asked with
+    CONFCONN ``update:true`` (its engine then expects an UPDATE)."""
     return Message(
-        type=SETUP,
+        type=UPDATE if update else SETUP,
         sessid=sessid,
         resp=False,
         src_userid=SFT_USERID,

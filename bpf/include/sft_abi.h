@@ -32,6 +32,9 @@
 #define SFT_LAYERS 2
 #define SFT_LAYER_UNKNOWN 255
 #define SFT_LEASE_TIMEOUT_NS 30000000000ULL
+/* A simulcast layer with no media for this long counts as paused (senders
+ * pause their higher layers when the estimate drops): slots fall back. */
+#define SFT_LAYER_STALE_NS 500000000ULL
 
 /* Names and values identical to controller.dataplane.Counter. */
 enum sft_counter {
@@ -102,6 +105,7 @@ struct sft_config {
 	__u16 port_max;
 	__u32 flags;
 	__u64 lease_timeout_ns;
+	__u64 layer_pause_ns; /* 0: SFT_LAYER_STALE_NS */
 };
 
 /* sft_leg_by_addr key: the ICE-validated 5-tuple as it arrives. */
@@ -150,6 +154,7 @@ struct sft_leg_state {
 	__u32 video_ssrc[SFT_LAYERS];    /* publisher SSRC last seen per layer */
 	__u32 pad;
 	__u64 rx_packets;
+	__u64 video_media_ns[SFT_LAYERS]; /* last non-padding packet per layer */
 };
 
 struct sft_stream_key {

@@ -41,6 +41,14 @@ static __always_inline int sft_lease_valid(const struct sft_leg *leg, const stru
 	return lease && (leg->flags & SFT_LEG_ACTIVE) && now - *lease <= sft_lease_timeout(cfg);
 }
 
+static __always_inline int sft_layer_paused(const struct sft_config *cfg,
+					    const struct sft_leg_state *ls, __u32 layer)
+{
+	__u64 pause = cfg->layer_pause_ns ? cfg->layer_pause_ns : SFT_LAYER_STALE_NS;
+
+	return bpf_ktime_get_ns() - ls->video_media_ns[layer & 1] > pause;
+}
+
 static __always_inline void sft_emit(__u32 type, __u32 leg_id, __u32 ssrc, __u32 owner, __u64 index)
 {
 	struct sft_event ev = {
@@ -149,7 +157,9 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 				return 0;
 			layer = slot->layer & 1;
 			desired = pub_state->video_ssrc[layer];
-			if (!desired)
+			if (!desired || (pub_state->video_ssrc[layer ^ 1] &&
+					 sft_layer_paused(cfg, pub_state, layer) &&
+					 !sft_layer_paused(cfg, pub_state, layer ^ 1)))
 				desired = pub_state->video_ssrc[layer ^ 1];
 			if (p->ssrc != desired)
 				return 0;
@@ -290,7 +300,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	const struct sft_leg *leg;
 	struct sft_scratch *s;
 	struct sft_packet *p;
-	__u32 zero = 0, rtp_len, layer, pad_len, count, slot_id, i, sent = 0;
+	__u32 zero = 0, rtp_len, layer, pad_len, count, slot_id, i, sent = 0, video_layer = 0;
 	__u64 index, tag_lo, *conf_packets, sent_total;
 	__u16 tag_hi;
 	__s32 grow;
@@ -386,7 +396,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 		layer = stream->layer != SFT_LAYER_UNKNOWN ? stream->layer : rs->layer_learned;
 		if (layer == SFT_LAYER_UNKNOWN)
 			return sft_drop(SFT_CTR_DROP_NOT_READY, -1);
-		ls->video_ssrc[layer & 1] = p->ssrc;
+		video_layer = layer & 1;
+		ls->video_ssrc[video_layer] = p->ssrc;
 	}
 	ls->rx_packets++;
 
@@ -407,6 +418,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	p->seq_index = index - rs->padding_dropped;
 	p->keyframe = 0;
 	if (p->kind == SFT_KIND_VIDEO) {
+		ls->video_media_ns[video_layer & 1] = bpf_ktime_get_ns();
 		if (p->has_fd)
 			p->keyframe = (p->fd0 & SFT_FD_BEGIN_OF_FRAME) &&
 				      !(p->fd0 & SFT_FD_HAS_DEPENDENCIES);

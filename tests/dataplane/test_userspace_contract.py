@@ -11,6 +11,7 @@ import pytest
 
 from controller import rtp
 from controller.dataplane import (
+    LAYER_PAUSED_AFTER,
     SRTP_AES_CM_128_HMAC_SHA1_80,
     Counter,
     ExtensionIds,
@@ -212,6 +213,35 @@ async def test_simulcast_layer_learned_from_rid(h):
     h.send(1, make_rtp(0x52, 1, 0, vp8_payload(True), pt=100))  # no RID, not declared
     await asyncio.sleep(0.1)
     assert h.plane.read_counters()[Counter.DROP_NOT_READY] >= 1
+
+
+async def test_paused_preferred_layer_gives_way_to_the_flowing_one(h):
+    """A sender pauses its high layer when its estimate drops: the slot moves to
+    the low layer at its next keyframe and back to high at high's keyframe."""
+    await h.leg(1)
+    await h.leg(2)
+    high, low = 0x60, 0x61
+    h.plane.set_publisher(1, (), {low: Layer.LOW, high: Layer.HIGH})
+    h.plane.set_slot(2, StreamKind.VIDEO, 1, SlotSource(1, csrc=5, layer=Layer.HIGH))
+    seq = {high: 0, low: 0}
+
+    def send(ssrc: int, key: bool) -> None:
+        seq[ssrc] += 1
+        h.send(1, make_rtp(ssrc, seq[ssrc], seq[ssrc] * 3000, vp8_payload(key), pt=100))
+
+    send(high, True)
+    send(low, True)
+    assert [rtp.parse(p).ssrc for p in await h.received(2)] == [h.legs[2][0].video_slot_ssrcs[1]]
+    await asyncio.sleep(LAYER_PAUSED_AFTER + 0.1)  # high pauses, low goes on
+    send(low, False)
+    assert await h.received(2) == []  # waits for low's keyframe
+    send(low, True)
+    send(low, False)
+    assert len(await h.received(2)) == 2
+    send(high, True)  # high resumes with a keyframe: back to high, low no more
+    send(low, False)
+    got = await h.received(2)
+    assert len(got) == 1 and rtp.is_keyframe(got[0], rtp.parse(got[0]), EXT.frame_descriptor)
 
 
 async def test_audio_level_is_smoothed_per_publisher(h):

@@ -1,6 +1,8 @@
 """CONFCONN update:true on a connected participant is an ICE restart, not a
-re-join: a new offer with new ICE credentials on the same port, the same
-participant, and the running call untouched until the answer comes."""
+re-join: a new UPDATE offer with new ICE credentials on the same port, the same
+participant, and the running call going on until the answer comes. As in
+Wire's sftd the participant goes to the end of the key-generator order and is
+authorised afresh (its peers answer the new CONFPART)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ async def test_update_true_reoffers_new_credentials_on_the_same_leg(sftd, wire_c
         async with s.post(f"{sftd.url}/sft/{conv}", json=body) as r:
             assert r.status == 200
             offer = await r.json()
-    assert offer["type"] == "SETUP"
+    assert offer["type"] == "UPDATE"
 
     def ice(sdp: str) -> tuple[str, str]:
         return (re.search(r"a=ice-ufrag:(\S+)", sdp).group(1),
@@ -35,9 +37,15 @@ async def test_update_true_reoffers_new_credentials_on_the_same_leg(sftd, wire_c
     new_ufrag, new_port = ice(offer["sdp"])
     assert new_ufrag != old_ufrag and new_port == old_port
     assert re.search(r"^o=- \d+ 3 IN", offer["sdp"], re.M), "session version must grow"
+    await wait_until(lambda: _order(b) == ["b", "a"], 5, "a at the end of the key-generator order")
     frames = frames_from(b, a)[1]
     await asyncio.sleep(2)
     assert frames_from(b, a)[1] > frames + 10, "the call goes on until the answer arrives"
     metrics = await sftd.metrics()
     assert metrics["sft_participants"] == 2 and metrics["sft_participants_total"] == 2
     assert "ICE restart offered" in sftd.log_text()
+
+
+def _order(client) -> list[str]:  # noqa: ANN001
+    confpart = client.received.confpart
+    return [p["userid"] for p in (confpart.get("participants") if confpart else [])]

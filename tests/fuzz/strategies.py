@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from controller.sdp import Candidate, OfferParams, build_offer
+from controller.sdp import Candidate, OfferParams, build_offer, tool_line
 
 # ------------------------------------------------------------------ JSON / econn
 
@@ -123,7 +123,8 @@ OFFER = OfferParams(
     session_id=1, ice_ufrag="abcd", ice_pwd="a" * 22,
     fingerprint="sha-256 " + ":".join(["AB"] * 32),
     candidates=(Candidate("1", 1, "udp", 2130706431, "127.0.0.1", 40000, "host"),),
-    audio_slot_ssrcs=(11, 12, 13, 14, 15), video_slot_ssrcs=(21, 22))
+    audio_slot_ssrcs=(11, 12, 13, 14, 15), video_slot_ssrcs=(21, 22),
+    slot_labels=tuple(f"slot{i}" for i in range(7)), tool=tool_line("0.0.0"))
 # ICE checks of an accepted answer go to a local port nobody serves.
 DEAD_CANDIDATE = "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host"
 

@@ -9,7 +9,7 @@ import pytest
 
 from bpf import abi
 from bpf.dataplane import OBJECT_PATH
-from controller.dataplane import Counter
+from controller.dataplane import LAYER_PAUSED_AFTER, Counter
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,7 @@ def test_counter_enum_matches_controller() -> None:
     members = abi.load().enum_members("sft_counter")
     assert members.pop("SFT_CTR_MAX") == len(Counter)
     assert members == {f"SFT_CTR_{c.name}": c.value for c in Counter}
+
+
+def test_layer_pause_threshold_is_the_same_on_both_planes() -> None:
+    assert abi.load().consts.SFT_LAYER_STALE_NS == round(LAYER_PAUSED_AFTER * 1e9)

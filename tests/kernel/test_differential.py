@@ -14,7 +14,9 @@ The planes' free choices are aligned through explicit hooks:
     zeroed), ``slot_initial_ts`` in userspace;
   * the timestamp gap a slot leaves when it switches source: SFT_TS_STEP_AUDIO/VIDEO
     (960 / 3000) in the kernel, by design independent of wall time; userspace uses
-    the wall-clock gap unless ``switch_ts_gap`` is given, as here.
+    the wall-clock gap unless ``switch_ts_gap`` is given, as here;
+  * when a simulcast layer counts as paused (wall time on both planes): never here
+    (``layer_paused_after``), the fallback has tests of its own on each plane.
 
 One difference, by design, is kept out of the byte-for-byte sequence: the kernel
 drops the first packet of each new publisher SSRC (its AES-CM keystream is computed
@@ -56,6 +58,7 @@ from controller.userspace import UserspaceDataPlane
 EXT = ExtensionIds()
 FD_KEYFRAME, FD_DELTA = 0x80, 0x88
 TS_STEP = {StreamKind.AUDIO: 960, StreamKind.VIDEO: 3000}  # SFT_TS_STEP_* of the kernel
+NEVER_PAUSED = 3600.0  # seconds: the byte-for-byte sequence does not depend on timing
 FIRST_SLOT_INDEX = 65530  # slots roll over after 6 packets
 
 # ---- the scenario, as plane-independent operations ----
@@ -179,6 +182,7 @@ def run_kernel(specs: list[LegSpec], ops: list[Op],
     by_addr = {spec.remote_addr: spec.leg_id for spec in specs}
     with Namespace() as ns:
         dp = KernelDataPlane((), (40000, 40999), instance=f"diff{os.getpid()}",
+                             layer_paused_after=NEVER_PAUSED,
                              slot_initial_index=initial)
         try:
             capture = ns.capture()
@@ -226,6 +230,7 @@ class _SftSide(asyncio.DatagramProtocol):
 async def run_userspace(specs: list[LegSpec], ops: list[Op],
                         initial: Callable[[], int]) -> tuple[Received, dict[Counter, int]]:
     plane = UserspaceDataPlane(slot_initial_index=initial, slot_initial_ts=lambda: 0,
+                               layer_paused_after=NEVER_PAUSED,
                                switch_ts_gap=lambda kind, _elapsed: TS_STEP[kind])
     loop = asyncio.get_running_loop()
     transports: list[asyncio.BaseTransport] = []

@@ -14,7 +14,14 @@ from harness import Namespace, drain, make_peer, one_byte_ext, rtp, two_byte_ext
 from model import SlotModel
 
 from bpf.dataplane import KernelDataPlane
-from controller.dataplane import Counter, ExtensionIds, Layer, SlotSource, StreamKind
+from controller.dataplane import (
+    LAYER_PAUSED_AFTER,
+    Counter,
+    ExtensionIds,
+    Layer,
+    SlotSource,
+    StreamKind,
+)
 
 TC_ACT_OK, TC_ACT_SHOT = 0, 2
 PUB_PORT = 40000
@@ -270,6 +277,36 @@ def test_video_switches_layer_only_on_keyframe(dp: KernelDataPlane, netns: Names
     conf.send(low)
     conf.nothing_forwarded()
     assert dp.read_kernel_counters()["TC_WAIT_KEYFRAME"] >= 1
+
+
+def test_paused_preferred_layer_gives_way_to_the_flowing_one(
+        dp: KernelDataPlane, netns: Namespace, initial_index) -> None:
+    """A sender pauses its high layer when its estimate drops: the slot moves to
+    the low layer at its next keyframe and back to high at high's keyframe."""
+    conf = Conference(dp, netns, 1, StreamKind.VIDEO, initial_index.value)
+    ids = ExtensionIds()
+
+    def video(ssrc: int, seq: int, fd: int) -> bytes:
+        rid = b"h" if ssrc == VIDEO_SSRC else b"l"
+        return rtp(seq, seq * 3000, ssrc, os.urandom(300), pt=100,
+                   ext=one_byte_ext((ids.rid, rid), (ids.frame_descriptor, bytes([fd, 0, 0, 0]))))
+
+    _prime(conf, VIDEO_SSRC, 500, 0)
+    _prime(conf, VIDEO_LOW_SSRC, 100, 0)
+    high_key = video(VIDEO_SSRC, 501, FD_KEYFRAME)
+    conf.send(high_key)
+    conf.check_forwarded(high_key)
+    time.sleep(LAYER_PAUSED_AFTER + 0.1)  # high pauses, low goes on
+    assert conf.send(video(VIDEO_LOW_SSRC, 101, FD_DELTA)) == TC_ACT_SHOT
+    conf.nothing_forwarded()  # waits for low's keyframe
+    for packet in (video(VIDEO_LOW_SSRC, 102, FD_KEYFRAME), video(VIDEO_LOW_SSRC, 103, FD_DELTA)):
+        conf.send(packet)
+        conf.check_forwarded(packet)
+    high_key = video(VIDEO_SSRC, 502, FD_KEYFRAME)  # high resumes: back to high
+    conf.send(high_key)
+    conf.check_forwarded(high_key)
+    conf.send(video(VIDEO_LOW_SSRC, 104, FD_DELTA))
+    conf.nothing_forwarded()
 
 
 def test_cleared_slot_stops_forwarding(dp: KernelDataPlane, netns: Namespace,

@@ -256,3 +256,72 @@ async def test_slow_client_gets_408_and_others_are_served():
     finally:
         await client.close()
         await sft.stop()
+
+
+def _answer(user="alice", sessid="s1", msg_type="SETUP"):
+    return {"version": "3.0", "type": msg_type, "sessid": sessid, "src_userid": user,
+            "src_clientid": "c1", "resp": True, "sdp": "v=0\r\n", "props": {}}
+
+
+async def test_stranger_cannot_kick_restart_or_answer_for_someone_else(auth_api):
+    """-a: the identity (convid, userid, clientid) is public through CONFPART;
+    without a token nobody can re-create, restart or answer for it."""
+    sft, client = auth_api
+    assert await _status(client, **_tokens()) == "offer"
+    alice = sft.participants[next(iter(sft.participants))]
+    leg_id = alice.leg.leg_id
+    assert await _status(client, update=False) == econn.STATUS_AUTH_INVALID  # kick
+    assert await _status(client, update=True) == econn.STATUS_AUTH_INVALID  # restart
+    r = await client.post(f"/sft/{CONV}", json=_answer(sessid="stranger"))
+    assert r.status == 409 and "sessid" in await r.text()
+    assert sft.participants[alice.key] is alice and alice.leg.leg_id == leg_id
+    assert alice.state == "offered" and not alice.restarting and sft.participants_total == 1
+    # the same person re-authenticating from a new session may take over
+    assert await _status(client, sessid="s2", **_tokens()) == "offer"
+    assert sft.participants[alice.key] is not alice and sft.participants_total == 2
+
+
+async def test_without_auth_only_the_same_session_may_touch_a_participant(api):
+    sft, client = api
+    assert await _status(client) == "offer"
+    alice = sft.participants[next(iter(sft.participants))]
+    r = await client.post(f"/sft/{CONV}", json=confconn(sessid="other"))
+    assert r.status == 409 and "session" in await r.text()
+    r = await client.post(f"/sft/{CONV}", json=_answer(sessid="other"))
+    assert r.status == 409
+    assert sft.participants[alice.key] is alice and sft.participants_total == 1
+    r = await client.post(f"/sft/{CONV}", json=_answer())  # its own session: processed
+    assert r.status == 400 and "bad SDP" in await r.text()
+    assert await _status(client) == "offer"  # its own session may re-create
+    assert sft.participants_total == 2
+
+
+async def test_every_confconn_is_rate_limited():
+    sft, client = await _client(confconn_rate=0.01, confconn_burst=2)
+    try:
+        assert await _status(client) == "offer"
+        assert await _status(client) == "offer"  # the same participant re-created
+        r = await client.post(f"/sft/{CONV}", json=confconn(update=True))
+        assert r.status == 429
+    finally:
+        await client.close()
+        await sft.stop()
+
+
+async def test_update_confconn_gets_an_update_offer_and_its_update_answer_is_taken(api):
+    """A client that rejoins with update:true is in its update state: it gets
+    an UPDATE offer, and its UPDATE answer is processed like a SETUP answer."""
+    sft, client = api
+    offer = await (await client.post(f"/sft/{CONV}", json=confconn(update=True))).json()
+    assert offer["type"] == "UPDATE" and offer["sdp"].startswith("v=0")
+    r = await client.post(f"/sft/{CONV}", json=_answer(msg_type="UPDATE"))
+    assert r.status == 400 and "bad SDP" in await r.text()
+    assert sft.conferences[CONV].started  # nobody is told to start a rejoined call
+
+
+async def test_simulcast_follows_the_client_engine_version(api):
+    _, client = api
+    for user, toolver, offered in (("old", "9.1.0", False), ("new", "10.5.8", True)):
+        offer = await (await client.post(f"/sft/{CONV}", json=confconn(
+            user, toolver=toolver))).json()
+        assert ("a=simulcast:recv l;h" in offer["sdp"]) is offered

@@ -1,15 +1,26 @@
+import dataclasses
+
 import pytest
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 from controller.dataplane import ExtensionIds
-from controller.sdp import Candidate, OfferParams, SdpError, build_offer, parse_answer
+from controller.sdp import (
+    Candidate,
+    OfferParams,
+    SdpError,
+    build_offer,
+    offers_simulcast,
+    parse_answer,
+    tool_line,
+)
 
 PARAMS = OfferParams(
     session_id=1, ice_ufrag="abcd", ice_pwd="a" * 22,
     fingerprint="sha-256 " + ":".join(["AB"] * 32),
     candidates=(Candidate("1", 1, "udp", 2130706431, "127.0.0.1", 40000, "host"),),
-    audio_slot_ssrcs=(11, 12, 13, 14, 15), video_slot_ssrcs=(21, 22))
+    audio_slot_ssrcs=(11, 12, 13, 14, 15), video_slot_ssrcs=(21, 22),
+    slot_labels=tuple(f"label-{i}" for i in range(7)), tool=tool_line("1.2.3"))
 
 
 def test_offer_has_wire_layout():
@@ -18,12 +29,48 @@ def test_offer_has_wire_layout():
     assert sdp.count("m=audio") == 6 and sdp.count("m=video") == 3
     assert "m=application 40000 DTLS/SCTP 5000" in sdp
     assert "a=sctpmap:5000 webrtc-datachannel 16" in sdp
-    assert "a=setup:actpass" in sdp and "a=simulcast:recv h;l" in sdp
+    assert "a=setup:actpass" in sdp
+    assert "a=rid:l recv\r\na=rid:h recv\r\na=simulcast:recv l;h\r\n" in sdp
     assert "ssrc-audio-level vad=on" in sdp
     assert sdp.count("a=sendonly") == 7
-    for ssrc in (11, 15, 21, 22):
-        assert f"a=ssrc:{ssrc} cname:sft" in sdp
     assert "nack" not in sdp and "goog-remb" not in sdp
+
+
+def test_offer_announces_sftd_to_wire_clients():
+    """Wire's engine reads a=tool: "sftd" then major.minor; selective audio
+    needs >= 2.0, selective video >= 2.1."""
+    line = next(x for x in build_offer(PARAMS).splitlines() if x.startswith("a=tool:"))
+    name, version = line.removeprefix("a=tool:").split(" ")[:2]
+    major, minor = (int(x) for x in version.split(".")[:2])
+    assert name == "sftd" and (major, minor) >= (2, 1)
+    assert "sftd-ebpf/1.2.3" in line
+
+
+def test_each_slot_is_a_stream_of_its_own():
+    sdp = build_offer(PARAMS)
+    sections = sdp.split("m=")[4:]  # the slots, after audio, video and data
+    assert len(sections) == 7
+    for ssrc, label, section in zip((11, 12, 13, 14, 15, 21, 22), PARAMS.slot_labels, sections):
+        assert f"a=ssrc:{ssrc} cname:{label}\r\n" in section
+        assert f"a=ssrc:{ssrc} msid:{label} {label}\r\n" in section
+        assert f"a=msid:{label} {label}\r\n" in section
+
+
+def test_slots_do_not_ask_for_transport_feedback():
+    sections = build_offer(PARAMS).split("m=")
+    uplink_video, slots = sections[2], sections[4:]
+    assert "a=rtcp-fb:100 transport-cc" in uplink_video and "transport-wide-cc" in uplink_video
+    for section in slots:
+        assert "transport-cc" not in section and "transport-wide-cc" not in section
+
+
+@pytest.mark.parametrize("toolver,offered", [
+    (None, True), ("0.0.1", True), ("9.9.9", False), ("10.5.8", True), ("11.0", True),
+    ("6.2.9", False), ("garbage", True)])
+def test_simulcast_only_for_engines_that_handle_it(toolver, offered):
+    assert offers_simulcast(toolver) is offered
+    sdp = build_offer(dataclasses.replace(PARAMS, simulcast=offers_simulcast(toolver)))
+    assert ("a=simulcast:recv" in sdp) is offered
 
 
 async def test_aiortc_answers_our_offer_and_we_read_it():
