@@ -10,6 +10,7 @@ are same-origin: no CORS, no local-network-access prompt.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 import uuid
@@ -77,6 +78,7 @@ class AvsConversation:
         self.convid = str(uuid.uuid4())
         self.clients: dict[str, Client] = {}
         self.latest: dict[str, dict[str, Any]] = {}
+        self.snapshots: dict[str, dict[str, Any]] = {}
 
     async def add(self, name: str) -> Client:
         client = Client(name)
@@ -102,6 +104,31 @@ class AvsConversation:
 
     def name_of(self, person: str) -> str:
         return next((c.name for c in self.clients.values() if c.person == person), person)
+
+    def snapshot(self, label: str, names: list[str]) -> None:
+        """Keep the latest stats and their summary under ``label`` for the report."""
+        self.snapshots[label] = {"summary": self.summary(names),
+                                 "stats": copy.deepcopy({n: self.latest.get(n) for n in names})}
+
+    def summary(self, names: list[str]) -> str:
+        """One line per client: members (aestab/vrecv/muted), whom it hears, video
+        frames decoded per member, the send estimate and the encode rate."""
+        lines = []
+        for name in names:
+            s = self.latest.get(name)
+            if not s:
+                lines.append(f"  {name}: no stats")
+                continue
+            members = {n: f"a{m['aestab']}v{m['vrecv']}m{m['muted']}"
+                       for n, m in self.member_view(name).items()}
+            hears = [o for o in names if o != name and self.hears(name, o)]
+            bps = s.get("availableOutgoingBitrate")
+            lines.append(
+                f"  {name}: state={s['callState']} members={members} hears={hears} "
+                f"video frames={self.frames_from(name)} "
+                f"out={None if bps is None else round(bps / 1000)}kbit/s "
+                f"encode_fps={s.get('encodeFps')} pcs={[c['connectionState'] for c in s['connections']]}")
+        return "\n".join(lines)
 
     # --- views over the latest stats -------------------------------------------------
 

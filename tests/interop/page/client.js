@@ -50,11 +50,15 @@ const state = {
   csrcSeen: {},        // CSRC -> last time seen on an audio receiver
   localStream: null, errors: [],
 };
+// Lines of AVS's log the test counts (errors also keep the line itself).
 const LOG_PATTERNS = {
   selective: /selective_audio: YES selective_video: YES/,
   setRemoteFailed: /setRemoteDescription.*(fail|error)|failed to set remote/i,
   encodedStreamsTwice: /Encoded streams already created/,
+  hangupUnanswered: /timeout waiting for HANGUP\(r\)/,
+  peerConnectionCreated: /create_pc\(.*new pc created/,
 };
+const ERROR_PATTERNS = new Set(["setRemoteFailed", "encodedStreamsTwice", "hangupUnanswered"]);
 
 function noteLog(level, message) {
   const line = `${level} ${String(message).trim()}`;
@@ -63,7 +67,7 @@ function noteLog(level, message) {
   for (const [key, re] of Object.entries(LOG_PATTERNS)) {
     if (re.test(line)) {
       state.logMatches[key] = (state.logMatches[key] || 0) + 1;
-      if (key !== "selective") state.errors.push(line);
+      if (ERROR_PATTERNS.has(key)) state.errors.push(line);
     }
   }
 }
