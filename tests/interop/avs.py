@@ -123,11 +123,12 @@ class AvsConversation:
                        for n, m in self.member_view(name).items()}
             hears = [o for o in names if o != name and self.hears(name, o)]
             bps = s.get("availableOutgoingBitrate")
+            pcs = [c["connectionState"] for c in s["connections"]]
             lines.append(
                 f"  {name}: state={s['callState']} members={members} hears={hears} "
                 f"video frames={self.frames_from(name)} "
                 f"out={None if bps is None else round(bps / 1000)}kbit/s "
-                f"encode_fps={s.get('encodeFps')} pcs={[c['connectionState'] for c in s['connections']]}")
+                f"encode_fps={s.get('encodeFps')} pcs={pcs}")
         return "\n".join(lines)
 
     # --- views over the latest stats -------------------------------------------------
