@@ -79,6 +79,7 @@ class AvsConversation:
         self.clients: dict[str, Client] = {}
         self.latest: dict[str, dict[str, Any]] = {}
         self.snapshots: dict[str, dict[str, Any]] = {}
+        self.screenshot: bytes | None = None
 
     async def add(self, name: str) -> Client:
         client = Client(name)
