@@ -51,6 +51,7 @@ from controller.dataplane import (
     Counter,
     Layer,
     LegSpec,
+    ReceiveStats,
     SlotSource,
     StreamKind,
 )
@@ -812,13 +813,26 @@ class KernelDataPlane:
         self._write_keystream(slot.ring, slot.ring.fill_range(next_index,
                                                               next_index + slot.ring.size))
 
-    def _stream_highest_index(self, leg_id: int, ssrc: int) -> int | None:
+    def _stream_state(self, leg_id: int, ssrc: int) -> bytes | None:
         key = self._stream_keys.get((leg_id, ssrc))
         if key is None:
             key = self._stream_keys[(leg_id, ssrc)] = self.abi.pack(
                 "sft_stream_key", leg_id=leg_id, ssrc=ssrc)
-        raw = self.maps["sft_stream_state"].lookup(key)
+        raw: bytes | None = self.maps["sft_stream_state"].lookup(key)
+        return raw
+
+    def _stream_highest_index(self, leg_id: int, ssrc: int) -> int | None:
+        raw = self._stream_state(leg_id, ssrc)
         return None if raw is None else struct.unpack_from("<Q", raw, self._highest_off)[0]
+
+    def read_receive_stats(self, leg_id: int, ssrc: int) -> ReceiveStats | None:
+        with self._lock:
+            raw = self._stream_state(leg_id, ssrc)
+        if raw is None:
+            return None
+        state = self.abi.unpack("sft_stream_state", raw)
+        return ReceiveStats(received=state.packets, first_seq=state.first_index,
+                            highest_seq=state.highest_index, jitter=state.jitter_q4 >> 4)
 
     def _refill_stream(self, leg: _Leg, ssrc: int, index: int | None = None,
                        force: bool = True,

@@ -122,6 +122,16 @@ class SlotSource:
     layer: Layer = Layer.HIGH
 
 
+@dataclass(frozen=True)
+class ReceiveStats:
+    """RFC 3550 receive statistics of one publisher stream, for receiver reports."""
+
+    received: int  # authentic packets
+    first_seq: int  # extended sequence number (SRTP index) of the first one
+    highest_seq: int  # extended highest sequence number
+    jitter: int  # interarrival jitter, RTP timestamp units
+
+
 class DataPlane(Protocol):
     name: str  # "userspace" | "kernel"
     srtp_profiles: tuple[str, ...]  # what it can protect/unprotect, preferred first
@@ -150,6 +160,9 @@ class DataPlane(Protocol):
 
     def read_audio_levels(self) -> dict[int, float]:
         """Smoothed audio level (−dBov, 0 loudest … 127 silent) per publisher leg."""
+
+    def read_receive_stats(self, leg_id: int, ssrc: int) -> ReceiveStats | None:
+        """What arrived of one publisher SSRC so far (None: nothing authentic yet)."""
 
     def read_counters(self) -> dict[Counter, int]:
         """Totals since start, summed over CPUs."""

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 from .dataplane import ExtensionIds, Layer, SlotSource
 from .leg import Leg
+from .rtcp import ReportState
 
 SILENCE_LEVEL = 110  # smoothed −dBov at or above which a speaker slot is freed
 
@@ -77,6 +78,8 @@ class Participant:
     sdp_version: int = 1
     extensions: ExtensionIds = field(default_factory=ExtensionIds)
     last_ping: float = field(default_factory=time.monotonic)
+    keyframe_requested_at: float = 0.0  # monotonic time of the last FIR to it
+    report_state: dict[int, ReportState] = field(default_factory=dict)  # by publisher SSRC
     offered_at: float = field(default_factory=time.monotonic)
     # What the data plane currently has for this subscriber's slots.
     audio_sources: list[SlotSource | None] = field(default_factory=list)

@@ -1,11 +1,15 @@
-"""The little RTCP an SFT speaks itself (RFC 3550, 4585, 5104): FIR and PLI to publishers,
-RR in answer to SR. Runs in the controller for both data planes."""
+"""The little RTCP an SFT speaks itself (RFC 3550, 4585, 5104): FIR and PLI to publishers
+(periodic, and on a receiver's own request), RR in answer to SR. Runs in the controller
+for both data planes."""
 
 from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+from .dataplane import ReceiveStats
 
 PT_SR = 200
 PT_RR = 201
@@ -20,20 +24,42 @@ class SenderReport:
     ntp_middle: int  # the 32 middle bits of the NTP timestamp, echoed as LSR
 
 
-def parse_sender_reports(data: bytes) -> list[SenderReport]:
-    """SRs in a (compound) plaintext RTCP packet; malformed tails are ignored."""
-    reports = []
+def _packets(data: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """(first byte, packet type, offset, length) of each packet of a compound
+    plaintext RTCP packet; a malformed tail ends the walk."""
     pos = 0
     while pos + 4 <= len(data):
         b0, pt, words = struct.unpack_from("!BBH", data, pos)
         length = 4 * (words + 1)
         if b0 >> 6 != 2 or pos + length > len(data):
-            break
+            return
+        yield b0, pt, pos, length
+        pos += length
+
+
+def parse_sender_reports(data: bytes) -> list[SenderReport]:
+    """SRs in a (compound) plaintext RTCP packet; malformed tails are ignored."""
+    reports = []
+    for _b0, pt, pos, length in _packets(data):
         if pt == PT_SR and length >= 28:
             ssrc, ntp_hi, ntp_lo = struct.unpack_from("!III", data, pos + 4)
             reports.append(SenderReport(ssrc, ((ntp_hi & 0xFFFF) << 16) | (ntp_lo >> 16)))
-        pos += length
     return reports
+
+
+def parse_keyframe_requests(data: bytes) -> set[int]:
+    """Media SSRCs a receiver asks a keyframe for: PLI (RFC 4585) and FIR
+    (RFC 5104, one SSRC per FCI entry)."""
+    wanted: set[int] = set()
+    for b0, pt, pos, length in _packets(data):
+        if pt != PT_PSFB or length < 12:
+            continue
+        if b0 & 0x1F == FMT_PLI:
+            wanted.add(struct.unpack_from("!I", data, pos + 8)[0])
+        elif b0 & 0x1F == FMT_FIR:
+            for entry in range(pos + 12, pos + length - 7, 8):
+                wanted.add(struct.unpack_from("!I", data, entry)[0])
+    return wanted
 
 
 def fir(sender_ssrc: int, media_ssrcs: list[int], seqnr: int) -> bytes:
@@ -53,9 +79,34 @@ def keyframe_request(sender_ssrc: int, media_ssrcs: list[int], seqnr: int) -> by
         pli(sender_ssrc, ssrc) for ssrc in media_ssrcs)
 
 
-def receiver_report(sender_ssrc: int, report: SenderReport, received_at: float) -> bytes:
-    """An RR with one block for ``report``: LSR/DLSR let the sender compute RTT.
-    Loss and jitter are not measured by the SFT (0)."""
+@dataclass
+class ReportState:
+    """What the previous receiver report of one SSRC counted (RFC 3550 A.3)."""
+
+    expected: int = 0
+    received: int = 0
+
+
+def report_block(report: SenderReport, received_at: float, stats: ReceiveStats | None,
+                 prior: ReportState) -> bytes:
+    """One RR report block for the SSRC of ``report``: loss since the last
+    report and in all, extended highest sequence number and jitter from the
+    data plane's counts; LSR/DLSR let the sender compute the round trip."""
     dlsr = int((time.monotonic() - received_at) * 65536) & 0xFFFFFFFF
-    block = struct.pack("!IIIIII", report.ssrc, 0, 0, 0, report.ntp_middle, dlsr)
+    lost = fraction = highest = jitter = 0
+    if stats is not None:
+        expected = stats.highest_seq - stats.first_seq + 1
+        lost = max(-0x800000, min(0x7FFFFF, expected - stats.received))
+        expected_interval = expected - prior.expected
+        lost_interval = expected_interval - (stats.received - prior.received)
+        if expected_interval > 0 and lost_interval > 0:
+            fraction = min(255, (lost_interval << 8) // expected_interval)
+        prior.expected, prior.received = expected, stats.received
+        highest = stats.highest_seq & 0xFFFFFFFF
+        jitter = min(stats.jitter, 0xFFFFFFFF)
+    return struct.pack("!IIIIII", report.ssrc, (fraction << 24) | (lost & 0xFFFFFF), highest,
+                       jitter, report.ntp_middle, dlsr)
+
+
+def receiver_report(sender_ssrc: int, block: bytes) -> bytes:
     return struct.pack("!BBHI", 0x81, PT_RR, 7, sender_ssrc) + block

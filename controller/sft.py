@@ -46,6 +46,8 @@ log = logging.getLogger("sftd")
 
 AUDIO_SELECTION_INTERVAL = 0.1
 KEYFRAME_AFTER_CONNECT = 0.3  # seconds
+KEYFRAME_RELAY_INTERVAL = 0.3  # seconds: a publisher's keyframe takes about this long
+MAX_VIDEO_SSRCS = 4  # per publisher: simulcast layers learned from SRs beyond this are ignored
 TIMER_INTERVAL = 0.5
 
 
@@ -91,7 +93,6 @@ class Sft:
         self._seqno = 0
         self._fir_seq = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self._sr_received: dict[int, tuple[rtcp.SenderReport, float]] = {}
         self.idle = asyncio.Event()
         self.idle.set()
         self.on_idle: Callable[[], None] | None = None
@@ -400,9 +401,29 @@ class Sft:
         now = time.monotonic()
         for report in rtcp.parse_sender_reports(plain):
             if report.ssrc != participant.ssrc_audio and report.ssrc not in participant.video_ssrcs:
+                if len(participant.video_ssrcs) >= MAX_VIDEO_SSRCS:
+                    continue  # a sender's layers are few: more is not media we forward
                 # SSRCs learned from SRs: simulcast layers that only a RID announced
                 participant.video_ssrcs.append(report.ssrc)
-            leg.send_rtcp(rtcp.receiver_report(participant.audio_slot_ssrcs[0], report, now))
+            prior = participant.report_state.setdefault(report.ssrc, rtcp.ReportState())
+            stats = self.dataplane.read_receive_stats(leg.leg_id, report.ssrc)
+            leg.send_rtcp(rtcp.receiver_report(participant.audio_slot_ssrcs[0],
+                                               rtcp.report_block(report, now, stats, prior)))
+        if wanted := rtcp.parse_keyframe_requests(plain):
+            self._relay_keyframe_requests(participant, wanted, now)
+
+    def _relay_keyframe_requests(self, subscriber: Participant, slot_ssrcs: set[int],
+                                 now: float) -> None:
+        """A receiver lost a slot's picture: ask the publisher on that slot for a
+        keyframe (once per KEYFRAME_RELAY_INTERVAL per publisher)."""
+        for index, ssrc in enumerate(subscriber.video_slot_ssrcs):
+            source = subscriber.video_sources[index]
+            if ssrc not in slot_ssrcs or source is None:
+                continue
+            publisher = self.by_leg.get(source.publisher)
+            if publisher is not None and \
+                    now - publisher.keyframe_requested_at >= KEYFRAME_RELAY_INTERVAL:
+                self._send_fir(publisher)
 
     def _drop_conference(self, conference: Conference) -> None:
         if self.conferences.get(conference.convid) is conference and not conference.participants:
@@ -648,6 +669,7 @@ class Sft:
     def _send_fir(self, publisher: Participant) -> None:
         if not publisher.connected or not publisher.video_ssrcs:
             return
+        publisher.keyframe_requested_at = time.monotonic()
         self._fir_seq += 1
         publisher.leg.send_rtcp(rtcp.keyframe_request(publisher.audio_slot_ssrcs[0],
                                          publisher.video_ssrcs, self._fir_seq))

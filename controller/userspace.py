@@ -26,6 +26,7 @@ from .dataplane import (
     Counter,
     Layer,
     LegSpec,
+    ReceiveStats,
     SlotSource,
     StreamKind,
 )
@@ -67,6 +68,39 @@ class _Leg:
     layer_media_at: dict[Layer, float] = field(default_factory=dict)  # last media packet
     level: float = float(rtp.AUDIO_LEVEL_SILENT)
     level_time: float = 0.0
+    received: dict[int, _ReceiveCounter] = field(default_factory=dict)  # by SSRC
+
+
+MAX_COUNTED_STREAMS = 16  # per leg: a sender's own media is a handful of SSRCs
+
+
+@dataclass
+class _ReceiveCounter:
+    """RFC 3550 receive statistics of one SSRC (A.1 extended sequence numbers,
+    A.8 jitter), the same figures the kernel plane keeps in sft_stream_state."""
+
+    first_seq: int
+    highest_seq: int
+    received: int = 1
+    jitter_q4: int = 0  # x 16, as RFC 3550's integer form
+    last_transit: int | None = None
+
+    def update(self, seq: int, timestamp: int, clock_rate: int, now: float) -> None:
+        self.received += 1
+        candidate = (self.highest_seq & ~0xFFFF) | seq
+        if candidate - self.highest_seq > 0x8000:
+            candidate -= 0x10000
+        elif self.highest_seq - candidate > 0x8000:
+            candidate += 0x10000
+        self.highest_seq = max(self.highest_seq, candidate)
+        self.transit(timestamp, clock_rate, now)
+
+    def transit(self, timestamp: int, clock_rate: int, now: float) -> None:
+        transit = (int(now * clock_rate) - timestamp) & 0xFFFFFFFF
+        if self.last_transit is not None:
+            d = abs(((transit - self.last_transit + 0x80000000) & 0xFFFFFFFF) - 0x80000000)
+            self.jitter_q4 += d - ((self.jitter_q4 + 8) >> 4)
+        self.last_transit = transit
 
 
 def _wall_clock_gap(kind: StreamKind, elapsed: float | None) -> int:
@@ -166,6 +200,25 @@ class UserspaceDataPlane:
         if routes:
             routes[:] = [(lg, s) for lg, s in routes if s is not slot]
 
+    @staticmethod
+    def _count_received(leg: _Leg, view: rtp.RtpView) -> None:
+        kind = StreamKind.AUDIO if view.ssrc in leg.audio_ssrcs else StreamKind.VIDEO
+        now = time.monotonic()
+        counter = leg.received.get(view.ssrc)
+        if counter is not None:
+            counter.update(view.seq, view.timestamp, CLOCK_RATE[kind], now)
+        elif len(leg.received) < MAX_COUNTED_STREAMS:
+            counter = leg.received[view.ssrc] = _ReceiveCounter(view.seq, view.seq)
+            counter.transit(view.timestamp, CLOCK_RATE[kind], now)
+
+    def read_receive_stats(self, leg_id: int, ssrc: int) -> ReceiveStats | None:
+        leg = self._legs.get(leg_id)
+        counter = leg.received.get(ssrc) if leg is not None else None
+        if counter is None:
+            return None
+        return ReceiveStats(received=counter.received, first_seq=counter.first_seq,
+                            highest_seq=counter.highest_seq, jitter=counter.jitter_q4 >> 4)
+
     def read_audio_levels(self) -> dict[int, float]:
         now = time.monotonic()
         return {leg_id: (leg.level if now - leg.level_time < LEVEL_STALE_SECONDS
@@ -211,6 +264,7 @@ class UserspaceDataPlane:
         except rtp.RtpError:
             counters[Counter.DROP_MALFORMED] += 1
             return
+        self._count_received(leg, view)
         if rtp.padding_only(view):
             counters[Counter.DROP_PADDING] += 1
             self._skip_sequence_number(leg, view)

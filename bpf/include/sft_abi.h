@@ -181,6 +181,10 @@ struct sft_stream_state {
 	__u8 kind;
 	__u16 pad;
 	__u32 padding_dropped; /* padding-only packets dropped: later ones move down */
+	/* RFC 3550 receive statistics, for the controller's receiver reports */
+	__u64 first_index;   /* SRTP index of the stream's first authentic packet */
+	__u32 jitter_q4;     /* interarrival jitter x 16, RTP timestamp units */
+	__u32 last_transit;  /* arrival (RTP clock) - RTP timestamp of the last packet */
 };
 
 /* sft_slots[slot_id], controller-owned: one sendonly m-line of a subscriber. */

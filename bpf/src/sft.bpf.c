@@ -49,6 +49,22 @@ static __always_inline int sft_layer_paused(const struct sft_config *cfg,
 	return bpf_ktime_get_ns() - ls->video_media_ns[layer & 1] > pause;
 }
 
+/* RFC 3550 A.8 interarrival jitter, integer form (x 16), in RTP clock units. */
+static __always_inline void sft_update_jitter(struct sft_stream_state *rs, __u32 timestamp,
+					      __u8 kind)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u32 arrival = kind == SFT_KIND_AUDIO ? now * 48 / 1000000 : now * 9 / 100000;
+	__u32 transit = arrival - timestamp;
+	__s32 d = (__s32)(transit - rs->last_transit);
+
+	if (d < 0)
+		d = -d;
+	if (rs->packets > 1)
+		rs->jitter_q4 += (__u32)d - ((rs->jitter_q4 + 8) >> 4);
+	rs->last_transit = transit;
+}
+
 static __always_inline void sft_emit(__u32 type, __u32 leg_id, __u32 ssrc, __u32 owner, __u64 index)
 {
 	struct sft_event ev = {
@@ -362,6 +378,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 	if (!rs) {
 		__builtin_memset(&s->fresh, 0, sizeof(s->fresh));
 		s->fresh.highest_index = index;
+		s->fresh.first_index = index;
 		s->fresh.replay_window = 1;
 		s->fresh.layer_learned = SFT_LAYER_UNKNOWN;
 		bpf_map_update_elem(&sft_stream_state, &key, &s->fresh, BPF_NOEXIST);
@@ -386,6 +403,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id)
 		return sft_drop(SFT_CTR_DROP_UNKNOWN_LEG, SFT_K_TC_UNKNOWN_SSRC);
 	}
 	p->kind = stream->kind;
+	sft_update_jitter(rs, p->timestamp, p->kind);
 	ls = bpf_map_lookup_elem(&sft_leg_state, &leg_id);
 	if (!ls)
 		return sft_drop(SFT_CTR_DROP_NOT_READY, -1);

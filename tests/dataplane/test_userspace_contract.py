@@ -244,6 +244,27 @@ async def test_paused_preferred_layer_gives_way_to_the_flowing_one(h):
     assert len(got) == 1 and rtp.is_keyframe(got[0], rtp.parse(got[0]), EXT.frame_descriptor)
 
 
+async def test_receive_stats_count_loss_and_jitter(h):
+    """What receiver reports are made of: authentic packets, first and highest
+    extended sequence numbers, interarrival jitter (RFC 3550)."""
+    await h.leg(1)
+    h.plane.set_publisher(1, (AUDIO_SSRC,), {})
+    assert h.plane.read_receive_stats(1, AUDIO_SSRC) is None
+    for seq in (65534, 65535, 0, 2, 3):  # 1 is lost; the sequence wraps
+        h.send(1, make_rtp(AUDIO_SSRC, seq, ((seq - 65534) & 0xFFFF) * 960, b"\x01" * 60))
+        await asyncio.sleep(0.03)  # arrival spacing other than the 20 ms the timestamps say
+    stats = h.plane.read_receive_stats(1, AUDIO_SSRC)
+    assert stats is not None
+    assert (stats.received, stats.first_seq, stats.highest_seq) == (5, 65534, 65536 + 3)
+    assert stats.jitter > 0
+    tampered = bytearray(h.send(1, make_rtp(AUDIO_SSRC, 4, 6 * 960, b"\x01" * 60),
+                                protect=True))
+    tampered[-1] ^= 1
+    h.send(1, bytes(tampered), protect=False)
+    await asyncio.sleep(0.1)
+    assert h.plane.read_receive_stats(1, AUDIO_SSRC).received == 6  # the tampered copy is not
+
+
 async def test_audio_level_is_smoothed_per_publisher(h):
     await h.leg(1)
     h.plane.set_publisher(1, (AUDIO_SSRC,), {})

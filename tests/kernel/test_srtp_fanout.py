@@ -366,3 +366,23 @@ def test_vp8_keyframe_without_frame_descriptor(dp: KernelDataPlane, netns: Names
     key = rtp(9, 6000, VIDEO_SSRC, b"\x90\x80\x81\x03\x00" + os.urandom(100), pt=100, ext=rid)
     assert conf.send(key) == TC_ACT_SHOT
     conf.check_forwarded(key)
+
+
+def test_receive_stats_count_loss_and_jitter(dp: KernelDataPlane, netns: Namespace,
+                                             initial_index) -> None:
+    """What receiver reports are made of: authentic packets, first and highest
+    extended sequence numbers, interarrival jitter (RFC 3550)."""
+    conf = Conference(dp, netns, 1, StreamKind.AUDIO, initial_index.value)
+    assert dp.read_receive_stats(conf.pub.leg_id, AUDIO_SSRC) is None
+    _prime(conf, AUDIO_SSRC, 65534, 0)
+    for seq in (65535, 0, 2, 3):  # 1 is lost; the sequence wraps
+        conf.send(rtp(seq, ((seq - 65534) & 0xFFFF) * 960, AUDIO_SSRC, os.urandom(60)))
+        time.sleep(0.03)  # arrival spacing other than the 20 ms the timestamps say
+    stats = dp.read_receive_stats(conf.pub.leg_id, AUDIO_SSRC)
+    assert stats is not None
+    assert (stats.received, stats.first_seq, stats.highest_seq) == (5, 65534, 65536 + 3)
+    assert stats.jitter > 0
+    tampered = bytearray(conf.pub.sender.protect(rtp(4, 6 * 960, AUDIO_SSRC, os.urandom(60))))
+    tampered[-1] ^= 1
+    conf.send(b"", bytes(tampered))
+    assert dp.read_receive_stats(conf.pub.leg_id, AUDIO_SSRC).received == 5  # not authentic
