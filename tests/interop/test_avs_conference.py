@@ -1,6 +1,6 @@
 """Wire's own calling engine (@wireapp/avs, as the webapp ships it) holds a
 CONFERENCE video call through sftd: three AVS clients in headless Chromium,
-then mute, camera off, a late joiner, a hang-up and the end of the call.
+then a late joiner, mute, camera off and on, a hang-up and the end of the call.
 
 Run on the userspace plane over loopback and on the kernel plane through a
 veth pair, browsers in their own network namespace. Every check is run and
