@@ -179,8 +179,8 @@ def interface_addresses(names: list[str] | None) -> list[str]:
     return found
 
 
-# Keystream rings per stream/slot, refilled every 20 ms: 16 audio packets
-# (320 ms at 50/s) and 32 video packets (a keyframe burst) of headroom.
+# Keystream rings per stream/slot, topped up every 50 ms on their own thread:
+# 16 audio packets (320 ms at 50/s) and 32 video packets (a keyframe burst).
 KEYSTREAM_AUDIO_RING = 16
 KEYSTREAM_VIDEO_RING = 32
 KEYSTREAM_INGRESS_RING_FACTOR = 4  # a publisher's rings: 64 audio, 128 per video layer
