@@ -42,7 +42,8 @@ _INTEGER_DEFINE = re.compile(r"#define\s+(SFT_\w+)\s+(0[xX][0-9a-fA-F]+|\d+)[uUl
 SHARED_STRUCTS = (
     "sft_config", "sft_addr_key", "sft_sha1_state", "sft_hmac_key", "sft_leg",
     "sft_leg_state", "sft_stream_key", "sft_stream", "sft_stream_state", "sft_slot",
-    "sft_slot_state", "sft_fanout", "sft_keystream", "sft_event",
+    "sft_slot_state", "sft_fanout", "sft_keystream", "sft_event", "sft_twcc_record",
+    "sft_twcc_ring",
 )
 SHARED_ENUMS = ("sft_counter", "sft_kcounter", "sft_stream_kind", "sft_event_type")
 

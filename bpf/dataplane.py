@@ -68,11 +68,24 @@ TC_PRIORITY = 0x5F7  # our filter's priority on clsact ingress; the handle is pe
 PROGRAMS = ("sft_xdp_ingress", "sft_tc_ingress")
 MAPS = ("sft_config", "sft_leg_by_addr", "sft_leg_by_local", "sft_legs", "sft_leases", "sft_leg_state", "sft_streams",
         "sft_stream_state", "sft_slots", "sft_slot_state", "sft_fanout", "sft_keystream",
-        "sft_counters", "sft_kcounters", "sft_conf_packets", "sft_events")
+        "sft_counters", "sft_kcounters", "sft_conf_packets", "sft_events",
+        "sft_twcc_rings")
 AUDIO_KEYSTREAM_BYTES = 512
 # media of a leg reaching user space this soon after add_leg was queued in its
 # socket before the maps were written: counted apart from a missed path
 TAKEOVER_GRACE_S = 1.0  # Opus at 40 ms stays far below
+# Kernel failures that should never happen in a healthy node, logged once each
+# (the counters go on in /metrics): detail counter name -> what to do.
+KERNEL_FAILURE_ADVICE = {
+    "TC_EVENT_LOST": "the kernel's event ring buffer was full, so keystream refill "
+                     "requests were lost (media waits for the next top-up): the maintenance "
+                     "thread is starved of CPU; give sftd more CPU or fewer participants",
+    "TC_STREAM_STATE_FAILED": "the kernel could not store a new SSRC's receive state "
+                              "(map full): lower --max-participants",
+    "TC_CONF_COUNTER_FULL": "the per-conference packet counter map is full: packets are "
+                            "forwarded but not counted per conference; this is a bug, "
+                            "please report it",
+}
 _T = TypeVar("_T")
 
 
@@ -164,6 +177,66 @@ def resolve_route(local_ip: str, remote_ip: str) -> Route | None:
     return None
 
 
+class _TwccRings:
+    """The mmapped ``sft_twcc_rings``: each leg's transport-wide arrival records,
+    read from ``tail`` to the kernel's ``head`` (layout in sft_abi.h)."""
+
+    def __init__(self, m: libbpf.Map, abi: abi_mod.Abi) -> None:
+        c = abi.consts
+        self._records = c.SFT_TWCC_RECORDS
+        self._lap_valid = c.SFT_TWCC_LAP_VALID
+        ffi = abi.ffi
+        assert (ffi.offsetof("struct sft_twcc_ring", "head"),
+                ffi.offsetof("struct sft_twcc_ring", "tail"),
+                ffi.offsetof("struct sft_twcc_ring", "records")) == (0, 8, 16)
+        assert abi.sizeof("sft_twcc_record") == 8 and m.entry_stride % 8 == 0
+        self._mm = m.mmap()
+        words = np.frombuffer(self._mm, dtype=np.uint64,
+                              count=m.max_entries * m.entry_stride // 8).reshape(
+                                  m.max_entries, m.entry_stride // 8)
+        self._head, self._tail = words[:, 0], words[:, 1]
+        self._recs = words[:, 2:2 + self._records]
+        self._stalled: dict[int, int] = {}  # ring -> position found unwritten last time
+
+    def reset(self, ring: int) -> None:
+        """Empty the ring for a new leg (before the kernel can see it)."""
+        self._recs[ring] = 0
+        self._head[ring] = self._tail[ring] = 0
+        self._stalled.pop(ring, None)
+
+    def read(self, ring: int, now_us: int) -> list[tuple[int, int]]:
+        """(sequence number, arrival in monotonic ns) of the records written since
+        the last read. A reserved record not yet written ends the batch, unless it
+        was already missing at the last read (then it is skipped)."""
+        tail, head = int(self._tail[ring]), int(self._head[ring])
+        if head <= tail:
+            return []
+        tail = max(tail, head - self._records)  # racing writers overshot a full ring
+        positions = np.arange(tail, head, dtype=np.uint64)
+        raw = self._recs[ring][(positions & np.uint64(self._records - 1)).astype(np.int64)]
+        laps = (raw >> np.uint64(48)).astype(np.int64)
+        expected = self._lap_valid | ((positions // np.uint64(self._records)).astype(np.int64)
+                                      & 0x7FFF)
+        ok = laps == expected
+        end = len(ok) if ok.all() else int(np.argmin(ok))
+        good = raw[:end]
+        if end == len(ok):
+            self._tail[ring] = head
+        elif self._stalled.pop(ring, None) == tail + end:
+            self._tail[ring] = tail + end + 1  # unwritten for a whole round: skip it
+        else:
+            self._stalled[ring] = tail + end
+            self._tail[ring] = tail + end
+        arrival = (good & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        seq = ((good >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64)
+        arrival_us = now_us - ((now_us - arrival) & 0xFFFFFFFF)
+        return list(zip(seq.tolist(), (arrival_us * 1000).tolist()))
+
+    def close(self) -> None:
+        self._head = self._tail = self._recs = None  # type: ignore[assignment]
+        self._mm.close()
+
+
 class _RingAllocator:
     """Power-of-two ranges of keystream entries."""
 
@@ -204,9 +277,34 @@ class _RingAllocator:
                                                for size, bases in self._free.items())
 
 
+def leg_ring_sizes(audio_slots: int, video_slots: int, audio_ring: int, video_ring: int,
+                   ingress_ring_factor: int) -> list[int]:
+    """Keystream ring sizes of one leg at most, in the order add_leg and set_publisher
+    allocate them: slots, then one audio and SFT_LAYERS video streams."""
+    layers = abi_mod.load().consts.SFT_LAYERS
+    return ([audio_ring] * audio_slots + [video_ring] * video_slots
+            + [ingress_ring_factor * audio_ring] + [ingress_ring_factor * video_ring] * layers)
+
+
+def leg_keystream_entries(sizes: Sequence[int]) -> int:
+    """Map entries one leg's rings take, alignment holes included, when legs follow
+    one another: the allocator's own arithmetic from a start aligned to the largest
+    ring, rounded up to the next such start."""
+    footprint = _RingAllocator(1 << 30)
+    for size in sizes:
+        footprint.alloc(size)
+    largest = max(sizes, default=1)
+    return -(-footprint._next // largest) * largest
+
+
 @dataclass
 class _Ring:
-    """One keystream ring: a publisher stream (rx) or a slot (tx)."""
+    """One keystream ring: a publisher stream (rx) or a slot (tx).
+
+    Refills write at most ``ahead`` indices from the reader's position on, so the
+    ``size - ahead`` entries just behind it stay: the packet being forwarded and
+    late ones still read them (the program re-checks each entry after its XOR and
+    drops the copy if it was refilled meanwhile)."""
 
     base: int
     size: int
@@ -214,6 +312,11 @@ class _Ring:
     session: SrtpSession
     length: int
     filled_until: int = -1  # exclusive end of the indices written, -1 = nothing yet
+    behind: int = 1  # entries behind the reader a refill leaves alone
+
+    @property
+    def ahead(self) -> int:
+        return self.size - self.behind
 
     def fill_range(self, start: int, end: int) -> range:
         """Indices still to write so that [start, end) is covered."""
@@ -232,6 +335,7 @@ class _Leg:
     tx: SrtpSession
     value: Any  # struct sft_leg cdata
     addr_key: bytes
+    twcc_ring: int
     audio_slots: list[int] = field(default_factory=list)
     video_slots: list[int] = field(default_factory=list)
     streams: dict[int, tuple[StreamKind, int | None, _Ring]] = field(default_factory=dict)
@@ -289,6 +393,7 @@ class KernelDataPlane:
         self._fed_by: dict[int, dict[int, None]] = {}  # publisher -> its slot ids, in order
         # FIFO: a freed slot id comes back last, long after any packet that read it
         self._free_slot_ids = collections.deque(range(self._c.SFT_MAX_SLOTS))
+        self._free_twcc_rings = collections.deque(range(self._c.SFT_TWCC_RINGS))
         self._attachments: list[libbpf.Attachment] = []
         self._restore_sysctls: list[tuple[Path, str]] = []
         self._served: dict[int, str] = {}  # ifindex -> name of every interface TC serves
@@ -300,6 +405,7 @@ class KernelDataPlane:
         self._warned_userspace: set[int] = set()
         self._added_at: dict[int, float] = {}
         self._last_lease = 0
+        self._failures_logged: set[str] = set()  # KERNEL_FAILURE_ADVICE names
         # keystream top-ups run on their own thread, so that the event loop's work
         # (joins, DTLS, data channels) cannot delay them past a ring's slack;
         # the lock guards the controller-side state both threads touch
@@ -323,6 +429,7 @@ class KernelDataPlane:
             self._keystream_mm = self.maps["sft_keystream"].mmap()
             native.keystream()  # warns now, not at the first packet, when not built
             self._slot_state_mm = self.maps["sft_slot_state"].mmap()
+            self._twcc = _TwccRings(self.maps["sft_twcc_rings"], self.abi)
             self._rings = _RingAllocator(keystream_entries)
             self._events = libbpf.RingBuffer(self.maps["sft_events"], self._on_event)
             self.maps["sft_config"].update(struct.pack("<I", 0), self.abi.pack(
@@ -460,6 +567,9 @@ class KernelDataPlane:
             events.close()
         # numpy views pin the mmaps (and keep the native fill's raw pointer valid): drop first
         self._ks_views = self._ks_native = self._slot_next = None
+        twcc = getattr(self, "_twcc", None)
+        if twcc is not None:
+            twcc.close()
         for mm_name in ("_keystream_mm", "_slot_state_mm"):
             mm = getattr(self, mm_name, None)
             if mm is not None:
@@ -484,7 +594,8 @@ class KernelDataPlane:
 
     # ---- legs ----
 
-    def _leg_value(self, spec: LegSpec, rx: SrtpSession, tx: SrtpSession) -> Any:
+    def _leg_value(self, spec: LegSpec, rx: SrtpSession, tx: SrtpSession,
+                   twcc_ring: int) -> Any:
         route = libbpf.off_event_loop(self._resolve_route, spec.local_addr[0],
                                       spec.remote_addr[0])
         rx_inner, rx_outer = rx.hmac_states()
@@ -495,7 +606,9 @@ class KernelDataPlane:
             remote_ip=_ip(spec.remote_addr[0]), local_port=_be16(spec.local_addr[1]),
             remote_port=_be16(spec.remote_addr[1]), ifindex=route.ifindex if route else 0,
             ext_audio_level=spec.extensions.audio_level, ext_rid=spec.extensions.rid,
-            ext_frame_descriptor=spec.extensions.frame_descriptor, flags=self._c.SFT_LEG_ACTIVE)
+            ext_frame_descriptor=spec.extensions.frame_descriptor,
+            ext_transport_cc=spec.extensions.transport_cc, twcc_ring=twcc_ring,
+            flags=self._c.SFT_LEG_ACTIVE)
         if route:
             value.src_mac = list(route.src_mac)
             value.dst_mac = list(route.dst_mac)
@@ -532,8 +645,15 @@ class KernelDataPlane:
             self.remove_leg(spec.leg_id)
         rx = SrtpSession.from_master(spec.srtp.rx)
         tx = SrtpSession.from_master(spec.srtp.tx)
-        leg = _Leg(spec=spec, rx=rx, tx=tx, value=self._leg_value(spec, rx, tx),
-                   addr_key=self._addr_key(spec.local_addr, spec.remote_addr))
+        twcc_ring = self._free_twcc_rings.popleft()
+        try:
+            leg = _Leg(spec=spec, rx=rx, tx=tx, value=self._leg_value(spec, rx, tx, twcc_ring),
+                       addr_key=self._addr_key(spec.local_addr, spec.remote_addr),
+                       twcc_ring=twcc_ring)
+        except BaseException:  # e.g. an IPv6 address: the ring stays free
+            self._free_twcc_rings.appendleft(twcc_ring)
+            raise
+        self._twcc.reset(twcc_ring)
         key = struct.pack("<I", spec.leg_id)
         # recorded first: a failed write below is undone by remove_leg, which
         # deletes every entry keyed by this leg (deleting a missing one is fine)
@@ -574,7 +694,7 @@ class KernelDataPlane:
         new_spec = dataclasses.replace(leg.spec, remote_addr=remote_addr,
                                        transport=transport or leg.spec.transport)
         new_key = self._addr_key(new_spec.local_addr, remote_addr)
-        leg.value = self._leg_value(new_spec, leg.rx, leg.tx)
+        leg.value = self._leg_value(new_spec, leg.rx, leg.tx, leg.twcc_ring)
         leg.spec = new_spec
         self._write_leg(leg)
         self.maps["sft_leg_by_addr"].update(new_key, struct.pack("<I", leg_id))
@@ -606,6 +726,7 @@ class KernelDataPlane:
         self.maps["sft_legs"].delete(key)
         self.maps["sft_leases"].delete(key)
         self.maps["sft_leg_state"].delete(key)
+        self._free_twcc_rings.append(leg.twcc_ring)  # FIFO: reused last
 
     # ---- publishers ----
 
@@ -645,8 +766,9 @@ class KernelDataPlane:
         else:
             size = self._ingress_ring_factor * (
                 self._audio_ring if kind == StreamKind.AUDIO else self._video_ring)
+            # a quarter behind the newest packet: reordered ones decrypt
             ring = _Ring(base=self._rings.alloc(size), size=size, ssrc=ssrc, session=leg.rx,
-                         length=self._keystream_length(kind))
+                         length=self._keystream_length(kind), behind=size // 4)
         leg.streams[ssrc] = (kind, layer, ring)
         self.maps["sft_streams"].update(
             self.abi.pack("sft_stream_key", leg_id=leg.spec.leg_id, ssrc=ssrc),
@@ -674,8 +796,9 @@ class KernelDataPlane:
             raise KernelDataPlaneError(
                 f"all {self._c.SFT_MAX_SLOTS} kernel slots are in use: add SFT nodes")
         size = self._audio_ring if kind == StreamKind.AUDIO else self._video_ring
+        # an eighth behind the slot's next index: the copy in flight and late ones
         ring = _Ring(base=self._rings.alloc(size), size=size, ssrc=ssrc, session=tx,
-                     length=self._keystream_length(kind))
+                     length=self._keystream_length(kind), behind=max(1, size // 8))
         slot_id = self._free_slot_ids.popleft()
         slot = _Slot(slot_id=slot_id, subscriber=subscriber, kind=kind, ssrc=ssrc, ring=ring)
         self._slots[slot_id] = slot
@@ -747,11 +870,8 @@ class KernelDataPlane:
     # ---- admission ----
 
     def _leg_rings(self, audio_slots: int, video_slots: int) -> list[int]:
-        """Keystream ring sizes of one leg at most, in the order add_leg and
-        set_publisher allocate them: slots, then one audio and SFT_LAYERS video streams."""
-        factor = self._ingress_ring_factor
-        return ([self._audio_ring] * audio_slots + [self._video_ring] * video_slots
-                + [factor * self._audio_ring] + [factor * self._video_ring] * self._c.SFT_LAYERS)
+        return leg_ring_sizes(audio_slots, video_slots, self._audio_ring, self._video_ring,
+                              self._ingress_ring_factor)
 
     @_locked
     def can_admit(self, legs: Sequence[tuple[int, int]]) -> str | None:
@@ -770,14 +890,11 @@ class KernelDataPlane:
     @_locked
     def remaining_legs(self, audio_slots: int, video_slots: int) -> int | None:
         c = self._c
-        rings = self._leg_rings(audio_slots, video_slots)
-        footprint = _RingAllocator(1 << 30)
-        for size in rings:
-            footprint.alloc(size)
+        footprint = leg_keystream_entries(self._leg_rings(audio_slots, video_slots))
         return max(0, min(c.SFT_MAX_LEGS - len(self._legs),
                           c.SFT_MAX_STREAMS // c.SFT_MAX_SSRCS_PER_LEG - len(self._legs),
                           len(self._free_slot_ids) // max(1, audio_slots + video_slots),
-                          self._rings.free_entries() // footprint._next))
+                          self._rings.free_entries() // footprint))
 
     # ---- packets that reached user space anyway ----
 
@@ -824,6 +941,16 @@ class KernelDataPlane:
                 levels[leg_id] = struct.unpack_from("<I", raw, offset)[0] / 256.0
         return levels
 
+    @_locked
+    def read_transport_arrivals(self) -> dict[int, list[tuple[int, int]]]:
+        now_us = time.monotonic_ns() // 1000
+        arrivals = {}
+        for leg_id, leg in self._legs.items():
+            records = self._twcc.read(leg.twcc_ring, now_us)
+            if records:
+                arrivals[leg_id] = records
+        return arrivals
+
     def _sum_percpu(self, map_name: str, key: bytes) -> int:
         return sum(struct.unpack("<Q", v)[0] for v in self.maps[map_name].lookup_percpu(key))
 
@@ -835,7 +962,14 @@ class KernelDataPlane:
         return {**self.read_kernel_counters(), "USERSPACE_MEDIA": self._userspace_packets,
                 "USERSPACE_UNVALIDATED": self._unvalidated_packets,
                 "STREAMS_REFUSED": self._streams_refused,
-                "USERSPACE_BEFORE_LEG": self._early_packets}
+                "USERSPACE_BEFORE_LEG": self._early_packets,
+                "EVENT_HANDLER_FAILED": self._events.handler_failures}
+
+    @staticmethod
+    def read_bpf_failures() -> dict[str, int]:
+        """Failed BPF calls of this process by operation, ring-buffer handler
+        failures included (each logged where it happened)."""
+        return libbpf.error_counts()
 
     def read_kernel_counters(self) -> dict[str, int]:
         """Detail counters (``enum sft_kcounter``), by name without the prefix."""
@@ -1008,11 +1142,11 @@ class KernelDataPlane:
         return struct.unpack_from("<Q", self._slot_state_mm, slot_id * stride)[0]
 
     def _refill_slot(self, slot: _Slot, next_index: int | None = None) -> None:
-        """Keystream for the slot's next ``size`` indices."""
+        """Keystream for the slot's next ``ring.ahead`` indices."""
         if next_index is None:
             next_index = self._slot_next_index(slot.slot_id)
         self._write_keystream(slot.ring, slot.ring.fill_range(next_index,
-                                                              next_index + slot.ring.size))
+                                                              next_index + slot.ring.ahead))
 
     def _stream_state(self, leg_id: int, ssrc: int) -> bytes | None:
         key = self._stream_keys.get((leg_id, ssrc))
@@ -1038,17 +1172,16 @@ class KernelDataPlane:
     def _refill_stream(self, leg: _Leg, ssrc: int, index: int | None = None,
                        force: bool = True,
                        jobs: list[tuple[_Ring, int, int]] | None = None) -> None:
-        """Keystream for the stream's next 3/4 ring past its newest packet (a quarter of
-        the ring stays behind it for reordering). With ``jobs``, the write is queued."""
+        """Keystream for the stream's next ``ring.ahead`` indices past its newest packet
+        (``ring.behind`` stay behind it for reordering). With ``jobs``, the write is queued."""
         _kind, _layer, ring = leg.streams[ssrc]
         if index is None:
             index = self._stream_highest_index(leg.spec.leg_id, ssrc)
             if index is None:
                 return  # first packet unseen: its miss event says where to start
-        ahead = ring.size * 3 // 4
-        if not force and not self._needs_top_up(ring, index + 1, ahead):
+        if not force and not self._needs_top_up(ring, index + 1, ring.ahead):
             return
-        todo = ring.fill_range(index + 1, index + 1 + ahead)
+        todo = ring.fill_range(index + 1, index + 1 + ring.ahead)
         if jobs is None:
             self._write_keystream(ring, todo)
         elif todo:
@@ -1057,8 +1190,8 @@ class KernelDataPlane:
 
     def _top_up_slots(self, jobs: list[tuple[_Ring, int, int]]) -> None:
         """The periodic slot top-up: every active slot's next index read at once from
-        the mmapped ``sft_slot_state``; a slot is refilled (to a full ring) only once a
-        quarter of its ring is used, so each write is a batch. Queued in ``jobs``."""
+        the mmapped ``sft_slot_state``; a slot is refilled (``ring.ahead`` indices) only
+        once a quarter of those is used, so each write is a batch. Queued in ``jobs``."""
         active = [s for s in self._slots.values() if s.source is not None]
         if not active:
             return
@@ -1066,12 +1199,13 @@ class KernelDataPlane:
         filled = np.fromiter((s.ring.filled_until for s in active), dtype=np.int64,
                              count=len(active))
         size = np.fromiter((s.ring.size for s in active), dtype=np.int64, count=len(active))
+        ahead = np.fromiter((s.ring.ahead for s in active), dtype=np.int64, count=len(active))
         nexts = self._slot_next_view()[ids].astype(np.int64)
-        have = filled - nexts
-        for i in np.flatnonzero((have <= size - np.maximum(1, size // 4))
+        have = filled - nexts  # as _needs_top_up, for every slot at once
+        for i in np.flatnonzero((have <= ahead - np.maximum(1, ahead // 4))
                                 | (have > size)).tolist():
             ring, next_index = active[i].ring, int(nexts[i])
-            todo = ring.fill_range(next_index, next_index + ring.size)
+            todo = ring.fill_range(next_index, next_index + ring.ahead)
             if todo:
                 jobs.append((ring, todo[0], len(todo)))
 
@@ -1120,6 +1254,21 @@ class KernelDataPlane:
             self._last_lease = now
             for leg_id in self._legs:
                 self.set_lease(leg_id, now)
+            self._log_kernel_failures()
+
+    def _log_kernel_failures(self) -> None:
+        """Logs each kernel failure counter of KERNEL_FAILURE_ADVICE once, when it
+        first leaves zero."""
+        for name, advice in KERNEL_FAILURE_ADVICE.items():
+            if name in self._failures_logged:
+                continue
+            value = self._sum_percpu("sft_kcounters",
+                                     struct.pack("<I", getattr(self._c, f"SFT_K_{name}")))
+            if value:
+                self._failures_logged.add(name)
+                log.warning("kernel data plane: %d× %s: %s (logged once; see "
+                            "sft_dataplane_detail_total{counter=\"%s\"})",
+                            value, name, advice, name)
 
     def _top_up(self) -> None:
         """Keystream for every active slot and stream that used a quarter of its ring."""

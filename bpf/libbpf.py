@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import cffi
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 BPFFS = Path("/sys/fs/bpf")
 
@@ -669,6 +670,7 @@ class RingBuffer:
 
     def __init__(self, m: Map, handler: Callable[[bytes], None]) -> None:
         self._handler = handler
+        self.handler_failures = 0  # records whose handler raised
 
         @ffi.callback("int(void *, void *, size_t)")
         def _sample(_ctx: Any, data: Any, size: int) -> int:
@@ -676,6 +678,11 @@ class RingBuffer:
                 self._handler(bytes(ffi.buffer(data, size)))
             except Exception:  # noqa: BLE001 - never unwind through C
                 _errors["ring buffer handler"] += 1
+                self.handler_failures += 1
+                if self.handler_failures == 1:  # once: a broken handler fails every record
+                    log.exception("handling a record of ring buffer %s failed (further "
+                                  "failures are only counted): this is a bug, please "
+                                  "report it with this traceback", m.name)
             return 0
 
         self._callback = _sample

@@ -63,12 +63,17 @@ class Counter(enum.IntEnum):
     TX_BYTES = 3
     DROP_AUTH = 4  # SRTP authentication failed
     DROP_REPLAY = 5  # SRTP replay window rejected it
-    DROP_UNKNOWN_LEG = 6  # from an address/SSRC no live leg owns
+    DROP_UNKNOWN_LEG = 6  # from an address no live leg owns
     DROP_MALFORMED = 7  # not parseable RTP
     DROP_NO_ROUTE = 8  # valid, but no slot subscribes to it
     DROP_PADDING = 9  # padding-only packet
-    DROP_NOT_READY = 10  # video before its layer is known, or before a keyframe
+    # video before its layer is known or before a keyframe, keystream not there yet
+    DROP_NOT_READY = 10
     DROP_SSRC_LIMIT = 11  # a new SSRC past MAX_SSRCS_PER_LEG: no state is made for it
+    DROP_LEASE_EXPIRED = 12  # kernel: the controller stopped renewing the leg's lease
+    DROP_LEG_REPLACED = 13  # kernel: the leg changed hands while the packet was read
+    DROP_ADJUST_FAILED = 14  # kernel: the packet could not be grown for the CSRC
+    DROP_UNKNOWN_SSRC = 15  # an SSRC the leg neither declared nor named by a RID
 
 
 # SSRCs one leg may publish: 1 audio + simulcast layers + RTX, with room to spare
@@ -102,6 +107,7 @@ class ExtensionIds:
     rid: int = 4
     repaired_rid: int = 5
     frame_descriptor: int = 11
+    transport_cc: int = 3  # transport-wide sequence number (controller/twcc.py)
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,11 @@ class DataPlane(Protocol):
 
     def read_receive_stats(self, leg_id: int, ssrc: int) -> ReceiveStats | None:
         """What arrived of one publisher SSRC so far (None: nothing authentic yet)."""
+
+    def read_transport_arrivals(self) -> dict[int, list[tuple[int, int]]]:
+        """Per leg, the (transport-wide sequence number, arrival in CLOCK_MONOTONIC ns)
+        of each authentic packet carrying the transport-cc extension since the last
+        call, in arrival order. Only legs with records appear."""
 
     def read_counters(self) -> dict[Counter, int]:
         """Totals since start, summed over CPUs."""

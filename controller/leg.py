@@ -345,7 +345,10 @@ class Leg:
                  on_closed: Callable[[Leg], None],
                  on_reject: Callable[[bytes], None] | None = None,
                  on_path_change: Callable[[Leg], None] | None = None,
-                 refused: collections.Counter[str] | None = None) -> None:
+                 refused: collections.Counter[str] | None = None,
+                 ice: LegIceConnection | None = None) -> None:
+        """``ice``: an ICE connection handed over by ``hand_over_restart`` (its
+        credentials were offered already); by default a new one is gathered."""
         self.leg_id = leg_id
         self._addresses = addresses
         self._via_turn = turn is not None
@@ -358,8 +361,12 @@ class Leg:
         self._gatherer = RTCIceGatherer(iceServers=[])
         self._on_reject = on_reject
         self._on_path_change = on_path_change
-        self.ice = LegIceConnection(ports=ports, addresses=addresses, advertised=advertised,
-                                    on_media=self._media, on_reject=on_reject, **(turn or {}))
+        if ice is None:
+            ice = LegIceConnection(ports=ports, addresses=addresses, advertised=advertised,
+                                   on_media=self._media, on_reject=on_reject, **(turn or {}))
+        else:
+            ice._on_media, ice._on_reject = self._media, on_reject
+        self.ice = ice
         self.ice.on_path_change = self._path_changed
         self._gatherer._connection = self.ice
         self._ice_transport = RTCIceTransport(self._gatherer)
@@ -372,6 +379,10 @@ class Leg:
         self._restart: LegIceConnection | None = None
         self._restart_task: asyncio.Task[None] | None = None
         self._pending_messages: list[str] = []
+        self.remote_fingerprints: set[tuple[str, str]] = set()  # of the answer that started it
+        # An update offer is out: its ICE connection outlives this leg's own
+        # closing, for the new connection the client may answer from.
+        self.keep_restart_on_close = False
 
     # ----------------------------------------------------------- offer side
     async def gather(self) -> None:
@@ -414,6 +425,27 @@ class Leg:
                 self._restart_task.cancel()
             pending._queue = asyncio.Queue()
             detached(pending.close(), f"leg-{self.leg_id}-close-restart")
+
+    async def release_restart(self) -> None:
+        """Close an ICE restart no one will answer (it holds the sockets since adopt())."""
+        if self._restart is not None:
+            restart, self._restart = self._restart, None
+            await restart.close()
+
+    def hand_over_restart(self) -> LegIceConnection:
+        """The client answered the restart offer from a new connection of its own
+        (new DTLS fingerprint: Wire's engine does that): the restarted ICE
+        connection, with the offered credentials and this leg's sockets, goes to
+        a new leg. This leg keeps nothing to close but its DTLS and SCTP."""
+        fresh = self._restart
+        if fresh is None:
+            raise RuntimeError("no ICE restart was offered on this leg")
+        if self._restart_task is not None:
+            self._restart_task.cancel()
+        self._restart = None
+        fresh.previous = None
+        fresh._queue = asyncio.Queue()  # the new leg's DTLS, not this one's, reads it
+        return fresh
 
     @property
     def offer_ice(self) -> LegIceConnection:
@@ -481,6 +513,7 @@ class Leg:
                 iceLite=answer.ice_lite))
             if self._ice_transport.state != "completed":
                 raise ConnectionError("ICE failed: no candidate pair answered")
+            self.remote_fingerprints = set(answer.fingerprints)
             self.dtls._set_role("server" if answer.setup == "active" else "client")
             await self.dtls.start(RTCDtlsParameters(
                 fingerprints=[RTCDtlsFingerprint(algorithm=a, value=v)
@@ -572,9 +605,8 @@ class Leg:
         for task in (self._start_task, self._restart_task):
             if task is not None and not task.done() and task is not asyncio.current_task():
                 task.cancel()
-        if self._restart is not None:
-            restart, self._restart = self._restart, None
-            await restart.close()  # it holds the sockets since adopt()
+        if self._restart is not None and not self.keep_restart_on_close:
+            await self.release_restart()
         try:
             if self._sctp is not None:
                 await self._sctp.stop()

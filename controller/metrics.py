@@ -21,7 +21,8 @@ class SftCollector:
                  detail_counters: Callable[[], dict[str, int]] = dict,
                  loop_restarts: Callable[[], dict[str, int]] = dict,
                  refused: Callable[[], dict[str, int]] = dict,
-                 legs_by_interface: Callable[[], dict[str, int]] = dict) -> None:
+                 legs_by_interface: Callable[[], dict[str, int]] = dict,
+                 bpf_failures: Callable[[], dict[str, int]] = dict) -> None:
         self._version = version
         self._state = state
         self._dataplane_name = dataplane_name
@@ -31,6 +32,7 @@ class SftCollector:
         self._loop_restarts = loop_restarts
         self._refused = refused
         self._legs_by_interface = legs_by_interface
+        self._bpf_failures = bpf_failures
         self._started = time.monotonic()
 
     def collect(self) -> Iterable[Metric]:
@@ -89,6 +91,12 @@ class SftCollector:
         for name, value in sorted(self._refused().items()):
             refused.add_metric([name], value)
         yield refused
+        bpf_failures = CounterMetricFamily(
+            "sft_bpf_failures", "Failed BPF calls and ring-buffer records the controller "
+            "could not handle, by operation (the log says what to do)", labels=["operation"])
+        for name, value in sorted(self._bpf_failures().items()):
+            bpf_failures.add_metric([name], value)
+        yield bpf_failures
         yield GaugeMetricFamily("sft_capacity_participants_remaining",
                                 "Estimated participants this node can still take",
                                 value=state["capacity_remaining"])

@@ -262,6 +262,7 @@ class Answer:
             rid=ids.get(URI_RID, 0),
             repaired_rid=ids.get(URI_REPAIRED_RID, 0),
             frame_descriptor=ids.get(URI_FRAME_DESCRIPTOR, 0),
+            transport_cc=ids.get(URI_TWCC, 0),
         )
 
 

@@ -20,7 +20,7 @@ from aiortc.rtcdtlstransport import RTCCertificate
 
 from signalling import econn
 
-from . import rtcp
+from . import rtcp, twcc
 from .dataplane import (
     UNVALIDATED_SOURCE,
     Counter,
@@ -30,7 +30,7 @@ from .dataplane import (
     SlotSource,
     StreamKind,
 )
-from .leg import Leg, PortRange, PortsExhausted
+from .leg import Leg, LegIceConnection, PortRange, PortsExhausted
 from .model import Conference, Participant, ParticipantKey, StreamRequest, update_speakers
 from .sdp import (
     AUDIO_SLOTS,
@@ -49,6 +49,7 @@ log = logging.getLogger("sftd")
 AUDIO_SELECTION_INTERVAL = 0.1
 KEYFRAME_AFTER_CONNECT = 0.3  # seconds
 KEYFRAME_RELAY_INTERVAL = 0.3  # seconds: a publisher's keyframe takes about this long
+HANGUP_LINGER = 0.2  # seconds between answering a HANGUP and closing the leg
 MAX_VIDEO_SSRCS = 4  # per publisher: simulcast layers learned from SRs beyond this are ignored
 TIMER_INTERVAL = 0.5
 CAPACITY_VSTREAMS = 9  # video slots of the participant sft_capacity_participants_remaining counts
@@ -100,6 +101,7 @@ class Sft:
         # ended conferences' ids, reused oldest first so that ids (and the data
         # plane's per-conference counters) stay as few as the live conferences
         self._free_conference_ids: collections.deque[int] = collections.deque()
+        self.transport_feedback = twcc.TransportFeedback()
         self.idle = asyncio.Event()
         self.idle.set()
         self.on_idle: Callable[[], None] | None = None
@@ -110,6 +112,8 @@ class Sft:
         self.supervisor.start_loop("timers", self._timers)
         self.supervisor.start_loop("audio-selection", self._audio_selection)
         self.supervisor.start_loop("fir", self._fir_loop)
+        self.supervisor.start_loop("twcc", lambda: self.transport_feedback.run(
+            self.dataplane, self._feedback_target))
 
     async def stop(self) -> None:
         await self.supervisor.stop()
@@ -200,7 +204,7 @@ class Sft:
         if msg.type == econn.CONFCONN:
             if (problem := self._confconn_problem(msg)) is not None:
                 return JoinResult(400, reason=problem)  # the running participant stays
-            if update and participant.connected:
+            if update and participant.connected and participant.leg.state == "connected":
                 return self._restart(participant, msg)
             # update:false (or an update for a leg that never connected) re-creates
             # the participant at the end of the key-generator order.
@@ -215,6 +219,7 @@ class Sft:
         conference = self.conferences[participant.convid]
         participant.sessid = msg.sessid
         participant.leg.restart_ice()
+        participant.leg.keep_restart_on_close = True
         participant.restarting = True
         self._deauthorize(conference, participant)
         conference.participants.remove(participant)
@@ -227,6 +232,30 @@ class Sft:
         return JoinResult(200, econn.setup_offer(msg.sessid, self._offer_sdp(participant),
                                                  self.config.url, msg.src_userid,
                                                  msg.src_clientid, update=True))
+
+    def _reconnect(self, participant: Participant) -> None:
+        """The answer to an update:true offer comes from a new peer connection
+        (another DTLS fingerprint: Wire's engine re-creates its connection, as
+        when a camera comes back on). The participant keeps its place; a new leg
+        takes the offered ICE credentials and sockets and runs a new DTLS."""
+        old = participant.leg
+        leg = self._new_leg(self._next_leg_id, ice=old.hand_over_restart())
+        self._next_leg_id += 1
+        self.by_leg.pop(old.leg_id, None)
+        try:
+            self.dataplane.remove_leg(old.leg_id)
+        except Exception:  # noqa: BLE001 - the new leg goes on regardless
+            log.exception("data plane could not remove leg %d of %s", old.leg_id,
+                          participant.key)
+        self.supervisor.spawn(old.close(), f"leg-{old.leg_id}-replaced")
+        participant.leg = leg
+        self.by_leg[leg.leg_id] = participant
+        participant.state = "offered"
+        participant.offered_at = time.monotonic()
+        participant.audio_sources = [None] * len(participant.audio_slot_ssrcs)
+        participant.video_sources = [None] * len(participant.video_slot_ssrcs)
+        log.info("participant %s reconnects from a new connection (leg %d replaces %d)",
+                 participant.key, leg.leg_id, old.leg_id)
 
     @staticmethod
     def _deauthorize(conference: Conference, participant: Participant) -> None:
@@ -272,15 +301,8 @@ class Sft:
         ssrc_video = _random_ssrc(used)
         slot_ssrcs = [_random_ssrc(used | {ssrc_video}) for _ in range(AUDIO_SLOTS + vstreams)]
         slot_labels = tuple(str(uuid.uuid4()) for _ in slot_ssrcs)
-        leg = Leg(leg_id, certificate=self.certificate, ports=self.ports,
-                  addresses=self.config.media_addresses,
-                  advertised=self.config.advertised_address,
-                  srtp_profiles=self.dataplane.srtp_profiles,
-                  turn=self._turn_from(msg) if self.config.use_client_turn else None,
-                  on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_message=self._on_message,
-                  on_connected=self._on_connected, on_closed=self._on_leg_closed,
-                  on_reject=self._on_unvalidated, on_path_change=self._on_path_changed,
-                  refused=self.refused)
+        leg = self._new_leg(leg_id, turn=self._turn_from(msg) if self.config.use_client_turn
+                            else None)
         participant = Participant(
             key=key, convid=convid, userid=msg.src_userid, clientid=msg.src_clientid,
             sessid=msg.sessid, vstreams=vstreams, leg=leg,
@@ -354,6 +376,17 @@ class Sft:
                                 "turn_password": server.get("credential")}
         return None
 
+    def _new_leg(self, leg_id: int, turn: dict[str, Any] | None = None,
+                 ice: LegIceConnection | None = None) -> Leg:
+        return Leg(leg_id, certificate=self.certificate, ports=self.ports,
+                   addresses=self.config.media_addresses,
+                   advertised=self.config.advertised_address,
+                   srtp_profiles=self.dataplane.srtp_profiles, turn=turn,
+                   on_rtp=self._on_rtp, on_rtcp=self._on_rtcp, on_message=self._on_message,
+                   on_connected=self._on_connected, on_closed=self._on_leg_closed,
+                   on_reject=self._on_unvalidated, on_path_change=self._on_path_changed,
+                   refused=self.refused, ice=ice)
+
     def _apply_answer(self, participant: Participant, msg: econn.Message) -> JoinResult:
         if participant.restarting:
             try:
@@ -361,6 +394,10 @@ class Sft:
             except SdpError as exc:
                 return JoinResult(400, reason=f"bad SDP answer: {exc}")
             participant.restarting = False
+            if participant.leg.state == "closed" or \
+                    not set(answer.fingerprints) & participant.leg.remote_fingerprints:
+                self._reconnect(participant)
+                return self._apply_answer(participant, msg)
             participant.leg.start(answer, on_restarted=self._on_path_changed)
             return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_OK))
         if participant.state != "offered":
@@ -425,6 +462,12 @@ class Sft:
 
     def _on_leg_closed(self, leg: Leg) -> None:
         participant = self.by_leg.get(leg.leg_id)
+        if participant is not None and participant.restarting and participant.state != "ended":
+            # the client let its old connection go after asking for an update:
+            # its answer (or the ping timeout) decides
+            log.info("participant %s: old connection closed, update answer pending",
+                     participant.key)
+            return
         if participant is not None and participant.state != "ended":
             self.supervisor.spawn(self.end_participant(participant, "connection closed"),
                                   f"end-{leg.leg_id}")
@@ -511,6 +554,7 @@ class Sft:
         finally:
             try:
                 await participant.leg.close()
+                await participant.leg.release_restart()
             finally:
                 self._check_idle()
                 if self.draining and not self.participants and self.on_idle is not None:
@@ -550,8 +594,17 @@ class Sft:
                 if other is not participant and Conference.mutual(participant, other):
                     self._send_props(participant, other)
         elif msg.type == econn.HANGUP:
-            self.supervisor.spawn(self.end_participant(participant, "HANGUP"),
+            if not msg.resp:  # Wire's engine waits for the answer before it lets go
+                leg.send_message(econn.Message(
+                    type=econn.HANGUP, sessid=msg.sessid, resp=True,
+                    src_userid=econn.SFT_USERID,
+                    src_clientid=econn.SFT_CLIENTID).encode().decode())
+            self.supervisor.spawn(self._end_after(participant, "HANGUP", HANGUP_LINGER),
                                   f"end-{leg.leg_id}")
+
+    async def _end_after(self, participant: Participant, reason: str, delay: float) -> None:
+        await asyncio.sleep(delay)  # lets a last data-channel message leave first
+        await self.end_participant(participant, reason)
 
     def _on_confpart_reply(self, conference: Conference, participant: Participant,
                            msg: econn.Message) -> None:
@@ -733,6 +786,15 @@ class Sft:
         self._fir_seq += 1
         publisher.leg.send_rtcp(rtcp.keyframe_request(publisher.audio_slot_ssrcs[0],
                                          publisher.video_ssrcs, self._fir_seq))
+
+    def _feedback_target(self, leg_id: int) -> twcc.FeedbackTarget | None:
+        """Transport-wide feedback goes to connected legs, from our first slot SSRC."""
+        participant = self.by_leg.get(leg_id)
+        if participant is None or not participant.connected:
+            return None
+        media = participant.video_ssrcs[-1:] or [participant.ssrc_audio]
+        return twcc.FeedbackTarget(participant.audio_slot_ssrcs[0], media[0],
+                                   participant.leg.send_rtcp)
 
     def counters(self) -> dict[Counter, int]:
         return self.dataplane.read_counters()

@@ -32,6 +32,7 @@ from .dataplane import (
     StreamKind,
 )
 from .leg import srtp_session
+from .twcc import MAX_PENDING_ARRIVALS
 
 log = logging.getLogger("sftd.userspace")
 
@@ -143,6 +144,9 @@ class UserspaceDataPlane:
         self._counters = [0] * len(Counter)
         self._conference_packets: dict[int, int] = defaultdict(int)
         self._streams_refused = 0
+        # leg -> (transport-wide seq, arrival ns) since the last read_transport_arrivals
+        self._arrivals: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        self._arrivals_dropped = 0
 
     # ----------------------------------------------------------------- verbs
     def add_leg(self, spec: LegSpec) -> None:
@@ -173,6 +177,7 @@ class UserspaceDataPlane:
 
     def remove_leg(self, leg_id: int) -> None:
         leg = self._legs.pop(leg_id, None)
+        self._arrivals.pop(leg_id, None)
         if leg is None:
             return
         for kind in StreamKind:
@@ -242,11 +247,19 @@ class UserspaceDataPlane:
     def read_conference_packets(self) -> dict[int, int]:
         return dict(self._conference_packets)
 
+    def read_transport_arrivals(self) -> dict[int, list[tuple[int, int]]]:
+        arrivals, self._arrivals = self._arrivals, defaultdict(list)
+        return dict(arrivals)
+
     def reset_conference(self, conference_id: int) -> None:
         self._conference_packets.pop(conference_id, None)
 
     def read_detail_counters(self) -> dict[str, int]:
-        return {"STREAMS_REFUSED": self._streams_refused}
+        """Streams refused by the per-leg cap, and transport-wide arrivals not
+        recorded: more than MAX_PENDING_ARRIVALS of a leg between two reads (the
+        controller's feedback loop stalled)."""
+        return {"STREAMS_REFUSED": self._streams_refused,
+                "TWCC_RECORDS_DROPPED": self._arrivals_dropped}
 
     def can_admit(self, legs: Sequence[tuple[int, int]]) -> str | None:
         return None  # no limit here beyond the ports and CPU the controller counts
@@ -259,6 +272,7 @@ class UserspaceDataPlane:
 
     def close(self) -> None:
         self._legs.clear()
+        self._arrivals.clear()
         self._routes.clear()
 
     # ----------------------------------------------------------- per packet
@@ -296,6 +310,7 @@ class UserspaceDataPlane:
             counters[Counter.DROP_MALFORMED] += 1
             return
         self._count_received(leg, view)
+        self._record_arrival(leg, plain, view)
         if rtp.padding_only(view):
             counters[Counter.DROP_PADDING] += 1
             self._skip_sequence_number(leg, view)
@@ -309,10 +324,22 @@ class UserspaceDataPlane:
             rid = rtp.find_extension(plain, view, leg.spec.extensions.rid)
             layer = RID_LAYERS.get(rid) if rid else None
             if layer is None:
-                counters[Counter.DROP_NOT_READY] += 1
+                counters[Counter.DROP_UNKNOWN_SSRC] += 1
                 return
             leg.video_layers[ssrc] = layer
         self._forward_video(leg, plain, view, layer)
+
+    def _record_arrival(self, leg: _Leg, plain: bytes, view: rtp.RtpView) -> None:
+        """The transport-wide sequence number of an authentic packet (padding probes
+        included: the sender's estimate counts them) for the feedback loop."""
+        value = rtp.find_extension(plain, view, leg.spec.extensions.transport_cc)
+        if value is None or len(value) < 2:
+            return
+        records = self._arrivals[leg.spec.leg_id]
+        if len(records) >= MAX_PENDING_ARRIVALS:
+            self._arrivals_dropped += 1
+            return
+        records.append(((value[0] << 8) | value[1], time.monotonic_ns()))
 
     def _forward_audio(self, leg: _Leg, plain: bytes, view: rtp.RtpView) -> None:
         level = rtp.audio_level(plain, view, leg.spec.extensions.audio_level)

@@ -13,6 +13,10 @@ apt_packages=(python3 python3-venv python3-dev gcc make pkg-config libssl-dev
     clang-19 llvm-19 libbpf-dev libbpf1 bpftool iproute2 ethtool
     libsrtp2-1 libopus0 libvpx7)
 [ "$with_tests" = 1 ] && apt_packages+=(chromium tcpdump janus coturn)
+# The AVS interop tests install Wire's calling engine with npm (Debian 12 has no npm by default).
+if [ "$with_tests" = 1 ] && ! command -v npm >/dev/null; then
+    apt_packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -45,6 +49,13 @@ extras=""
 # BPF objects are built here, once; nodes running a built package or image need no compiler.
 if [ -f bpf/Makefile ]; then
     make -s -C bpf
+fi
+
+# Wire's calling engine for tests/interop, pinned by its lockfile; no install
+# scripts run and no browser is downloaded.
+if [ "$with_tests" = 1 ] && \
+        [ ! tests/interop/node_modules/.package-lock.json -nt tests/interop/package-lock.json ]; then
+    npm ci --prefix tests/interop --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 # bpffs is not mounted at boot on every kernel; the kernel data plane pins under it.

@@ -361,9 +361,14 @@ class WireClient:
         self.toolver = toolver
         self.confconn_extra = dict(confconn_extra or {})
 
-        self.audio_track = ToneTrack(amplitude) if audio else None
         seed = int(hashlib.sha256(self.userid.encode()).hexdigest()[:4], 16)
-        self.video_track = PatternTrack(*video_size, fps=fps, seed=seed) if video else None
+
+        def new_tracks() -> tuple[ToneTrack | None, PatternTrack | None]:
+            return (ToneTrack(amplitude) if audio else None,
+                    PatternTrack(*video_size, fps=fps, seed=seed) if video else None)
+
+        self._new_tracks = new_tracks
+        self.audio_track, self.video_track = new_tracks()
 
         self.received = Received()
         self.offer: str | None = None
@@ -474,9 +479,7 @@ class WireClient:
         await self._negotiate(self.offer)
 
         ack = await self._post(f"{self.sft_url}/sft/{self.convid}", self._message(
-            econn.SETUP, True, sdp=self.answer,
-            props={"videosend": "true" if self.video_track else "false",
-                   "screensend": "false", "audiocbr": "false", "muted": "false"}), "SETUP")
+            econn.SETUP, True, sdp=self.answer, props=self._props()), "SETUP")
         if ack.type != econn.CONFCONN or ack.get("status", 0) != 0:
             raise JoinRejected(ack.get("status", -1), ack)
 
@@ -777,6 +780,40 @@ class WireClient:
             return []
         return [Person(p.get("userid", ""), p.get("clientid", ""))
                 for p in msg.get("participants") or []]
+
+    async def reconnect(self, timeout: float = 20.0) -> None:
+        """What Wire's engine does when it re-creates its connection (a camera
+        back on, a network change): close the peer connection, CONFCONN
+        ``update:true``, answer the SFT's UPDATE offer from a new one."""
+        if self.state != "joined":
+            raise RuntimeError(f"reconnect() in state {self.state}")
+        for task in self._tasks:
+            task.cancel()
+        self._tasks, self._slots, self.channel = [], {}, None
+        self._channel_open.clear()
+        old_pc = self.pc
+        reply = await asyncio.wait_for(
+            self._post(self.join_url, self.confconn(update=True), "CONFCONN"), timeout)
+        if old_pc is not None:  # let go of the old connection, as the engine does
+            await old_pc.close()
+        for track in (self.audio_track, self.video_track):
+            if track is not None:
+                track.stop()
+        self.audio_track, self.video_track = self._new_tracks()
+        if reply.type != econn.UPDATE or reply.resp:
+            raise JoinError(200, f"expected an UPDATE offer, got {reply.to_dict()}")
+        self.offer = reply.get("sdp")
+        await self._negotiate(self.offer)
+        ack = await asyncio.wait_for(self._post(
+            f"{self.sft_url}/sft/{self.convid}",
+            self._message(econn.UPDATE, True, sdp=self.answer, props=self._props()),
+            "UPDATE"), timeout)
+        if ack.type != econn.CONFCONN or ack.get("status", 0) != 0:
+            raise JoinRejected(ack.get("status", -1), ack)
+
+    def _props(self) -> dict[str, str]:
+        return {"videosend": "true" if self.video_track else "false",
+                "screensend": "false", "audiocbr": "false", "muted": "false"}
 
     async def hangup(self) -> None:
         """Send HANGUP over the data channel, give SCTP a moment, close."""

@@ -17,7 +17,8 @@ from aiohttp import web
 
 from controller.dataplane import DataPlane
 from controller.metrics import SftCollector, make_registry
-from controller.sft import Sft, SftConfig
+from controller.sdp import AUDIO_SLOTS
+from controller.sft import CAPACITY_VSTREAMS, Sft, SftConfig
 from controller.userspace import UserspaceDataPlane
 
 from .api import ApiConfig, make_app, make_metrics_app
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of stderr")
     p.add_argument("-q", dest="quiet", action="store_true", help="log warnings and errors only")
     p.add_argument("-T", dest="use_turn", action="store_true",
-                   help="gather relay candidates via the TURN servers in the client's CONFCONN")
+                   help="relay candidates through TURN (not supported yet: sftd refuses to "
+                        "start with it; clients' own TURN relays work without it)")
     p.add_argument("-t", dest="turn_uri", metavar="URI",
                    help="federation TURN URI (accepted; federation is not implemented yet)")
     p.add_argument("-f", dest="federation_url", metavar="URL",
@@ -177,18 +179,27 @@ def interface_addresses(names: list[str] | None) -> list[str]:
     return found
 
 
-# Keystream rings per stream/slot, refilled every 20 ms: 16 audio packets
-# (320 ms at 50/s) and 32 video packets (a keyframe burst) of headroom.
+# Keystream rings per stream/slot, topped up every 50 ms on their own thread:
+# 16 audio packets (320 ms at 50/s) and 32 video packets (a keyframe burst).
 KEYSTREAM_AUDIO_RING = 16
 KEYSTREAM_VIDEO_RING = 32
 KEYSTREAM_INGRESS_RING_FACTOR = 4  # a publisher's rings: 64 audio, 128 per video layer
-KEYSTREAM_ENTRIES_PER_PARTICIPANT = 704  # 5·16 + 9·32 slots + 64 + 2·128 ingress = 688, rounded up
+
+
+def keystream_entries_per_participant() -> int:
+    """Map entries a participant with CAPACITY_VSTREAMS video slots takes, as the
+    kernel plane's ring allocator places its rings (768 with the sizes above)."""
+    from bpf.dataplane import leg_keystream_entries, leg_ring_sizes
+
+    return leg_keystream_entries(leg_ring_sizes(
+        AUDIO_SLOTS, CAPACITY_VSTREAMS, KEYSTREAM_AUDIO_RING, KEYSTREAM_VIDEO_RING,
+        KEYSTREAM_INGRESS_RING_FACTOR))
 
 
 def keystream_entries(max_participants: int) -> int:
-    """Keystream map size (1.5 KB per entry, < 1 MiB per participant): for
-    --max-participants if set, else for 128 participants (133 MB)."""
-    wanted = (max_participants or 128) * KEYSTREAM_ENTRIES_PER_PARTICIPANT
+    """Keystream map size (1.5 KB per entry): for --max-participants if set, else
+    for 128 participants."""
+    wanted = (max_participants or 128) * keystream_entries_per_participant()
     return max(1 << 14, -(-wanted // 1024) * 1024)
 
 
@@ -242,7 +253,7 @@ async def serve(args: argparse.Namespace) -> int:
     addresses = args.media_addresses
     dataplane = choose_dataplane(args)
     sft = Sft(SftConfig(url=url, media_addresses=addresses, advertised_address=args.advertised,
-                        media_ports=args.media_ports, use_client_turn=args.use_turn,
+                        media_ports=args.media_ports,
                         fir_interval_ms=args.fir_interval, setup_timeout=args.setup_timeout,
                         ping_timeout=args.ping_timeout, max_participants=args.max_participants,
                         max_conference_size=args.max_conference_size, version=version()),
@@ -251,7 +262,8 @@ async def serve(args: argparse.Namespace) -> int:
                                           sft.counters, sft.conference_packets,
                                           dataplane.read_detail_counters,
                                           sft.supervisor.restarts, lambda: dict(sft.refused),
-                                          dataplane.legs_by_interface))
+                                          dataplane.legs_by_interface,
+                                          getattr(dataplane, "read_bpf_failures", dict)))
     ssl_context = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -312,8 +324,17 @@ def _interfaces_of(addresses: list[str]) -> list[str]:
                        if a.get_attr("IFA_ADDRESS") in addresses})
 
 
+TURN_UNSUPPORTED = (
+    "sftd: -T (relay candidates through a TURN server) is not supported yet: media "
+    "relayed to the SFT would not reach its data plane. Start without -T: clients "
+    "behind restrictive NATs still connect through their own TURN relays to the SFT's "
+    "host candidates (use -A ADDR when the SFT sits behind a 1:1 NAT).")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.use_turn:
+        raise SystemExit(TURN_UNSUPPORTED)
     setup_logging(args)
     # pyroute2's synchronous API runs its own loop: resolve interfaces before ours starts.
     names = [n for n in args.interfaces.split(",") if n] if args.interfaces else None

@@ -38,6 +38,9 @@
 /* A simulcast layer with no media for this long counts as paused (senders
  * pause their higher layers when the estimate drops): slots fall back. */
 #define SFT_LAYER_STALE_NS 500000000ULL
+#define SFT_TWCC_RINGS 4096          /* = SFT_MAX_LEGS: one arrival-record ring per leg */
+#define SFT_TWCC_RECORDS 256         /* per ring, a power of two; read every 100 ms */
+#define SFT_TWCC_LAP_VALID 0x8000    /* set in every written record's lap */
 
 /* Names and values identical to controller.dataplane.Counter. */
 enum sft_counter {
@@ -53,7 +56,11 @@ enum sft_counter {
 	SFT_CTR_DROP_PADDING = 9,
 	SFT_CTR_DROP_NOT_READY = 10,
 	SFT_CTR_DROP_SSRC_LIMIT = 11, /* a new SSRC past SFT_MAX_SSRCS_PER_LEG */
-	SFT_CTR_MAX = 12,
+	SFT_CTR_DROP_LEASE_EXPIRED = 12, /* the controller stopped renewing the leg */
+	SFT_CTR_DROP_LEG_REPLACED = 13,  /* the leg changed hands while the packet was read */
+	SFT_CTR_DROP_ADJUST_FAILED = 14, /* the packet could not be grown for the CSRC */
+	SFT_CTR_DROP_UNKNOWN_SSRC = 15,  /* a leg's SSRC neither declared nor named by a RID */
+	SFT_CTR_MAX = 16,
 };
 
 /* Kernel-only detail behind the counters above (reasons, misses, errors). */
@@ -82,7 +89,12 @@ enum sft_kcounter {
 	SFT_K_TC_UNKNOWN_SSRC = 21,    /* no stream entry and no RID to learn it from */
 	SFT_K_TC_LEG_REPLACED = 22,    /* the sft_legs element changed hands mid-packet */
 	SFT_K_TC_CONF_COUNTER_FULL = 23, /* sft_conf_packets full: forwarded, not counted */
-	SFT_K_MAX = 24,
+	SFT_K_TWCC_RECORDS_DROPPED = 24, /* transport-wide arrival not recorded: ring full */
+	SFT_K_TC_RX_KEYSTREAM_OVERWRITTEN = 25, /* refilled while XORed: the packet is dropped */
+	SFT_K_TC_TX_KEYSTREAM_OVERWRITTEN = 26, /* refilled while XORed: the copy is dropped */
+	SFT_K_TC_EVENT_LOST = 27,          /* sft_events full: a refill request or new stream lost */
+	SFT_K_TC_STREAM_STATE_FAILED = 28, /* a new SSRC's receive state could not be stored */
+	SFT_K_MAX = 29,
 };
 
 enum sft_stream_kind {
@@ -157,6 +169,9 @@ struct sft_leg {
 	__u8 ext_rid;
 	__u8 ext_frame_descriptor;
 	__u8 flags;
+	__u8 ext_transport_cc;
+	__u8 pad[3];
+	__u32 twcc_ring; /* sft_twcc_rings index of this leg */
 	struct sft_hmac_key rx_auth; /* verifies what the leg publishes */
 	struct sft_hmac_key tx_auth; /* signs what the leg receives */
 };
@@ -241,6 +256,24 @@ struct sft_keystream {
 	__u16 valid_len; /* bytes of keystream written */
 	__u16 pad;
 	__u8 bytes[SFT_KEYSTREAM_BYTES];
+};
+
+/* One authentic packet's transport-wide sequence number and arrival, written
+ * by the programs as one 8-byte store. */
+struct sft_twcc_record {
+	__u32 arrival_us; /* bpf_ktime_get_ns() / 1000, truncated */
+	__u16 seq;
+	__u16 lap; /* SFT_TWCC_LAP_VALID | (position / SFT_TWCC_RECORDS) & 0x7fff */
+};
+
+/* sft_twcc_rings[leg's twcc_ring], mmapable: the controller reads the records
+ * in [tail, head) every 100 ms and advances tail; the programs reserve a
+ * position with an atomic add on head and drop (counted) when the ring is full.
+ * Reset by the controller when a leg takes the ring. */
+struct sft_twcc_ring {
+	__u64 head; /* kernel-owned: records reserved */
+	__u64 tail; /* controller-owned: records read */
+	struct sft_twcc_record records[SFT_TWCC_RECORDS];
 };
 
 /* sft_events ring buffer records: what the keystream refill task must do. */

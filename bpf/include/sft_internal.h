@@ -87,7 +87,8 @@ struct sft_packet {
 	__u8 iph[20];        /* received IPv4 header */
 	__u8 csum_partial;   /* sent locally (loopback): the UDP checksum is left to
 			      * whoever completes CHECKSUM_PARTIAL */
-	__u8 pad[3];
+	__u8 has_twcc;
+	__u16 twcc_seq;      /* transport-wide sequence number, when has_twcc */
 };
 
 struct sft_scratch {

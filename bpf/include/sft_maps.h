@@ -133,6 +133,15 @@ struct {
 	__type(value, __u64);
 } sft_conf_packets SEC(".maps");
 
+/* twcc_ring -> transport-wide arrival records of one leg (see sft_abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SFT_TWCC_RINGS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct sft_twcc_ring);
+} sft_twcc_rings SEC(".maps");
+
 /* struct sft_event records for the keystream refill task. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

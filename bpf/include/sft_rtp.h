@@ -18,7 +18,8 @@ static __always_inline __u32 sft_get_be16(const __u8 *p)
 }
 
 /* Records one header-extension element we care about. ids: audio level in
- * bits 0-7, RID in 8-15, frame descriptor in 16-23 (0 = not negotiated). */
+ * bits 0-7, RID in 8-15, frame descriptor in 16-23, transport-wide sequence
+ * number in 24-31 (0 = not negotiated). */
 static __always_inline void sft_note_extension(struct sft_packet *p, const struct sft_buf *in,
 					       __u32 id, __u32 data, __u32 len, __u32 ids)
 {
@@ -37,6 +38,9 @@ static __always_inline void sft_note_extension(struct sft_packet *p, const struc
 	} else if (id == ((ids >> 16) & 0xff)) {
 		p->has_fd = 1;
 		p->fd0 = first;
+	} else if (id == ids >> 24 && len == 2) {
+		p->has_twcc = 1;
+		p->twcc_seq = ((__u16)first << 8) | in->b[(data + 1) & SFT_BUF_MASK];
 	}
 }
 
@@ -63,6 +67,7 @@ __noinline int sft_parse_rtp(struct sft_scratch *s __arg_nonnull, __u32 rtp_len,
 	p->audio_level = 0xff;
 	p->has_fd = 0;
 	p->fd0 = 0;
+	p->has_twcc = 0;
 	p->ext_len = 0;
 	if (hdr > rtp_len - SFT_AUTH_TAG_LEN)
 		return SFT_K_TC_TRUNCATED;

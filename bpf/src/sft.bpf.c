@@ -53,17 +53,36 @@ static __always_inline int sft_lease_valid(const struct sft_leg *leg, const stru
 	return lease && (leg->flags & SFT_LEG_ACTIVE) && now - *lease <= sft_lease_timeout(cfg);
 }
 
-static __always_inline int sft_layer_paused(const struct sft_config *cfg,
-					    const struct sft_leg_state *ls, __u32 layer)
+/* The SSRC a video slot preferring ``layer`` takes next: that layer's, unless
+ * it is paused while the other flows (senders pause their high layer when
+ * their estimate drops). A subprogram: inlined, it overflows the fan-out's stack. */
+__noinline int sft_wanted_video_ssrc(__u32 leg_id, __u32 layer)
 {
-	__u64 pause = cfg->layer_pause_ns ? cfg->layer_pause_ns : SFT_LAYER_STALE_NS;
+	const struct sft_config *cfg;
+	struct sft_leg_state *ls;
+	__u32 zero = 0;
+	__u64 now, pause;
 
-	return bpf_ktime_get_ns() - ls->video_media_ns[layer & 1] > pause;
+	cfg = bpf_map_lookup_elem(&sft_config, &zero);
+	ls = bpf_map_lookup_elem(&sft_leg_state, &leg_id);
+	if (!cfg || !ls)
+		return 0;
+	layer &= 1;
+	if (!ls->video_ssrc[layer])
+		return ls->video_ssrc[layer ^ 1];
+	if (!ls->video_ssrc[layer ^ 1])
+		return ls->video_ssrc[layer];
+	now = bpf_ktime_get_ns();
+	pause = cfg->layer_pause_ns ? cfg->layer_pause_ns : SFT_LAYER_STALE_NS;
+	if (now - ls->video_media_ns[layer] > pause && now - ls->video_media_ns[layer ^ 1] <= pause)
+		return ls->video_ssrc[layer ^ 1];
+	return ls->video_ssrc[layer];
 }
 
-/* RFC 3550 A.8 interarrival jitter, integer form (x 16), in RTP clock units. */
-static __always_inline void sft_update_jitter(struct sft_stream_state *rs, __u32 timestamp,
-					      __u8 kind)
+/* RFC 3550 A.8 interarrival jitter, integer form (x 16), in RTP clock units.
+ * A subprogram of its own: inlined, its locals overflow the receive path's stack. */
+__noinline int sft_update_jitter(struct sft_stream_state *rs __arg_nonnull, __u32 timestamp,
+				 __u32 kind)
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u32 arrival = kind == SFT_KIND_AUDIO ? now * 48 / 1000000 : now * 9 / 100000;
@@ -75,6 +94,7 @@ static __always_inline void sft_update_jitter(struct sft_stream_state *rs, __u32
 	if (rs->packets > 1)
 		rs->jitter_q4 += (__u32)d - ((rs->jitter_q4 + 8) >> 4);
 	rs->last_transit = transit;
+	return 0;
 }
 
 static __always_inline void sft_emit(__u32 type, __u32 leg_id, __u32 ssrc, __u32 owner, __u64 index)
@@ -83,7 +103,8 @@ static __always_inline void sft_emit(__u32 type, __u32 leg_id, __u32 ssrc, __u32
 		.type = type, .leg_id = leg_id, .ssrc = ssrc, .owner = owner, .index = index,
 	};
 
-	bpf_ringbuf_output(&sft_events, &ev, sizeof(ev), 0);
+	if (bpf_ringbuf_output(&sft_events, &ev, sizeof(ev), 0))
+		sft_kcount(SFT_K_TC_EVENT_LOST);
 }
 
 static __always_inline __u16 sft_csum_fold(__s64 sum)
@@ -128,6 +149,18 @@ static __always_inline __u16 sft_udp_csum_partial(__u32 udp_len, __be32 saddr, _
 	return ~sft_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0)) & 0xffff;
 }
 
+/* After the XOR: whether the entry still holds what sft_keystream_for checked.
+ * The filler clears the tag before it touches the bytes and writes it last, so
+ * an entry refilled under the reader fails here (the SSRC catches a ring given
+ * to another owner and refilled at the same index meanwhile). */
+static __always_inline int sft_keystream_intact(const struct sft_keystream *ks, __u32 ssrc,
+						__u64 index)
+{
+	asm volatile("" ::: "memory");
+	return *(const volatile __u64 *)&ks->index_tag == index + 1 &&
+	       *(const volatile __u32 *)&ks->ssrc == ssrc;
+}
+
 /* UDP checksum of out[0, udp_len) with the IPv4 pseudo header. */
 static __always_inline __u16 sft_udp_csum(struct sft_buf *out, __u32 udp_len, __be32 saddr,
 					  __be32 daddr)
@@ -160,7 +193,6 @@ static __always_inline __u16 sft_udp_csum(struct sft_buf *out, __u32 udp_len, __
 __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 {
 	const struct sft_keystream *ks;
-	struct sft_leg_state *pub_state;
 	struct sft_slot_state *state;
 	const struct sft_config *cfg;
 	const struct sft_slot *slot;
@@ -172,7 +204,7 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 		__u8 dst[6];
 		__u8 src[6];
 	} eth;
-	__u32 zero = 0, desired, layer, udp_len, auth_len, out_ts, tag_off, ifindex;
+	__u32 zero = 0, desired, udp_len, auth_len, out_ts, tag_off, ifindex;
 	__u64 index;
 	__u8 *o;
 
@@ -193,15 +225,7 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 	}
 	if (p->ssrc != state->source_ssrc) {
 		if (p->kind == SFT_KIND_VIDEO) {
-			pub_state = bpf_map_lookup_elem(&sft_leg_state, &p->leg_id);
-			if (!pub_state)
-				return 0;
-			layer = slot->layer & 1;
-			desired = pub_state->video_ssrc[layer];
-			if (!desired || (pub_state->video_ssrc[layer ^ 1] &&
-					 sft_layer_paused(cfg, pub_state, layer) &&
-					 !sft_layer_paused(cfg, pub_state, layer ^ 1)))
-				desired = pub_state->video_ssrc[layer ^ 1];
+			desired = (__u32)sft_wanted_video_ssrc(p->leg_id, slot->layer);
 			if (p->ssrc != desired)
 				return 0;
 			if (!p->keyframe) {
@@ -262,6 +286,10 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 	sft_copy_words(&s->out, &s->in, SFT_PAIR(24, p->ext_off), p->ext_len);
 	sft_xor_keystream(&s->out, &s->in, SFT_PAIR(24 + p->ext_len, p->payload_off), ks,
 			  p->payload_len);
+	if (!sft_keystream_intact(ks, slot->ssrc, index)) {
+		sft_kcount(SFT_K_TC_TX_KEYSTREAM_OVERWRITTEN);
+		return 0;
+	}
 	auth_len = p->out_rtp_len - SFT_AUTH_TAG_LEN;
 	if (sft_hmac_sha1_80(&s->out, SFT_PAIR(8, auth_len), index >> 16, &sub->tx_auth, &s->sha))
 		return 0;
@@ -317,6 +345,31 @@ static __always_inline int sft_drop(__u32 counter, int kcounter)
 	return TC_ACT_SHOT;
 }
 
+/* Keeps an authentic packet's transport-wide sequence number and arrival time
+ * for the controller's congestion-control feedback (controller/twcc.py). */
+static __always_inline void sft_record_arrival(__u32 ring_id, const struct sft_packet *p)
+{
+	struct sft_twcc_ring *ring;
+	struct sft_twcc_record rec;
+	__u64 pos;
+
+	if (!p->has_twcc)
+		return;
+	ring = bpf_map_lookup_elem(&sft_twcc_rings, &ring_id);
+	if (!ring)
+		return;
+	if (ring->head - ring->tail >= SFT_TWCC_RECORDS) {
+		sft_kcount(SFT_K_TWCC_RECORDS_DROPPED);
+		return;
+	}
+	pos = __sync_fetch_and_add(&ring->head, 1);
+	rec.arrival_us = bpf_ktime_get_ns() / 1000;
+	rec.seq = p->twcc_seq;
+	rec.lap = SFT_TWCC_LAP_VALID | ((pos / SFT_TWCC_RECORDS) & 0x7fff);
+	/* one store: the reader sees the old record or the new one, never a mix */
+	*(__u64 *)&ring->records[pos & (SFT_TWCC_RECORDS - 1)] = *(__u64 *)&rec;
+}
+
 /* Replay window update for an authentic packet (RFC 3711 §3.3.2). */
 static __always_inline void sft_replay_accept(struct sft_stream_state *rs, __u64 index)
 {
@@ -345,7 +398,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	struct sft_scratch *s;
 	struct sft_packet *p;
 	__u32 zero = 0, rtp_len, layer, pad_len, count, slot_id, i, sent = 0, video_layer = 0;
-	__u64 index, tag_lo, *conf_packets, sent_total;
+	__u32 twcc_ring;
+	__u64 index, tag_lo, *conf_packets, sent_total, now;
 	__u16 tag_hi;
 	__s32 grow;
 	int ret;
@@ -358,8 +412,9 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	if (!s || !cfg || !leg)
 		return sft_drop(SFT_CTR_DROP_UNKNOWN_LEG, -1);
 	p = &s->pkt;
-	if (!sft_lease_valid(leg, cfg, bpf_ktime_get_ns()))
-		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_LEASE_EXPIRED);
+	now = bpf_ktime_get_ns();
+	if (!sft_lease_valid(leg, cfg, now))
+		return sft_drop(SFT_CTR_DROP_LEASE_EXPIRED, SFT_K_TC_LEASE_EXPIRED);
 	if (bpf_skb_load_bytes(skb, SFT_L3_OFF, p->iph, sizeof(p->iph)))
 		return sft_drop(SFT_CTR_DROP_MALFORMED, SFT_K_TC_TRUNCATED);
 	rtp_len = sft_get_be16(&p->iph[2]) - 28;
@@ -376,7 +431,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	if (bpf_skb_load_bytes(skb, SFT_RTP_OFF, s->in.b, rtp_len))
 		return sft_drop(SFT_CTR_DROP_MALFORMED, SFT_K_TC_TRUNCATED);
 	ret = sft_parse_rtp(s, rtp_len, leg->ext_audio_level | (leg->ext_rid << 8) |
-					       ((__u32)leg->ext_frame_descriptor << 16));
+					       ((__u32)leg->ext_frame_descriptor << 16) |
+					       ((__u32)leg->ext_transport_cc << 24));
 	if (ret)
 		return sft_drop(SFT_CTR_DROP_MALFORMED, ret);
 	p->leg_id = leg_id;
@@ -400,8 +456,9 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	if (sft_hmac_sha1_80(&s->in, SFT_PAIR(0, rtp_len - SFT_AUTH_TAG_LEN), index >> 16,
 			     &leg->rx_auth, &s->sha))
 		return sft_drop(SFT_CTR_DROP_AUTH, -1);
+	twcc_ring = leg->twcc_ring;
 	if (leg->leg_id != leg_id) /* its element was reused while we hashed (sft_abi.h) */
-		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_LEG_REPLACED);
+		return sft_drop(SFT_CTR_DROP_LEG_REPLACED, SFT_K_TC_LEG_REPLACED);
 	if (*(__u64 *)&s->sha.digest[0] != tag_lo || *(__u16 *)&s->sha.digest[8] != tag_hi)
 		return sft_drop(SFT_CTR_DROP_AUTH, -1);
 	if (!rs) {
@@ -418,15 +475,18 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 		s->fresh.first_index = index;
 		s->fresh.replay_window = 1;
 		s->fresh.layer_learned = SFT_LAYER_UNKNOWN;
+		/* EEXIST: another CPU made it meanwhile, the lookup finds it */
 		bpf_map_update_elem(&sft_stream_state, &key, &s->fresh, BPF_NOEXIST);
 		rs = bpf_map_lookup_elem(&sft_stream_state, &key);
 		if (!rs)
-			return sft_drop(SFT_CTR_DROP_NOT_READY, -1);
+			return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_STREAM_STATE_FAILED);
 		if (p->rid != SFT_LAYER_UNKNOWN)
 			sft_emit(SFT_EV_NEW_STREAM, leg_id, p->ssrc, p->rid, index);
 	} else {
 		sft_replay_accept(rs, index);
 	}
+	/* every authentic packet counts for the sender's estimate, padding probes too */
+	sft_record_arrival(twcc_ring, p);
 	rs->packets++;
 	if (p->rid != SFT_LAYER_UNKNOWN) {
 		rs->layer_learned = p->rid;
@@ -437,7 +497,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	if (!stream) {
 		if (p->rid != SFT_LAYER_UNKNOWN)
 			return sft_drop(SFT_CTR_DROP_NOT_READY, -1);
-		return sft_drop(SFT_CTR_DROP_UNKNOWN_LEG, SFT_K_TC_UNKNOWN_SSRC);
+		return sft_drop(SFT_CTR_DROP_UNKNOWN_SSRC, SFT_K_TC_UNKNOWN_SSRC);
 	}
 	p->kind = stream->kind;
 	sft_update_jitter(rs, p->timestamp, p->kind);
@@ -467,6 +527,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	}
 	sft_xor_keystream(&s->in, &s->in, SFT_PAIR(p->payload_off, p->payload_off), ks,
 			  p->payload_len);
+	if (!sft_keystream_intact(ks, p->ssrc, index))
+		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_RX_KEYSTREAM_OVERWRITTEN);
 	pad_len = 0;
 	if (p->byte0 & 0x20)
 		pad_len = s->in.b[(p->payload_off + p->payload_len - 1) & SFT_BUF_MASK];
@@ -494,7 +556,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	 * packet's csum_start still points at its UDP header */
 	grow = (__s32)p->out_rtp_len - (__s32)p->rtp_len;
 	if (grow && bpf_skb_change_tail(skb, SFT_RTP_OFF + p->out_rtp_len, 0))
-		return sft_drop(SFT_CTR_DROP_NOT_READY, SFT_K_TC_ADJUST_FAILED);
+		return sft_drop(SFT_CTR_DROP_ADJUST_FAILED, SFT_K_TC_ADJUST_FAILED);
 	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
 	for (i = 0; i < SFT_MAX_FANOUT; i++) {
 		if (i >= count)
@@ -525,12 +587,22 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	return TC_ACT_SHOT;
 }
 
+/* Sent on this host over lo: copies keep CHECKSUM_PARTIAL, so a NIC they go
+ * out of completes the UDP checksum from the pseudo-header sum we leave. A
+ * subprogram: its CO-RE reads would otherwise take the entry's stack. */
+__noinline int sft_partial_on_lo(struct __sk_buff *skb)
+{
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+
+	return BPF_CORE_READ_BITFIELD(kskb, ip_summed) == SFT_CHECKSUM_PARTIAL &&
+	       (BPF_CORE_READ(kskb, dev, flags) & SFT_IFF_LOOPBACK);
+}
+
 SEC("tc")
 int sft_tc_ingress(struct __sk_buff *skb)
 {
 	struct sft_addr_key key;
 	const struct sft_config *cfg;
-	struct sk_buff *kskb;
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct iphdr *iph;
@@ -581,12 +653,7 @@ int sft_tc_ingress(struct __sk_buff *skb)
 		sft_kcount(SFT_K_TC_GSO_PASSED);
 		return TC_ACT_OK;
 	}
-	/* sent on this host over lo: copies keep CHECKSUM_PARTIAL, so a NIC they go
-	 * out of completes the UDP checksum from the pseudo-header sum we leave */
-	kskb = bpf_cast_to_kern_ctx(skb);
-	return sft_srtp_receive(skb, *leg_id,
-				BPF_CORE_READ_BITFIELD(kskb, ip_summed) == SFT_CHECKSUM_PARTIAL &&
-				(BPF_CORE_READ(kskb, dev, flags) & SFT_IFF_LOOPBACK));
+	return sft_srtp_receive(skb, *leg_id, sft_partial_on_lo(skb));
 }
 
 SEC("xdp")

@@ -256,13 +256,17 @@
         }
       } else if (s.type === "outbound-rtp") {
         const key = `${s.kind}${s.rid ? ":" + s.rid : ""}`;
-        out.outbound[key] = { packetsSent: s.packetsSent || 0, framesEncoded: s.framesEncoded };
+        out.outbound[key] = { packetsSent: s.packetsSent || 0, framesEncoded: s.framesEncoded,
+                              bytesSent: s.bytesSent || 0, framesPerSecond: s.framesPerSecond,
+                              frameWidth: s.frameWidth };
       } else if (s.type === "transport" && s.selectedCandidatePairId) {
         const pair = report.get(s.selectedCandidatePairId);
         const addr = (id) => { const c = id && report.get(id); return c ? `${c.address}:${c.port}` : null; };
         if (pair) {
           out.candidatePair = { local: addr(pair.localCandidateId), remote: addr(pair.remoteCandidateId),
-                                bytesSent: pair.bytesSent, bytesReceived: pair.bytesReceived };
+                                bytesSent: pair.bytesSent, bytesReceived: pair.bytesReceived,
+                                // the sender's bandwidth estimate, fed by transport-wide feedback
+                                availableOutgoingBitrate: pair.availableOutgoingBitrate };
         }
       }
     });

@@ -12,9 +12,11 @@ REPO = Path(__file__).resolve().parents[2]
 METRICS = {
     "sft_uptime", "sft_build_info", "sft_participants", "sft_calls", "sft_participants_total",
     "sft_calls_total", "sft_draining", "sft_dataplane_info", "sft_dataplane_packets_total",
-    "sft_capacity_participants_remaining",
+    "sft_capacity_participants_remaining", "sft_dataplane_detail_total", "sft_bpf_failures_total",
 }
-COUNTERS = {"RX_PACKETS", "DROP_AUTH"}  # label values of sft_dataplane_packets_total used here
+# label values of sft_dataplane_packets_total and sft_dataplane_detail_total used here
+COUNTERS = {"RX_PACKETS", "DROP_AUTH", "DROP_LEASE_EXPIRED", "TC_EVENT_LOST",
+            "TC_STREAM_STATE_FAILED"}
 
 
 def metrics_in(expr: str) -> set[str]:

@@ -211,9 +211,12 @@ async def test_simulcast_layer_learned_from_rid(h):
     rids = [rtp.find_extension(p, rtp.parse(p), EXT.rid) for p in got]
     # 'h' stands in until the wanted 'l' layer shows up with a keyframe, then only 'l'
     assert rids == [b"h", b"l", b"l"]
+    before = h.plane.read_counters()
     h.send(1, make_rtp(0x52, 1, 0, vp8_payload(True), pt=100))  # no RID, not declared
     await asyncio.sleep(0.1)
-    assert h.plane.read_counters()[Counter.DROP_NOT_READY] >= 1
+    after = h.plane.read_counters()
+    assert after[Counter.DROP_UNKNOWN_SSRC] == before[Counter.DROP_UNKNOWN_SSRC] + 1
+    assert after[Counter.DROP_NOT_READY] == before[Counter.DROP_NOT_READY]
 
 
 async def test_paused_preferred_layer_gives_way_to_the_flowing_one(h):

@@ -49,3 +49,25 @@ async def test_update_true_reoffers_new_credentials_on_the_same_leg(sftd, wire_c
 def _order(client) -> list[str]:  # noqa: ANN001
     confpart = client.received.confpart
     return [p["userid"] for p in (confpart.get("participants") if confpart else [])]
+
+
+async def test_update_answered_from_a_new_connection_gets_a_new_leg(sftd, wire_client):
+    """Wire's engine re-creates its peer connection (camera back on, network
+    change) and answers the UPDATE offer with a new DTLS fingerprint: the
+    participant keeps its identity, gets a new leg, and media flows both ways."""
+    conv = new_convid()
+    a = await wire_client(sftd, conv, "a")
+    b = await wire_client(sftd, conv, "b")
+    await wait_until(lambda: gets_media(a, [b]) and gets_media(b, [a]), 20, "media both ways")
+    await a.reconnect()
+    before = frames_from(b, a)
+    a_before = frames_from(a, b)
+    await wait_until(lambda: frames_from(b, a)[1] > before[1] + 10
+                     and frames_from(a, b)[1] > a_before[1] + 10, 20,
+                     "media both ways on the new connection",
+                     lambda: (before, frames_from(b, a), a_before, frames_from(a, b),
+                              a.received.confparts, _order(a), _order(b)))
+    assert _order(b) == ["b", "a"]
+    metrics = await sftd.metrics()
+    assert metrics["sft_participants"] == 2 and metrics["sft_participants_total"] == 2
+    assert "reconnects from a new connection" in sftd.log_text()

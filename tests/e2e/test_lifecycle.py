@@ -125,3 +125,15 @@ async def test_metrics_follow_calls_and_participants(sftd, wire_client):
     await a.hangup()
     await d.hangup()
     await expect(0, 0, 4, 2)
+
+
+async def test_hangup_is_answered(sftd, wire_client):
+    """Wire's engine waits for the SFT's HANGUP answer before it lets the call go."""
+    from signalling import econn
+
+    conv = new_convid()
+    a = await wire_client(sftd, conv, "a")
+    await wait_until(lambda: a._send(a._message(econn.HANGUP, False)), 10, "an open channel")
+    await wait_until(lambda: any(m.type == econn.HANGUP and m.resp
+                                 for m in a.received.messages), 5, "HANGUP resp:true")
+    await wait_until(lambda: sftd.log_text().count("ended: HANGUP") == 1, 5, "the end")

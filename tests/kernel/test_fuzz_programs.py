@@ -28,7 +28,8 @@ Per batch, with exact arithmetic on the per-CPU counter deltas:
         sum(DROP_*) - XDP_DROP_UNKNOWN + TC_PASS_CONTROL + forwarded + not_ours == runs
     and RX_PACKETS counts exactly the runs that reached the SRTP checks:
         RX_PACKETS == forwarded + AUTH + REPLAY + PADDING + NO_ROUTE
-                      + (MALFORMED - TC_BAD_VERSION) + TC_UNKNOWN_SSRC + (NOT_READY - TC_LEASE_EXPIRED)
+                      + (MALFORMED - TC_BAD_VERSION) + UNKNOWN_SSRC + NOT_READY
+                      + LEG_REPLACED + ADJUST_FAILED
   * TX_PACKETS == sum of copies (subscribed slots of the publisher's kind) of forwarded
     packets; nothing forwarded that the model did not forward.
 """
@@ -222,7 +223,7 @@ class World:
             return TcOutcome(TC_ACT_SHOT, "DROP_UNKNOWN_LEG")
         leg = self.legs[leg_id]
         if not leg.live:
-            return TcOutcome(TC_ACT_SHOT, "DROP_NOT_READY", "TC_LEASE_EXPIRED")
+            return TcOutcome(TC_ACT_SHOT, "DROP_LEASE_EXPIRED", "TC_LEASE_EXPIRED")
         rtp_len = (((f[16] << 8) | f[17]) - 28) & 0xFFFFFFFF
         out = TcOutcome(TC_ACT_SHOT, rx=True, rx_bytes=n - 42)  # bytes that arrived
 
@@ -255,7 +256,7 @@ class World:
             rs.accept(index)
         stream = leg.streams.get(info["ssrc"])
         if stream is None:
-            return drop("DROP_UNKNOWN_LEG", "TC_UNKNOWN_SSRC")
+            return drop("DROP_UNKNOWN_SSRC", "TC_UNKNOWN_SSRC")
         payload_len = info["payload_len"]
         if payload_len == 0:
             return drop("DROP_PADDING")
@@ -538,7 +539,8 @@ def fuzz(dp: KernelDataPlane, packets: int, seed: int) -> dict[str, int]:
         assert delta["RX_PACKETS"] == (
             tc_forwarded + delta["DROP_AUTH"] + delta["DROP_REPLAY"] + delta["DROP_PADDING"]
             + delta["DROP_NO_ROUTE"] + delta["DROP_MALFORMED"] - delta["K_TC_BAD_VERSION"]
-            + delta["K_TC_UNKNOWN_SSRC"] + delta["DROP_NOT_READY"] - delta["K_TC_LEASE_EXPIRED"])
+            + delta["DROP_UNKNOWN_SSRC"] + delta["DROP_NOT_READY"] + delta["DROP_LEG_REPLACED"]
+            + delta["DROP_ADJUST_FAILED"])
         done += n
     total = _counters(dp) - start_counters
     assert sum(dp.read_conference_packets().values()) == conf_total

