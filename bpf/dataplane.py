@@ -932,6 +932,8 @@ class KernelDataPlane:
         return self._userspace_packets
 
     def read_userspace_media_drops(self) -> dict[str, int]:
+        """From an address ICE did not validate; a leg's first packets, before the
+        kernel took it over; from a leg it serves, on a path it did not see."""
         return {"unvalidated_source": self._unvalidated_packets,
                 "leg_not_served_yet": self._early_packets,
                 "path_not_served": self._userspace_packets}

@@ -156,15 +156,6 @@ class LegMedia:
     interface: str  # the interface its media takes ("any" on the userspace plane)
 
 
-# Why media that reached the interpreter was not forwarded
-# (``sft_userspace_media_dropped_total{reason}``, kernel plane).
-USERSPACE_DROP_REASONS = {
-    "unvalidated_source": "from an address ICE did not validate for the leg",
-    "leg_not_served_yet": "a leg's first packets, before the kernel took it over",
-    "path_not_served": "from a leg the kernel serves, on a path its programs did not see",
-}
-
-
 class DataPlane(Protocol):
     name: str  # "userspace" | "kernel"
     srtp_profiles: tuple[str, ...]  # what it can protect/unprotect, preferred first
@@ -227,8 +218,8 @@ class DataPlane(Protocol):
 
     def read_userspace_media_drops(self) -> dict[str, int]:
         """Media dropped in user space although this plane should have handled it,
-        by ``USERSPACE_DROP_REASONS`` (none on the userspace plane: its drops are
-        ``read_counters``' reasons)."""
+        by reason (``sft_userspace_media_dropped_total``; none on the userspace
+        plane, whose drops are ``read_counters``' reasons)."""
 
     def legs_by_interface(self) -> dict[str, int]:
         """Live legs by the interface their media path takes ("any" where the plane

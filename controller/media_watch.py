@@ -1,13 +1,14 @@
-"""Finds legs whose media goes nowhere: connected (ICE and DTLS done) for
-``WITHOUT_MEDIA_AFTER`` seconds, yet
+"""Finds legs whose media goes nowhere. A leg connected (ICE and DTLS done) for
+``WITHOUT_MEDIA_AFTER`` seconds is reported as
 
 - ``silent``: it declared audio and others' slots point at it, but no media of
-  it has reached the data plane (a firewall dropping its RTP, a path the data
-  plane does not see, a client that does not send);
-- ``not_forwarded``: its media arrives, but nothing of it was sent on any slot
-  pointed at it (or it arrives only in user space on the kernel plane);
-- ``not_received``: its slots point at publishers whose media arrives, but
-  nothing was sent to it.
+  it has ever reached the data plane (a firewall dropping its RTP, a path the
+  data plane does not see, a client that does not send);
+- ``not_forwarded``: its media keeps arriving, but none of it was sent on any
+  slot pointed at it for ``WITHOUT_MEDIA_AFTER`` seconds (or it arrives only in
+  user space on the kernel plane);
+- ``not_received``: its slots point at publishers whose media keeps arriving,
+  but nothing was sent to it for ``WITHOUT_MEDIA_AFTER`` seconds.
 
 Each finding is logged once per leg with what to check and counted in
 ``sft_legs_without_media_total{reason}``. The controller calls ``check`` from
@@ -29,8 +30,8 @@ log = logging.getLogger("sftd")
 WITHOUT_MEDIA_AFTER = 5.0  # seconds after ICE and DTLS, and after a slot is pointed
 
 ADVICE = {
-    "silent": "no media of it has reached the data plane although it declared audio and "
-              "{slots} slot(s) point at it. Check that nothing between the client and this "
+    "silent": "no media of it has reached the data plane since ICE and DTLS although it "
+              "declared audio and {slots} slot(s) point at it. Check that nothing between the client and this "
               "node drops its UDP media after the handshake (firewall rules, a NAT or "
               "TURN relay) and that the client is sending{tc_hint}",
     "not_forwarded": "{received} of its media packets arrived ({stranded} only in user space) "
@@ -47,18 +48,24 @@ ADVICE = {
 @dataclass
 class _SlotWatch:
     publisher: int  # leg_id the slot points at
-    since: float  # when it was first seen pointing there
-    sent_before: int  # packets sent on the slot by then
-    received_before: int  # the publisher's packets of the slot's kind by then
+    sent: int  # packets sent on the slot, at the last check
+    received: int  # the publisher's packets of the slot's kind, at the last check
+    quiet_since: float  # when the slot last carried a packet, or was pointed here
+    carried: bool = False  # it carried a packet of this publisher
+    received_while_quiet: int = 0  # the publisher's packets since quiet_since
+    received_at: float = 0.0  # when the publisher's packets last grew
 
 
 class MediaWatch:
     def __init__(self, after: float = WITHOUT_MEDIA_AFTER) -> None:
         self.after = after
+        # a publisher counts as still sending if its media arrived this recently
+        self.sending_within = after / 5
         self.found = collections.Counter(dict.fromkeys(ADVICE, 0))  # by reason
         self._connected_at: dict[int, float] = {}
         self._slots: dict[tuple[int, StreamKind, int], _SlotWatch] = {}
         self._reported: set[tuple[int, str]] = set()
+        self._read_failed = False  # logged once until a read succeeds again
 
     def check(self, now: float, participants: Iterable[Participant],
               dataplane: DataPlane) -> None:
@@ -71,7 +78,14 @@ class MediaWatch:
             return
         for leg_id in live:
             self._connected_at.setdefault(leg_id, now)
-        media = dataplane.read_leg_media()
+        try:
+            media = dataplane.read_leg_media()
+        except Exception:  # noqa: BLE001 - a diagnostic must not stop the timer loop
+            if not self._read_failed:
+                log.exception("media watch: cannot read the legs' media from the data plane")
+            self._read_failed = True
+            return
+        self._read_failed = False
         pointed_at: collections.Counter[int] = collections.Counter()  # slots per publisher
         fed: dict[int, set[bool]] = collections.defaultdict(set)  # publisher -> pair outcomes
         fed_to: dict[int, set[bool]] = collections.defaultdict(set)  # subscriber -> outcomes
@@ -113,20 +127,30 @@ class MediaWatch:
     def _watch_slot(self, now: float, key: tuple[int, StreamKind, int], pub_id: int,
                     sub_media: LegMedia | None, pub_media: LegMedia | None,
                     kind: StreamKind, position: int) -> bool | None:
-        """Whether the slot carried its publisher's media (None: too early to
-        say, or the publisher sent nothing of this kind since it was pointed)."""
+        """Whether the slot carries its publisher's media: True if it did within the
+        last ``after`` seconds, False if the publisher sent media of the slot's kind
+        all along but the slot carried none of it for ``after`` seconds, None while
+        that cannot be told yet (just pointed, or the publisher sends none)."""
         if sub_media is None or pub_media is None or position >= len(sub_media.slot_packets):
             return None
         sent = sub_media.slot_packets[position]
         received = pub_media.received[kind]
         watch = self._slots.get(key)
         if watch is None or watch.publisher != pub_id:
-            watch = self._slots[key] = _SlotWatch(pub_id, now, sent, received)
-        if sent > watch.sent_before:
-            return True
-        if now - watch.since < self.after or received == watch.received_before:
+            self._slots[key] = _SlotWatch(pub_id, sent, received, now)
             return None
-        return False
+        if received > watch.received:
+            watch.received_at = now
+        if sent > watch.sent:
+            watch.quiet_since, watch.carried, watch.received_while_quiet = now, True, 0
+        else:
+            watch.received_while_quiet += received - watch.received
+        watch.sent, watch.received = sent, received
+        if now - watch.quiet_since < self.after:
+            return True if watch.carried else None
+        # the publisher must still be sending: one that stopped is no black hole
+        sending = now - watch.received_at < self.sending_within
+        return False if watch.received_while_quiet and sending else None
 
     def _report(self, participant: Participant, reason: str, facts: dict[str, object]) -> None:
         leg_id = participant.leg.leg_id
@@ -137,6 +161,6 @@ class MediaWatch:
         interface = facts["interface"]
         tc_hint = "" if interface == "any" else (
             f"; sftd's TC filter must be on {interface}: tc filter show dev {interface} ingress")
-        log.warning("participant %s (leg %d, media via %s) without media (%s): for %g s after "
-                    "ICE and DTLS %s", participant.key, leg_id, interface, reason, self.after,
+        log.warning("participant %s (leg %d, media via %s) without media (%s) for %g s: %s",
+                    participant.key, leg_id, interface, reason, self.after,
                     ADVICE[reason].format(tc_hint=tc_hint, **facts))
