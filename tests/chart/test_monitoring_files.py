@@ -13,6 +13,7 @@ METRICS = {
     "sft_uptime", "sft_build_info", "sft_participants", "sft_calls", "sft_participants_total",
     "sft_calls_total", "sft_draining", "sft_dataplane_info", "sft_dataplane_packets_total",
     "sft_capacity_participants_remaining", "sft_dataplane_detail_total", "sft_bpf_failures_total",
+    "sft_legs_without_media_total", "sft_userspace_media_dropped_total",
 }
 # label values of sft_dataplane_packets_total and sft_dataplane_detail_total used here
 COUNTERS = {"RX_PACKETS", "DROP_AUTH", "DROP_LEASE_EXPIRED", "TC_EVENT_LOST",
