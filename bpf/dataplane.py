@@ -50,6 +50,7 @@ from controller.dataplane import (
     UNVALIDATED_SOURCE,
     Counter,
     Layer,
+    LegMedia,
     LegSpec,
     ReceiveStats,
     SlotSource,
@@ -402,6 +403,7 @@ class KernelDataPlane:
         self._unvalidated_packets = 0
         self._streams_refused = 0
         self._early_packets = 0
+        self._stranded: dict[int, int] = {}  # leg_id -> its USERSPACE_MEDIA packets
         self._warned_userspace: set[int] = set()
         self._added_at: dict[int, float] = {}
         self._last_lease = 0
@@ -712,6 +714,7 @@ class KernelDataPlane:
         self.maps["sft_leg_by_local"].delete(self._local_key(leg.spec.local_addr))
         self._leg_paths.pop(leg_id, None)
         self._warned_userspace.discard(leg_id)
+        self._stranded.pop(leg_id, None)
         self._added_at.pop(leg_id, None)
         self.maps["sft_fanout"].delete(key)
         for slot_id in list(self._fed_by.get(leg_id, ())):
@@ -914,6 +917,7 @@ class KernelDataPlane:
                 self._early_packets += 1
                 return
             self._userspace_packets += 1
+            self._stranded[leg_id] = self._stranded.get(leg_id, 0) + 1
             if leg_id not in self._warned_userspace:
                 self._warned_userspace.add(leg_id)
                 log.warning(
@@ -926,6 +930,32 @@ class KernelDataPlane:
     @property
     def userspace_packets(self) -> int:
         return self._userspace_packets
+
+    def read_userspace_media_drops(self) -> dict[str, int]:
+        return {"unvalidated_source": self._unvalidated_packets,
+                "leg_not_served_yet": self._early_packets,
+                "path_not_served": self._userspace_packets}
+
+    @_locked
+    def read_leg_media(self) -> dict[int, LegMedia]:
+        ffi = self.abi.ffi
+        received = {leg_id: dict.fromkeys(StreamKind, 0) for leg_id in self._legs}
+        packets_off = ffi.offsetof("struct sft_stream_state", "packets")
+        for key, raw in self.maps["sft_stream_state"].lookup_all():  # one syscall for all
+            leg_id, ssrc = struct.unpack_from("<II", key)
+            leg = self._legs.get(leg_id)
+            if leg is not None:
+                # the kernel learns undeclared SSRCs from their RID: video
+                kind = leg.streams[ssrc][0] if ssrc in leg.streams else StreamKind.VIDEO
+                received[leg_id][kind] += struct.unpack_from("<Q", raw, packets_off)[0]
+        stride = self.maps["sft_slot_state"].entry_stride
+        sent_off = ffi.offsetof("struct sft_slot_state", "packets")
+        return {leg_id: LegMedia(
+            received[leg_id], self._stranded.get(leg_id, 0),
+            tuple(struct.unpack_from("<Q", self._slot_state_mm, slot_id * stride + sent_off)[0]
+                  for slot_id in leg.audio_slots + leg.video_slots),
+            self._leg_paths.get(leg_id, "unresolved"))
+            for leg_id, leg in self._legs.items()}
 
     # ---- reading ----
 

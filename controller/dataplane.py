@@ -145,6 +145,26 @@ class ReceiveStats:
     jitter: int  # interarrival jitter, RTP timestamp units
 
 
+@dataclass(frozen=True)
+class LegMedia:
+    """One leg's media so far (totals since ``add_leg``), for the watch that finds
+    legs whose media goes nowhere (``controller.media_watch``)."""
+
+    received: dict[StreamKind, int]  # authentic media packets from the leg, by kind
+    stranded: int  # media from the leg that reached user space and was dropped there
+    slot_packets: tuple[int, ...]  # packets sent on each slot, audio slots then video
+    interface: str  # the interface its media takes ("any" on the userspace plane)
+
+
+# Why media that reached the interpreter was not forwarded
+# (``sft_userspace_media_dropped_total{reason}``, kernel plane).
+USERSPACE_DROP_REASONS = {
+    "unvalidated_source": "from an address ICE did not validate for the leg",
+    "leg_not_served_yet": "a leg's first packets, before the kernel took it over",
+    "path_not_served": "from a leg the kernel serves, on a path its programs did not see",
+}
+
+
 class DataPlane(Protocol):
     name: str  # "userspace" | "kernel"
     srtp_profiles: tuple[str, ...]  # what it can protect/unprotect, preferred first
@@ -201,6 +221,14 @@ class DataPlane(Protocol):
     def read_detail_counters(self) -> dict[str, int]:
         """Implementation-specific counters by name (e.g. kernel drop reasons,
         media packets that reached user space on the kernel path)."""
+
+    def read_leg_media(self) -> dict[int, LegMedia]:
+        """Every live leg's media totals."""
+
+    def read_userspace_media_drops(self) -> dict[str, int]:
+        """Media dropped in user space although this plane should have handled it,
+        by ``USERSPACE_DROP_REASONS`` (none on the userspace plane: its drops are
+        ``read_counters``' reasons)."""
 
     def legs_by_interface(self) -> dict[str, int]:
         """Live legs by the interface their media path takes ("any" where the plane

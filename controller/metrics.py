@@ -22,7 +22,9 @@ class SftCollector:
                  loop_restarts: Callable[[], dict[str, int]] = dict,
                  refused: Callable[[], dict[str, int]] = dict,
                  legs_by_interface: Callable[[], dict[str, int]] = dict,
-                 bpf_failures: Callable[[], dict[str, int]] = dict) -> None:
+                 bpf_failures: Callable[[], dict[str, int]] = dict,
+                 userspace_media_drops: Callable[[], dict[str, int]] = dict,
+                 legs_without_media: Callable[[], dict[str, int]] = dict) -> None:
         self._version = version
         self._state = state
         self._dataplane_name = dataplane_name
@@ -32,6 +34,8 @@ class SftCollector:
         self._loop_restarts = loop_restarts
         self._refused = refused
         self._legs_by_interface = legs_by_interface
+        self._userspace_media_drops = userspace_media_drops
+        self._legs_without_media = legs_without_media
         self._bpf_failures = bpf_failures
         self._started = time.monotonic()
 
@@ -73,6 +77,12 @@ class SftCollector:
         for name, value in self._detail_counters().items():
             detail.add_metric([name], value)
         yield detail
+        yield _by_label("sft_userspace_media_dropped", "Media that reached user space on the "
+                        "kernel plane and was not forwarded, by reason", "reason",
+                        self._userspace_media_drops())
+        yield _by_label("sft_legs_without_media", "Legs connected for 5 s whose media went "
+                        "nowhere (silent, not_forwarded, not_received), each counted once",
+                        "reason", self._legs_without_media())
         per_conf = CounterMetricFamily("sft_conference_forwarded_packets",
                                        "Packets forwarded per live conference",
                                        labels=["conference"])
@@ -100,6 +110,14 @@ class SftCollector:
         yield GaugeMetricFamily("sft_capacity_participants_remaining",
                                 "Estimated participants this node can still take",
                                 value=state["capacity_remaining"])
+
+
+def _by_label(name: str, documentation: str, label: str,
+              values: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value_label, value in sorted(values.items()):
+        family.add_metric([value_label], value)
+    return family
 
 
 def make_registry(collector: SftCollector) -> CollectorRegistry:

@@ -31,6 +31,7 @@ from .dataplane import (
     StreamKind,
 )
 from .leg import Leg, LegIceConnection, PortRange, PortsExhausted
+from .media_watch import MediaWatch
 from .model import Conference, Participant, ParticipantKey, StreamRequest, update_speakers
 from .sdp import (
     AUDIO_SLOTS,
@@ -98,6 +99,7 @@ class Sft:
         self._fir_seq = 0
         self.supervisor = Supervisor()
         self.refused: collections.Counter[str] = collections.Counter()  # sft_refused_total
+        self.media_watch = MediaWatch()  # legs whose media goes nowhere
         # ended conferences' ids, reused oldest first so that ids (and the data
         # plane's per-conference counters) stay as few as the live conferences
         self._free_conference_ids: collections.deque[int] = collections.deque()
@@ -770,6 +772,7 @@ class Sft:
                         now - participant.last_ping > self.config.ping_timeout:
                     await self.end_participant(
                         participant, f"no PING for {self.config.ping_timeout:g} s")
+            self.media_watch.check(now, self.participants.values(), self.dataplane)
 
     async def _fir_loop(self) -> None:
         interval = max(self.config.fir_interval_ms, 50) / 1000

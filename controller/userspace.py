@@ -26,6 +26,7 @@ from .dataplane import (
     LAYER_PAUSED_AFTER,
     Counter,
     Layer,
+    LegMedia,
     LegSpec,
     ReceiveStats,
     SlotSource,
@@ -57,6 +58,7 @@ class _Slot:
     last_seq: int = field(default_factory=lambda: random.randrange(1 << 16))
     last_ts: int = field(default_factory=lambda: random.randrange(1 << 32))
     last_time: float = 0.0
+    sent: int = 0  # packets sent on the slot
 
 
 @dataclass
@@ -270,6 +272,20 @@ class UserspaceDataPlane:
     def legs_by_interface(self) -> dict[str, int]:
         return {"any": len(self._legs)}
 
+    def read_leg_media(self) -> dict[int, LegMedia]:
+        media = {}
+        for leg_id, leg in self._legs.items():
+            received = dict.fromkeys(StreamKind, 0)
+            for ssrc, counter in leg.received.items():
+                kind = StreamKind.AUDIO if ssrc in leg.audio_ssrcs else StreamKind.VIDEO
+                received[kind] += counter.received
+            media[leg_id] = LegMedia(received, 0, tuple(
+                slot.sent for slot in leg.audio_slots + leg.video_slots), "any")
+        return media
+
+    def read_userspace_media_drops(self) -> dict[str, int]:
+        return {}  # every drop here is one of read_counters' reasons
+
     def close(self) -> None:
         self._legs.clear()
         self._arrivals.clear()
@@ -428,6 +444,7 @@ class UserspaceDataPlane:
             self._counters[Counter.DROP_NO_ROUTE] += 1
             return
         sub.transport.sendto(packet, sub.remote_addr)
+        slot.sent += 1
         self._counters[Counter.TX_PACKETS] += 1
         self._counters[Counter.TX_BYTES] += len(packet)
         self._conference_packets[sub.spec.conference_id] += 1

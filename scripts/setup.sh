@@ -12,7 +12,7 @@ with_tests=0
 apt_packages=(python3 python3-venv python3-dev gcc make pkg-config libssl-dev
     clang-19 llvm-19 libbpf-dev libbpf1 bpftool iproute2 ethtool
     libsrtp2-1 libopus0 libvpx7)
-[ "$with_tests" = 1 ] && apt_packages+=(chromium tcpdump janus)
+[ "$with_tests" = 1 ] && apt_packages+=(chromium tcpdump janus coturn)
 # The AVS interop tests install Wire's calling engine with npm (Debian 12 has no npm by default).
 if [ "$with_tests" = 1 ] && ! command -v npm >/dev/null; then
     apt_packages+=(nodejs npm)

@@ -20,6 +20,8 @@ import statistics
 import sys
 from typing import Any
 
+from aiortc import RTCIceServer
+
 from .client import JoinError, JoinRejected, WireClient
 
 _CONVID = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -43,6 +45,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-video", action="store_true", help="publish audio only")
     ap.add_argument("--refuse", action="append", default=[],
                     help="userid not to authorise in CONFPART (repeatable)")
+    ap.add_argument("--turn", help="TURN server URL (turn:HOST:PORT) to gather a relay "
+                                   "candidate through")
+    ap.add_argument("--turn-user", help="TURN username")
+    ap.add_argument("--turn-password", help="TURN password")
+    ap.add_argument("--relay-only", action="store_true",
+                    help="use only the TURN relay candidate (needs --turn)")
     ap.add_argument("--join-timeout", type=float, default=20.0)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -50,12 +58,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--conv must be 32 hex characters")
     if args.count < 1:
         ap.error("--count must be at least 1")
+    if args.relay_only and not args.turn:
+        ap.error("--relay-only needs --turn")
     return args
 
 
 async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     convid = (args.conv or secrets.token_hex(16)).lower()
     clients = []
+    ice_servers = [RTCIceServer(args.turn, args.turn_user, args.turn_password)] \
+        if args.turn else []
     for i in range(args.count):
         user = args.user
         if user is not None and args.count > 1:
@@ -63,7 +75,7 @@ async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         clients.append(WireClient(
             args.url, convid, user, local_addresses=args.local_address or ["127.0.0.1"],
             refuse=args.refuse, amplitude=args.amplitude, video=not args.no_video,
-            vstreams=args.vstreams))
+            vstreams=args.vstreams, ice_servers=ice_servers, relay_only=args.relay_only))
     report: dict[str, Any] = {"url": args.url, "convid": convid, "clients": []}
     code = 0
     try:

@@ -50,7 +50,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceServer, RTCIceTransportPolicy
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 from aiortc.rtp import (
     RTCP_PSFB_FIR,
@@ -318,7 +318,9 @@ class WireClient:
 
     ``refuse``: userids this client does not authorise in its CONFPART reply
     (default: authorise everyone). ``local_addresses``: the only host
-    addresses ICE gathers on (loopback allowed). STUN/TURN are never used.
+    addresses ICE gathers on (loopback allowed). ``ice_servers``: STUN/TURN
+    servers (none by default); with ``relay_only`` only TURN relay candidates are
+    gathered and used, as a browser with ``iceTransportPolicy: "relay"``.
     """
 
     def __init__(
@@ -343,6 +345,8 @@ class WireClient:
         credential: str | None = None,
         toolver: str = TOOLVER,
         confconn_extra: dict[str, Any] | None = None,
+        ice_servers: Iterable[RTCIceServer] = (),
+        relay_only: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.convid = convid
@@ -360,6 +364,8 @@ class WireClient:
         self.credential = credential
         self.toolver = toolver
         self.confconn_extra = dict(confconn_extra or {})
+        self.ice_servers = list(ice_servers)
+        self.relay_only = relay_only  # gather and use only relay candidates (TURN)
 
         seed = int(hashlib.sha256(self.userid.encode()).hexdigest()[:4], 16)
 
@@ -484,8 +490,10 @@ class WireClient:
             raise JoinRejected(ack.get("status", -1), ack)
 
     async def _negotiate(self, offer: str) -> None:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
-                                                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        pc = RTCPeerConnection(RTCConfiguration(
+            iceServers=self.ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+            iceTransportPolicy=(RTCIceTransportPolicy.RELAY if self.relay_only
+                                else RTCIceTransportPolicy.ALL)))
         self.pc = pc
 
         @pc.on("datachannel")

@@ -263,7 +263,9 @@ async def serve(args: argparse.Namespace) -> int:
                                           dataplane.read_detail_counters,
                                           sft.supervisor.restarts, lambda: dict(sft.refused),
                                           dataplane.legs_by_interface,
-                                          getattr(dataplane, "read_bpf_failures", dict)))
+                                          getattr(dataplane, "read_bpf_failures", dict),
+                                          userspace_media_drops=dataplane.read_userspace_media_drops,
+                                          legs_without_media=lambda: dict(sft.media_watch.found)))
     ssl_context = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):

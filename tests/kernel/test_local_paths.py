@@ -56,9 +56,9 @@ def host_address() -> str:
 
 
 async def run_probe(url: str, conv: str, user: str, local: str, seconds: float,
-                    netns: str | None = None) -> asyncio.subprocess.Process:
+                    netns: str | None = None, *extra: str) -> asyncio.subprocess.Process:
     command = [str(ROOT / ".venv/bin/sft-probe"), url, "--conv", conv, "--user", user,
-               "--duration", str(seconds), "--local-address", local, "--json"]
+               "--duration", str(seconds), "--local-address", local, "--json", *extra]
     if netns:
         command = ["ip", "netns", "exec", netns, *command]
     return await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
@@ -92,6 +92,18 @@ async def legs_while_running(server: SftServer, want: int, seconds: float = 20) 
             return metrics
         await asyncio.sleep(0.3)
     raise AssertionError(f"{want} legs never showed in /metrics: {metrics}\n{server.log_tail(30)}")
+
+
+async def call_via_lo_and(server: SftServer, interface: str,
+                          probes: tuple[asyncio.subprocess.Process, ...]) -> dict:
+    """A two-party call, one leg's media via lo and one via ``interface``: each
+    probe decodes the other. Returns the metrics after the call."""
+    metrics = await legs_while_running(server, 2)
+    assert metrics['sft_legs{dataplane="kernel",interface="lo"}'] == 1, metrics
+    assert metrics[f'sft_legs{{dataplane="kernel",interface="{interface}"}}'] == 1, metrics
+    for proc in probes:
+        assert_decoded_everyone(await probe_report(proc, server), 1)
+    return await server.metrics()
 
 
 async def test_clients_on_this_host_get_media_on_the_kernel_plane(tmp_path):
@@ -136,12 +148,7 @@ async def test_a_conference_with_legs_on_a_veth_and_on_loopback(topology, tmp_pa
         conv = new_convid()
         remote = await run_probe(server.url, conv, "viaVeth", CLIENT_IP, 8, topology.netns)
         local = await run_probe(server.url, conv, "viaLoopback", HOST_IP, 8)
-        metrics = await legs_while_running(server, 2)
-        assert metrics['sft_legs{dataplane="kernel",interface="lo"}'] == 1, metrics
-        assert metrics[f'sft_legs{{dataplane="kernel",interface="{topology.host_if}"}}'] == 1
-        for proc in (remote, local):
-            assert_decoded_everyone(await probe_report(proc, server), 1)
-        metrics = await server.metrics()
+        metrics = await call_via_lo_and(server, topology.host_if, (remote, local))
         assert metrics[INFO] == 1
         assert metrics[USERSPACE_MEDIA] == 0
         assert metrics['sft_dataplane_packets_total{counter="DROP_AUTH"}'] == 0

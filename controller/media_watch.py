@@ -1,0 +1,142 @@
+"""Finds legs whose media goes nowhere: connected (ICE and DTLS done) for
+``WITHOUT_MEDIA_AFTER`` seconds, yet
+
+- ``silent``: it declared audio and others' slots point at it, but no media of
+  it has reached the data plane (a firewall dropping its RTP, a path the data
+  plane does not see, a client that does not send);
+- ``not_forwarded``: its media arrives, but nothing of it was sent on any slot
+  pointed at it (or it arrives only in user space on the kernel plane);
+- ``not_received``: its slots point at publishers whose media arrives, but
+  nothing was sent to it.
+
+Each finding is logged once per leg with what to check and counted in
+``sft_legs_without_media_total{reason}``. The controller calls ``check`` from
+its timer loop; the figures come from the data plane's ``read_leg_media``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .dataplane import DataPlane, LegMedia, StreamKind
+from .model import Participant
+
+log = logging.getLogger("sftd")
+
+WITHOUT_MEDIA_AFTER = 5.0  # seconds after ICE and DTLS, and after a slot is pointed
+
+ADVICE = {
+    "silent": "no media of it has reached the data plane although it declared audio and "
+              "{slots} slot(s) point at it. Check that nothing between the client and this "
+              "node drops its UDP media after the handshake (firewall rules, a NAT or "
+              "TURN relay) and that the client is sending{tc_hint}",
+    "not_forwarded": "{received} of its media packets arrived ({stranded} only in user space) "
+                     "but none were sent on the {slots} slot(s) pointed at it. Check "
+                     "sft_userspace_media_dropped_total and the DROP_* counters of "
+                     "sft_dataplane_packets_total{tc_hint}",
+    "not_received": "its {slots} slot(s) point at publishers whose media arrives, but nothing "
+                    "was sent to it. Check the DROP_* counters of sft_dataplane_packets_total "
+                    "and sft_dataplane_detail_total and the route from this node to the "
+                    "client",
+}
+
+
+@dataclass
+class _SlotWatch:
+    publisher: int  # leg_id the slot points at
+    since: float  # when it was first seen pointing there
+    sent_before: int  # packets sent on the slot by then
+    received_before: int  # the publisher's packets of the slot's kind by then
+
+
+class MediaWatch:
+    def __init__(self, after: float = WITHOUT_MEDIA_AFTER) -> None:
+        self.after = after
+        self.found = collections.Counter(dict.fromkeys(ADVICE, 0))  # by reason
+        self._connected_at: dict[int, float] = {}
+        self._slots: dict[tuple[int, StreamKind, int], _SlotWatch] = {}
+        self._reported: set[tuple[int, str]] = set()
+
+    def check(self, now: float, participants: Iterable[Participant],
+              dataplane: DataPlane) -> None:
+        live = {p.leg.leg_id: p for p in participants if p.connected}
+        for leg_id in set(self._connected_at) - set(live):
+            del self._connected_at[leg_id]
+        self._reported = {(leg, why) for leg, why in self._reported if leg in live}
+        if not live:
+            self._slots.clear()
+            return
+        for leg_id in live:
+            self._connected_at.setdefault(leg_id, now)
+        media = dataplane.read_leg_media()
+        pointed_at: collections.Counter[int] = collections.Counter()  # slots per publisher
+        fed: dict[int, set[bool]] = collections.defaultdict(set)  # publisher -> pair outcomes
+        fed_to: dict[int, set[bool]] = collections.defaultdict(set)  # subscriber -> outcomes
+        seen = set()
+        for sub_id, sub in live.items():
+            for kind, sources, first in ((StreamKind.AUDIO, sub.audio_sources, 0),
+                                         (StreamKind.VIDEO, sub.video_sources,
+                                          len(sub.audio_sources))):
+                for index, source in enumerate(sources):
+                    if source is None or source.publisher not in live:
+                        continue
+                    pub_id = source.publisher
+                    pointed_at[pub_id] += 1
+                    outcome = self._watch_slot(now, (sub_id, kind, index), pub_id,
+                                               media.get(sub_id), media.get(pub_id),
+                                               kind, first + index)
+                    seen.add((sub_id, kind, index))
+                    if outcome is not None:
+                        fed[pub_id].add(outcome)
+                        fed_to[sub_id].add(outcome)
+        self._slots = {key: w for key, w in self._slots.items() if key in seen}
+        for leg_id, participant in live.items():
+            leg_media = media.get(leg_id)
+            if leg_media is None or now - self._connected_at[leg_id] < self.after:
+                continue
+            received = sum(leg_media.received.values())
+            facts = {"slots": pointed_at[leg_id], "interface": leg_media.interface,
+                     "received": received, "stranded": leg_media.stranded}
+            if pointed_at[leg_id] and participant.ssrc_audio and not received \
+                    and not leg_media.stranded:
+                self._report(participant, "silent", facts)
+            if fed[leg_id] == {False} or (pointed_at[leg_id] and leg_media.stranded
+                                          and not received):
+                self._report(participant, "not_forwarded", facts)
+            if fed_to[leg_id] == {False}:
+                facts["slots"] = sum(1 for sw in self._slots if sw[0] == leg_id)
+                self._report(participant, "not_received", facts)
+
+    def _watch_slot(self, now: float, key: tuple[int, StreamKind, int], pub_id: int,
+                    sub_media: LegMedia | None, pub_media: LegMedia | None,
+                    kind: StreamKind, position: int) -> bool | None:
+        """Whether the slot carried its publisher's media (None: too early to
+        say, or the publisher sent nothing of this kind since it was pointed)."""
+        if sub_media is None or pub_media is None or position >= len(sub_media.slot_packets):
+            return None
+        sent = sub_media.slot_packets[position]
+        received = pub_media.received[kind]
+        watch = self._slots.get(key)
+        if watch is None or watch.publisher != pub_id:
+            watch = self._slots[key] = _SlotWatch(pub_id, now, sent, received)
+        if sent > watch.sent_before:
+            return True
+        if now - watch.since < self.after or received == watch.received_before:
+            return None
+        return False
+
+    def _report(self, participant: Participant, reason: str, facts: dict[str, object]) -> None:
+        leg_id = participant.leg.leg_id
+        if (leg_id, reason) in self._reported:
+            return
+        self._reported.add((leg_id, reason))
+        self.found[reason] += 1
+        interface = facts["interface"]
+        tc_hint = "" if interface == "any" else (
+            f"; sftd's TC filter must be on {interface}: tc filter show dev {interface} ingress")
+        log.warning("participant %s (leg %d, media via %s) without media (%s): for %g s after "
+                    "ICE and DTLS %s", participant.key, leg_id, interface, reason, self.after,
+                    ADVICE[reason].format(tc_hint=tc_hint, **facts))
