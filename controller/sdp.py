@@ -53,7 +53,7 @@ def offers_simulcast(toolver: object) -> bool:
     if not isinstance(toolver, str):
         return True
     major = toolver.strip().split(".", 1)[0]
-    return not major.isdigit() or int(major) == 0 or int(major) >= 10
+    return not _digits(major) or int(major) == 0 or int(major) >= 10
 
 
 class SdpError(ValueError):

@@ -38,7 +38,7 @@ URL = "http://sft.example/sfts/sftd-0"
 CONVS = ["0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"]
 USERS = [("alice", "c1"), ("alice", "c2"), ("bob", "c1"), ("carol", "c9")]
 SECRET = b"fuzzsecret"
-ALLOWED = {200, 303, 400, 413}
+ALLOWED = {200, 303, 400, 409, 413}  # 409: another session names a participant
 
 
 class Api:
@@ -77,8 +77,9 @@ class Api:
         if msg is None:
             assert status in (400, 413), (status, text)
             return status, text
-        if reply is not None and reply.type == econn.SETUP:
-            # joining needs POST; a known participant's re-create takes any method
+        if reply is not None and reply.type in (econn.SETUP, econn.UPDATE) and not reply.resp:
+            # an offer (UPDATE for update:true); joining needs POST, a known
+            # participant's re-create takes any method
             assert msg.type == econn.CONFCONN and (method == "POST" or existed)
             assert reply.get("sdp", "").startswith("v=0") and reply.get("url") == URL
             self.model[key] = "offered"
@@ -86,8 +87,10 @@ class Api:
                 msg.type in (econn.SETUP, econn.UPDATE):
             assert existed and self.model.get(key) == "offered"
             self.model[key] = "answered"
-        elif existed and msg.type == econn.CONFCONN and status == 200:
+        elif existed and msg.type == econn.CONFCONN and status == 200 \
+                and key not in self.sft.participants:
             self.model.pop(key, None)  # re-created, and the new one was refused (status≠0)
+        # (refused before any change — token, blacklist — the running one stays)
         return status, text
 
     def check_state(self) -> None:
@@ -208,7 +211,7 @@ async def test_econn_paths(api, body, convid, first):
     assert r.status in ALLOWED or (r.status == 404 and newline), \
         f"{path}: HTTP {r.status}: {text[:300]}"
     assert text.strip()
-    if r.status == 200 and econn.decode(text).type == econn.SETUP:
+    if r.status == 200 and econn.decode(text).type in (econn.SETUP, econn.UPDATE):
         for key in set(api.sft.participants) - before:
             api.model[key] = "offered"
     api.check_state()

@@ -66,7 +66,7 @@ def test_slots_do_not_ask_for_transport_feedback():
 
 @pytest.mark.parametrize("toolver,offered", [
     (None, True), ("0.0.1", True), ("9.9.9", False), ("10.5.8", True), ("11.0", True),
-    ("6.2.9", False), ("garbage", True)])
+    ("6.2.9", False), ("garbage", True), ("9" * 5000, True), ("²", True)])
 def test_simulcast_only_for_engines_that_handle_it(toolver, offered):
     assert offers_simulcast(toolver) is offered
     sdp = build_offer(dataclasses.replace(PARAMS, simulcast=offers_simulcast(toolver)))
