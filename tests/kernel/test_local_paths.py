@@ -201,7 +201,8 @@ async def test_readme_first_command_two_local_tabs(tmp_path, browser_page):
         assert metrics[INFO] == 1, server.log_tail(30)
         assert metrics['sft_legs{dataplane="kernel",interface="lo"}'] == 2
         assert metrics[USERSPACE_MEDIA] == 0
-        assert metrics[TX] > 100
+        # all the tabs got came through the kernel plane's copies
+        assert metrics[TX] >= sum(g["videoPackets"] + g["audioPackets"] for g in got) > 0
         assert shot.stat().st_size > 1000
     finally:
         for page in pages:  # an open call would make sftd drain on SIGTERM
