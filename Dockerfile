@@ -31,7 +31,7 @@ RUN make -C bpf \
 # before the install so that package data picks it up.
 RUN python3 -m venv /opt/sftd/venv \
     && /opt/sftd/venv/bin/pip install --no-cache-dir --upgrade pip cffi \
-    && /opt/sftd/venv/bin/python -m bpf.native.build \
+    && /opt/sftd/venv/bin/python -m sftd.bpf.native.build \
     && /opt/sftd/venv/bin/pip install --no-cache-dir . \
     && pkg=$(/opt/sftd/venv/bin/python -I -c "import bpf, pathlib; print(pathlib.Path(bpf.__file__).parent)") \
     && mkdir -p "$pkg/build" \

@@ -42,9 +42,9 @@ sys.path.insert(0, str(ROOT / "tests" / "kernel"))
 
 from harness import Namespace, make_peer, one_byte_ext, rtp  # noqa: E402
 
-from bpf.dataplane import AUDIO_KEYSTREAM_BYTES, KernelDataPlane, _Ring  # noqa: E402
-from bpf.srtp import SrtpSession  # noqa: E402
-from controller.dataplane import Counter, Layer, SlotSource, StreamKind  # noqa: E402
+from sftd.bpf.dataplane import AUDIO_KEYSTREAM_BYTES, KernelDataPlane, _Ring  # noqa: E402
+from sftd.bpf.srtp import SrtpSession  # noqa: E402
+from sftd.controller.dataplane import Counter, Layer, SlotSource, StreamKind  # noqa: E402
 
 AUDIO_SSRC, VIDEO_SSRC = 0x0A0A0A0A, 0x0B0B0B0B
 
@@ -252,7 +252,7 @@ def maintain_bench(dp: KernelDataPlane, participants: int, seconds: float = 3.0)
 def _sftd_rings() -> tuple[int, int]:
     """The keystream ring sizes sftd uses (signalling/cli.py), else the class defaults."""
     try:
-        from signalling.cli import KEYSTREAM_AUDIO_RING, KEYSTREAM_VIDEO_RING
+        from sftd.signalling.cli import KEYSTREAM_AUDIO_RING, KEYSTREAM_VIDEO_RING
         return KEYSTREAM_AUDIO_RING, KEYSTREAM_VIDEO_RING
     except ImportError:
         return 32, 128

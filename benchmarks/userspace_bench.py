@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.dataplane import (  # noqa: E402
+from sftd.controller.dataplane import (  # noqa: E402
     SRTP_AES_CM_128_HMAC_SHA1_80,
     Counter,
     ExtensionIds,
@@ -31,7 +31,7 @@ from controller.dataplane import (  # noqa: E402
     SrtpKeys,
     StreamKind,
 )
-from controller.userspace import UserspaceDataPlane  # noqa: E402
+from sftd.controller.userspace import UserspaceDataPlane  # noqa: E402
 from tests.rtpkit import Peer, make_rtp, vp8_payload  # noqa: E402
 
 

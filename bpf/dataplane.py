@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from controller.dataplane import (
+from sftd.controller.dataplane import (
     LAYER_PAUSED_AFTER,
     SRTP_AES_CM_128_HMAC_SHA1_80,
     UNVALIDATED_SOURCE,

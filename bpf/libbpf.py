@@ -185,7 +185,7 @@ def lib() -> Any:
     return _lib
 
 
-_libbpf_log = logging.getLogger("bpf.libbpf.raw")
+_libbpf_log = logging.getLogger("sftd.bpf.libbpf.raw")
 _libc = ffi.dlopen(None)
 
 

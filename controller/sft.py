@@ -18,7 +18,7 @@ from typing import Any
 
 from aiortc.rtcdtlstransport import RTCCertificate
 
-from signalling import econn
+from sftd.signalling import econn
 
 from . import rtcp, twcc
 from .dataplane import (

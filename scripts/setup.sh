@@ -43,8 +43,8 @@ extras=""
 
 # Native parts built with cffi and gcc: the load generator's sender/receiver and
 # the kernel data plane's keystream fill (AES-NI or OpenSSL).
-.venv/bin/python -m sftload.native.build >/dev/null
-.venv/bin/python -m bpf.native.build >/dev/null
+.venv/bin/python -m sftd.sftload.native.build >/dev/null
+.venv/bin/python -m sftd.bpf.native.build >/dev/null
 
 # BPF objects are built here, once; nodes running a built package or image need no compiler.
 if [ -f bpf/Makefile ]; then

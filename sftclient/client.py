@@ -60,12 +60,12 @@ from aiortc.rtp import (
     RtpPacket,
 )
 
-from signalling import econn
+from sftd.signalling import econn
 
 from . import sdp as sdpmod
 from .media import PatternTrack, ToneTrack
 
-log = logging.getLogger("sftclient")
+log = logging.getLogger("sftd.sftclient")
 
 TOOL = "sft-probe"
 TOOLVER = "0.1.0"

@@ -205,7 +205,7 @@ class System:
 
     def load_module(self) -> str:
         """The generator module run with ``--control`` against this system."""
-        return "sftload.load"
+        return "sftd.sftload.load"
 
     def describe(self) -> dict[str, Any]:
         return {}
@@ -273,11 +273,11 @@ def system_available(name: str) -> tuple[bool, str]:
     if name == "kernel":
         try:
             sys.path.insert(0, str(ROOT))
-            from bpf.dataplane import kernel_available
+            from sftd.bpf.dataplane import kernel_available
 
             return kernel_available()
         except Exception as exc:  # not built / not importable yet
-            return False, f"bpf.dataplane unavailable: {exc}"
+            return False, f"sftd.bpf.dataplane unavailable: {exc}"
     if name == "janus":
         from . import janus
 

@@ -1,6 +1,6 @@
 """The native fast path (``native/fastpath.c``) through cffi.
 
-Built by ``python -m sftload.native.build`` (scripts/setup.sh); if the module is
+Built by ``python -m sftd.sftload.native.build`` (scripts/setup.sh); if the module is
 missing and a C compiler is present it is built on first import.
 """
 
@@ -12,19 +12,19 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("sftload.fastpath")
+log = logging.getLogger("sftd.sftload.fastpath")
 
 
 def _load() -> tuple[Any, Any]:
     try:
-        mod = importlib.import_module("sftload._fastpath")
+        mod = importlib.import_module("sftd.sftload._fastpath")
     except ImportError:
         from .native import build
 
         log.info("building the native fast path (sftload/native/fastpath.c)")
         build.build()
         importlib.invalidate_caches()
-        mod = importlib.import_module("sftload._fastpath")
+        mod = importlib.import_module("sftd.sftload._fastpath")
     return mod.ffi, mod.lib
 
 

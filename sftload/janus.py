@@ -32,7 +32,7 @@ publisher is the feed the SSRC's m-line was subscribed to.
 
 Run by ``sft-bench --systems janus`` (which starts Janus from a generated
 config, see :class:`JanusSystem`), or standalone against a running Janus:
-``python -m sftload.janus --url http://IP:8088/janus --admin-url
+``python -m sftd.sftload.janus --url http://IP:8088/janus --admin-url
 http://IP:7088/admin --admin-secret S --local-address IP2``.
 """
 
@@ -54,7 +54,7 @@ from typing import Any
 
 from .bench import System
 
-log = logging.getLogger("sftload.janus")
+log = logging.getLogger("sftd.sftload.janus")
 
 AUDIO_PER_SUBSCRIBER = 5  # the Wire mix: 5 audio slots
 LIBDIRS = ("/usr/lib/x86_64-linux-gnu/janus", "/usr/lib/janus", "/usr/local/lib/janus",
@@ -211,7 +211,7 @@ class JanusSystem(System):
         return not want
 
     def load_module(self) -> str:
-        return "sftload.janus"
+        return "sftd.sftload.janus"
 
     def load_args(self) -> list[str]:
         return ["--url", self.url, "--admin-url", self.admin_url,
@@ -244,8 +244,8 @@ def _generator_imports() -> None:
                         RTCSessionDescription)
     from aiortc.rtcdtlstransport import SRTP_AES128_CM_SHA1_80
 
-    from sftclient import sdp as sdpmod
-    from sftclient.client import _AddressPatch
+    from sftd.sftclient import sdp as sdpmod
+    from sftd.sftclient.client import _AddressPatch
 
     from . import load, media
     from .fastpath import FastPath, lib, now_ns

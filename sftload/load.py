@@ -33,14 +33,14 @@ from typing import Any
 import aiohttp
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from signalling import econn
-from sftclient import WireClient
-from sftclient import sdp as sdpmod
+from sftd.signalling import econn
+from sftd.sftclient import WireClient
+from sftd.sftclient import sdp as sdpmod
 
 from . import media
 from .fastpath import FastPath, lib, now_ns
 
-log = logging.getLogger("sftload")
+log = logging.getLogger("sftd.sftload")
 
 HORIZON_NS = 40_000_000  # packets are protected this far ahead of their send time
 PRODUCER_TICK = 0.005

@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from controller.sft import Sft
+from sftd.controller.sft import Sft
 
 from . import econn
 from .auth import Blacklist, check_token

@@ -15,11 +15,11 @@ from importlib import metadata
 
 from aiohttp import web
 
-from controller.dataplane import DataPlane
-from controller.metrics import SftCollector, make_registry
-from controller.sdp import AUDIO_SLOTS
-from controller.sft import CAPACITY_VSTREAMS, Sft, SftConfig
-from controller.userspace import UserspaceDataPlane
+from sftd.controller.dataplane import DataPlane
+from sftd.controller.metrics import SftCollector, make_registry
+from sftd.controller.sdp import AUDIO_SLOTS
+from sftd.controller.sft import CAPACITY_VSTREAMS, Sft, SftConfig
+from sftd.controller.userspace import UserspaceDataPlane
 
 from .api import ApiConfig, make_app, make_metrics_app
 from .auth import Blacklist
@@ -189,7 +189,7 @@ KEYSTREAM_INGRESS_RING_FACTOR = 4  # a publisher's rings: 64 audio, 128 per vide
 def keystream_entries_per_participant() -> int:
     """Map entries a participant with CAPACITY_VSTREAMS video slots takes, as the
     kernel plane's ring allocator places its rings (768 with the sizes above)."""
-    from bpf.dataplane import leg_keystream_entries, leg_ring_sizes
+    from sftd.bpf.dataplane import leg_keystream_entries, leg_ring_sizes
 
     return leg_keystream_entries(leg_ring_sizes(
         AUDIO_SLOTS, CAPACITY_VSTREAMS, KEYSTREAM_AUDIO_RING, KEYSTREAM_VIDEO_RING,
@@ -209,7 +209,7 @@ def choose_dataplane(args: argparse.Namespace) -> DataPlane:
         return UserspaceDataPlane()
     reason = ""
     try:
-        from bpf.dataplane import KernelDataPlane, kernel_available
+        from sftd.bpf.dataplane import KernelDataPlane, kernel_available
 
         ok, reason = kernel_available()
         if ok:

@@ -200,7 +200,7 @@ async def sftd(request: pytest.FixtureRequest,
 
 @pytest.fixture
 async def wire_client() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
-    from sftclient import WireClient
+    from sftd.sftclient import WireClient
 
     clients: list[WireClient] = []
 

@@ -2,7 +2,7 @@
 
 ``keystream()`` returns the compiled ``bpf._keystream`` module (``keystream.c``:
 the AES-CM keystream fill of the mmapped ``sft_keystream`` map), or None, with a
-warning logged once, when it was not built (``python -m bpf.native.build``) —
+warning logged once, when it was not built (``python -m sftd.bpf.native.build``) —
 callers then use the numpy implementation in ``bpf/srtp.py``.
 """
 
@@ -19,9 +19,9 @@ log = logging.getLogger(__name__)
 @functools.cache
 def keystream() -> Any | None:
     try:
-        return importlib.import_module("bpf._keystream")
+        return importlib.import_module("sftd.bpf._keystream")
     except ImportError as exc:
         log.warning("native keystream fill unavailable (%s): using the numpy fallback, "
                     "several µs of controller CPU per keystream entry; build it with "
-                    "'python -m bpf.native.build'", exc)
+                    "'python -m sftd.bpf.native.build'", exc)
         return None

@@ -2,7 +2,7 @@
 ``bpf/_keystream*.so`` with cffi (API mode: calls release the GIL), linked to
 OpenSSL's libcrypto (``libssl-dev`` at build time, ``libssl3`` at run time).
 
-    .venv/bin/python -m bpf.native.build      # or: python bpf/native/build.py
+    .venv/bin/python -m sftd.bpf.native.build      # or: python bpf/native/build.py
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def ffibuilder():  # type: ignore[no-untyped-def]
     ffi = FFI()
     ffi.cdef(cdef_text())
     ffi.set_source(
-        "bpf._keystream", '#include "keystream.h"',
+        "sftd.bpf._keystream", '#include "keystream.h"',
         sources=[str(HERE / "keystream.c")],
         include_dirs=[str(HERE)],
         extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],

@@ -1,7 +1,7 @@
 """Build the fast path (``sftload/native/fastpath.c``) into ``sftload/_fastpath*.so``
 with cffi (API mode: calls release the GIL).
 
-    .venv/bin/python -m sftload.native.build      # or: python sftload/native/build.py
+    .venv/bin/python -m sftd.sftload.native.build      # or: python sftload/native/build.py
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def ffibuilder():  # type: ignore[no-untyped-def]
     ffi = FFI()
     ffi.cdef(cdef_text())
     ffi.set_source(
-        "sftload._fastpath", '#include "fastpath.h"',
+        "sftd.sftload._fastpath", '#include "fastpath.h"',
         sources=[str(HERE / "fastpath.c")],
         include_dirs=[str(HERE)],
         extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],

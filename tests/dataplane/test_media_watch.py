@@ -9,9 +9,9 @@ import asyncio
 import time
 from types import SimpleNamespace
 
-from controller.dataplane import SlotSource, StreamKind
-from controller.media_watch import MediaWatch
-from controller.model import Participant, ParticipantKey
+from sftd.controller.dataplane import SlotSource, StreamKind
+from sftd.controller.media_watch import MediaWatch
+from sftd.controller.model import Participant, ParticipantKey
 
 from tests.dataplane.test_userspace_contract import AUDIO_SSRC, audio, h  # noqa: F401 (fixture)
 

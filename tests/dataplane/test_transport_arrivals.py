@@ -8,8 +8,8 @@ import asyncio
 import struct
 import time
 
-from controller.dataplane import ExtensionIds
-from controller.twcc import MAX_PENDING_ARRIVALS
+from sftd.controller.dataplane import ExtensionIds
+from sftd.controller.twcc import MAX_PENDING_ARRIVALS
 from tests.rtpkit import make_rtp
 
 from tests.dataplane.test_userspace_contract import AUDIO_SSRC, EXT, VIDEO_SSRC, h  # noqa: F401 (fixture)

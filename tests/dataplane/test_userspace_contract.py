@@ -9,8 +9,8 @@ import struct
 
 import pytest
 
-from controller import rtp
-from controller.dataplane import (
+from sftd.controller import rtp
+from sftd.controller.dataplane import (
     LAYER_PAUSED_AFTER,
     MAX_SSRCS_PER_LEG,
     SRTP_AES_CM_128_HMAC_SHA1_80,
@@ -22,7 +22,7 @@ from controller.dataplane import (
     SrtpKeys,
     StreamKind,
 )
-from controller.userspace import UserspaceDataPlane
+from sftd.controller.userspace import UserspaceDataPlane
 from tests.rtpkit import Peer, make_rtp, vp8_payload
 
 EXT = ExtensionIds()

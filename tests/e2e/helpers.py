@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sftclient import WireClient
+from sftd.sftclient import WireClient
 
 
 def new_convid() -> str:

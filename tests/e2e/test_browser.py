@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sftclient import Person
+from sftd.sftclient import Person
 
 from .helpers import new_convid, wait_until
 

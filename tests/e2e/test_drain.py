@@ -11,7 +11,7 @@ import time
 import aiohttp
 import pytest
 
-from sftclient.client import JoinError
+from sftd.sftclient.client import JoinError
 
 from .helpers import frames_from, gets_media, new_convid, wait_until
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sftclient import WireClient
-from sftclient import sdp as sdpmod
+from sftd.sftclient import WireClient
+from sftd.sftclient import sdp as sdpmod
 
 from .sample_offer import sample_offer
 
@@ -69,7 +69,7 @@ async def test_answer_without_video():
 
 
 def test_econn_messages_come_from_the_codec():
-    from signalling import econn
+    from sftd.signalling import econn
 
     client = WireClient("http://127.0.0.1:9", "f" * 32, "carol", "c1")
     msg = econn.decode(client.confconn().encode())

@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from controller.sdp import Candidate, OfferParams, build_offer, tool_line
+from sftd.controller.sdp import Candidate, OfferParams, build_offer, tool_line
 
 # ------------------------------------------------------------------ JSON / econn
 

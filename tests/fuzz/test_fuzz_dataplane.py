@@ -29,8 +29,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller import rtp
-from controller.dataplane import (
+from sftd.controller import rtp
+from sftd.controller.dataplane import (
     SRTP_AEAD_AES_128_GCM,
     SRTP_AES_CM_128_HMAC_SHA1_80,
     Counter,
@@ -41,7 +41,7 @@ from controller.dataplane import (
     SrtpKeys,
     StreamKind,
 )
-from controller.userspace import UserspaceDataPlane
+from sftd.controller.userspace import UserspaceDataPlane
 from tests.rtpkit import Peer, make_rtp
 
 from .conftest import examples, tally

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from controller.dataplane import SRTP_AES_CM_128_HMAC_SHA1_80, Counter, SlotSource, StreamKind
+from sftd.controller.dataplane import SRTP_AES_CM_128_HMAC_SHA1_80, Counter, SlotSource, StreamKind
 from tests.e2e.helpers import new_convid
 from tests.rtpkit import make_rtp
 

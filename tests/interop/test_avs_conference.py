@@ -54,7 +54,7 @@ async def test_avs_conference_userspace_loopback(sftd_factory, tmp_path):
 @pytest.mark.kernel
 @pytest.mark.skipif(os.geteuid() != 0, reason="the kernel plane needs root (BPF, namespaces)")
 async def test_avs_conference_kernel_veth(topology, sftd_factory, tmp_path):
-    from bpf.dataplane import kernel_available
+    from sftd.bpf.dataplane import kernel_available
 
     ok, reason = kernel_available()
     assert ok, reason

@@ -49,7 +49,7 @@ def initial_index() -> InitialIndex:
 
 @pytest.fixture
 def dp(netns: Namespace, initial_index: InitialIndex):  # type: ignore[no-untyped-def]
-    from bpf.dataplane import KernelDataPlane, kernel_available
+    from sftd.bpf.dataplane import KernelDataPlane, kernel_available
 
     ok, reason = kernel_available()
     assert ok, reason  # root but unusable is a failure, never a skip

@@ -8,7 +8,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from bpf import libbpf
+from sftd.bpf import libbpf
 
 ETH_P_IP = 0x0800
 PORT_MIN, PORT_MAX = 40000, 40999  # the dp fixture's media ports

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from pylibsrtp import Policy, Session
 
-from controller.dataplane import ExtensionIds, LegSpec, SrtpKeys
+from sftd.controller.dataplane import ExtensionIds, LegSpec, SrtpKeys
 
 SFT_IP = "10.77.0.1"
 PROFILE = "SRTP_AES128_CM_SHA1_80"

@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from bpf import abi
-from bpf.dataplane import OBJECT_PATH
-from controller.dataplane import LAYER_PAUSED_AFTER, MAX_SSRCS_PER_LEG, Counter
+from sftd.bpf import abi
+from sftd.bpf.dataplane import OBJECT_PATH
+from sftd.controller.dataplane import LAYER_PAUSED_AFTER, MAX_SSRCS_PER_LEG, Counter
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import struct
 import pytest
 from harness import make_peer
 
-from bpf import libbpf
-from bpf.dataplane import KernelDataPlane, KernelDataPlaneError
+from sftd.bpf import libbpf
+from sftd.bpf.dataplane import KernelDataPlane, KernelDataPlaneError
 
 LEG_KEYED = ("sft_leg_by_addr", "sft_legs", "sft_leases", "sft_leg_state", "sft_streams",
              "sft_stream_state", "sft_fanout")

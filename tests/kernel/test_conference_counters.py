@@ -9,7 +9,7 @@ import struct
 from harness import rtp
 from test_srtp_fanout import AUDIO_SSRC, TC_ACT_SHOT, Conference, _prime
 
-from controller.dataplane import StreamKind
+from sftd.controller.dataplane import StreamKind
 
 
 def test_full_conference_map_is_counted_and_reset_frees_entries(dp, netns, initial_index):

@@ -66,7 +66,7 @@ class Topology:
         # deleting the device detaches whatever is still attached to it
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
-        from bpf.dataplane import PIN_ROOT
+        from sftd.bpf.dataplane import PIN_ROOT
         shutil.rmtree(PIN_ROOT / self.instance, ignore_errors=True)
 
 
@@ -78,8 +78,8 @@ def topology() -> Iterator[Topology]:
 
 def pinned_counters(pin_dir: Path) -> dict[str, int]:
     """TX/RX packets and lease/keystream detail counters, from the pinned maps."""
-    from bpf import abi as abi_mod
-    from bpf import libbpf
+    from sftd.bpf import abi as abi_mod
+    from sftd.bpf import libbpf
 
     consts = abi_mod.load().consts
     out = {}
@@ -100,7 +100,7 @@ def pinned_counters(pin_dir: Path) -> dict[str, int]:
 
 
 def pinned_prog_ids(pin_dir: Path) -> set[int]:
-    from bpf import libbpf
+    from sftd.bpf import libbpf
 
     ids = set()
     for pin in pin_dir.glob("prog_*"):
@@ -113,8 +113,8 @@ def pinned_prog_ids(pin_dir: Path) -> set[int]:
 
 
 def attached_prog_ids(host_if: str, instance: str) -> dict[str, int]:
-    from bpf import libbpf
-    from bpf.dataplane import TC_PRIORITY
+    from sftd.bpf import libbpf
+    from sftd.bpf.dataplane import TC_PRIORITY
 
     ifindex = int(Path(f"/sys/class/net/{host_if}/ifindex").read_text())
     handle = (zlib.crc32(instance.encode()) & 0xFFFF) or 1
@@ -154,7 +154,7 @@ async def kernel_forwarding(pin_dir: Path, server: Any) -> None:
 
 async def test_sigkilled_controller_stops_within_lease_and_restart_cleans_up(
         topology: Topology, sftd_factory) -> None:
-    from bpf.dataplane import PIN_ROOT, kernel_available
+    from sftd.bpf.dataplane import PIN_ROOT, kernel_available
 
     ok, reason = kernel_available()
     assert ok, reason
@@ -241,8 +241,8 @@ async def test_sigkilled_controller_stops_within_lease_and_restart_cleans_up(
 
 def pinned_entries(pin_dir: Path, map_name: str) -> int:
     """How many keys a pinned hash map holds."""
-    from bpf import abi as abi_mod
-    from bpf import libbpf
+    from sftd.bpf import abi as abi_mod
+    from sftd.bpf import libbpf
 
     key_type = {"sft_leg_by_addr": "sft_addr_key", "sft_streams": "sft_stream_key",
                 "sft_stream_state": "sft_stream_key"}.get(map_name)
@@ -263,7 +263,7 @@ async def test_vanished_clients_leave_no_kernel_state(topology: Topology, sftd_f
     """Both participants' process is SIGKILLed mid-call (no HANGUP, no more PINGs):
     within the ping timeout sftd ends them, and every per-leg entry in the kernel
     maps is gone, so nothing is forwarded to or from their addresses."""
-    from bpf.dataplane import PIN_ROOT
+    from sftd.bpf.dataplane import PIN_ROOT
 
     pin_dir = PIN_ROOT / topology.instance
     server = await sftd_factory("-I", HOST_IP, "-O", topology.host_if, "--dataplane", "kernel",

@@ -51,9 +51,9 @@ from harness import (
     udp_frame,
 )
 
-from bpf.dataplane import KernelDataPlane
-from controller.dataplane import Counter, ExtensionIds, Layer, LegSpec, SlotSource, StreamKind
-from controller.userspace import UserspaceDataPlane
+from sftd.bpf.dataplane import KernelDataPlane
+from sftd.controller.dataplane import Counter, ExtensionIds, Layer, LegSpec, SlotSource, StreamKind
+from sftd.controller.userspace import UserspaceDataPlane
 
 EXT = ExtensionIds()
 FD_KEYFRAME, FD_DELTA = 0x80, 0x88

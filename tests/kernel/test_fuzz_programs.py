@@ -63,9 +63,9 @@ from fuzzkit import (
 )
 from harness import SFT_IP, Namespace, Peer, one_byte_ext, rtp, srtp_session
 
-from bpf.dataplane import KernelDataPlane
-from bpf.libbpf import BpfError
-from controller.dataplane import Counter, ExtensionIds, Layer, LegSpec, SlotSource, SrtpKeys, StreamKind
+from sftd.bpf.dataplane import KernelDataPlane
+from sftd.bpf.libbpf import BpfError
+from sftd.controller.dataplane import Counter, ExtensionIds, Layer, LegSpec, SlotSource, SrtpKeys, StreamKind
 
 PACKETS = int(os.environ.get("BPF_FUZZ_PACKETS", "1000000"))
 SEED = int(os.environ.get("BPF_FUZZ_SEED", "20240606"))

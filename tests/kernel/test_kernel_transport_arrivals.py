@@ -11,7 +11,7 @@ import time
 
 from harness import make_peer, one_byte_ext, rtp
 
-from controller.dataplane import ExtensionIds, Layer
+from sftd.controller.dataplane import ExtensionIds, Layer
 
 PUB_PORT = 40100
 AUDIO_SSRC, VIDEO_SSRC = 0x0A0A0A01, 0x0B0B0B01

@@ -11,8 +11,8 @@ import struct
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from bpf.dataplane import KernelDataPlane, _Ring
-from bpf.srtp import SrtpSession
+from sftd.bpf.dataplane import KernelDataPlane, _Ring
+from sftd.bpf.srtp import SrtpSession
 
 
 def _ctr_reference(session: SrtpSession, ssrc: int, index: int, length: int) -> bytes:
@@ -71,9 +71,9 @@ def _entries(dp: KernelDataPlane, base: int, size: int) -> list[bytes]:
 def test_native_keystream_is_built() -> None:
     """scripts/setup.sh builds bpf/_keystream*.so; without it the controller falls back
     to numpy at several µs per entry (a warning, not an error, in production)."""
-    from bpf import native
+    from sftd.bpf import native
 
-    assert native.keystream() is not None, "run: .venv/bin/python -m bpf.native.build"
+    assert native.keystream() is not None, "run: .venv/bin/python -m sftd.bpf.native.build"
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -81,7 +81,7 @@ def test_native_and_numpy_entries_identical(dp: KernelDataPlane, seed: int) -> N
     """Every byte of every entry (tag, header, keystream, untouched tail) is the same
     whether the native fill or the numpy fallback wrote it: single runs and batches of
     several rings, entry lengths, ring wrap, 16-bit and 48-bit index wrap, oversize runs."""
-    from bpf import native
+    from sftd.bpf import native
 
     if native.keystream() is None:
         pytest.fail("native keystream fill not built")
@@ -140,13 +140,13 @@ def test_fallback_without_native_module(dp: KernelDataPlane, monkeypatch: pytest
     """Without bpf/_keystream*.so the numpy path writes the same entries, and says so."""
     import sys
 
-    from bpf import native
+    from sftd.bpf import native
 
     native.keystream.cache_clear()
     dp._ks_native = None
-    monkeypatch.setitem(sys.modules, "bpf._keystream", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "sftd.bpf._keystream", None)  # import raises ImportError
     try:
-        with caplog.at_level("WARNING", logger="bpf.native"):
+        with caplog.at_level("WARNING", logger="sftd.bpf.native"):
             assert native.keystream() is None
         assert "numpy fallback" in caplog.text
         session = SrtpSession.from_master(os.urandom(30))
@@ -168,7 +168,7 @@ def test_fallback_without_native_module(dp: KernelDataPlane, monkeypatch: pytest
 def test_native_aes_implementations_equal_reference(aesni: int) -> None:
     """The AES-NI and the OpenSSL EVP code of keystream.c, on a plain buffer: random
     rings, lengths (partial last blocks too), counts past the ring size, index wraps."""
-    from bpf import native
+    from sftd.bpf import native
 
     mod = native.keystream()
     if mod is None:

@@ -47,7 +47,7 @@ def stop_now(server: SftServer) -> None:
 
 def host_address() -> str:
     """A non-loopback IPv4 address of this host: what sftd's default ``-O`` offers."""
-    from signalling.cli import interface_addresses
+    from sftd.signalling.cli import interface_addresses
 
     address = interface_addresses(None)[0]
     if address.startswith("127."):

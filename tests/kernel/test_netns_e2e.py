@@ -18,8 +18,8 @@ import pytest
 from harness import PROFILE, SFT_IP, rtp, srtp_session
 from pylibsrtp import Session
 
-from bpf.dataplane import KernelDataPlane
-from controller.dataplane import Counter, LegSpec, SlotSource, SrtpKeys, StreamKind
+from sftd.bpf.dataplane import KernelDataPlane
+from sftd.controller.dataplane import Counter, LegSpec, SlotSource, SrtpKeys, StreamKind
 
 AUDIO_SSRC = 0x0A0A0A0A
 SO_RCVBUFFORCE = 33  # Linux; root may pass net.core.rmem_max

@@ -9,8 +9,8 @@ import logging
 from harness import Namespace, make_peer, rtp
 from prometheus_client import generate_latest
 
-from bpf.dataplane import KernelDataPlane
-from controller.metrics import SftCollector, make_registry
+from sftd.bpf.dataplane import KernelDataPlane
+from sftd.controller.metrics import SftCollector, make_registry
 
 AUDIO_SSRC = 0x0A0A0A0A
 
@@ -44,7 +44,7 @@ def test_lost_events_are_counted_and_logged_once(dp: KernelDataPlane, netns: Nam
     assert 0 < lost < 10000
     assert dp.read_kernel_counters()["TC_RX_KEYSTREAM_MISS"] == 10000
     dp._lease_renew_ns = 0  # the failure check runs with the lease renewal
-    with caplog.at_level(logging.WARNING, logger="bpf.dataplane"):
+    with caplog.at_level(logging.WARNING, logger="sftd.bpf.dataplane"):
         dp.maintain()
         dp.maintain()
     warnings = [r.getMessage() for r in caplog.records if "TC_EVENT_LOST" in r.getMessage()]
@@ -63,11 +63,11 @@ def test_failed_event_handling_is_counted_logged_once_and_exported(
 
     dp._events._handler = broken
     _send_misses(dp, peer, 3)
-    with caplog.at_level(logging.ERROR, logger="bpf.libbpf"):
+    with caplog.at_level(logging.ERROR, logger="sftd.bpf.libbpf"):
         dp.maintain()
     assert dp.read_detail_counters()["EVENT_HANDLER_FAILED"] == 3
     assert dp.read_bpf_failures()["ring buffer handler"] == before + 3
-    logged = [r for r in caplog.records if r.name == "bpf.libbpf"]
+    logged = [r for r in caplog.records if r.name == "sftd.bpf.libbpf"]
     assert len(logged) == 1 and "report it" in logged[0].getMessage()
     assert logged[0].exc_info is not None  # with the traceback
     registry = make_registry(SftCollector(

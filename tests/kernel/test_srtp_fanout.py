@@ -13,8 +13,8 @@ import pytest
 from harness import Namespace, drain, make_peer, one_byte_ext, rtp, two_byte_ext
 from model import SlotModel
 
-from bpf.dataplane import KernelDataPlane
-from controller.dataplane import (
+from sftd.bpf.dataplane import KernelDataPlane
+from sftd.controller.dataplane import (
     LAYER_PAUSED_AFTER,
     Counter,
     ExtensionIds,

@@ -9,9 +9,9 @@ import subprocess
 import pytest
 from harness import Namespace, make_peer, udp_frame
 
-from bpf import libbpf
-from bpf.dataplane import PIN_ROOT, TC_PRIORITY, KernelDataPlane
-from controller.dataplane import Counter
+from sftd.bpf import libbpf
+from sftd.bpf.dataplane import PIN_ROOT, TC_PRIORITY, KernelDataPlane
+from sftd.controller.dataplane import Counter
 
 XDP_DROP, XDP_PASS = 1, 2
 
@@ -127,7 +127,7 @@ def test_lookup_all_reads_every_entry_in_batches(dp: KernelDataPlane, chunk: int
 def test_bench_counts_each_bpf_map_once(dp: KernelDataPlane) -> None:
     """sft-bench's memory figure: a second fd to a map (as from its pin) must not
     count the map twice."""
-    from sftload.bench import bpf_map_bytes
+    from sftd.sftload.bench import bpf_map_bytes
 
     before = bpf_map_bytes(os.getpid())
     assert before >= dp.maps["sft_keystream"].max_entries * dp.maps["sft_keystream"].value_size

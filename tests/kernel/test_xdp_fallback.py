@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from bpf import libbpf
-from bpf.dataplane import KernelDataPlane
-from controller.dataplane import LegSpec, SrtpKeys
+from sftd.bpf import libbpf
+from sftd.bpf.dataplane import KernelDataPlane
+from sftd.controller.dataplane import LegSpec, SrtpKeys
 
 from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology  # tests/kernel is on sys.path
 

@@ -37,14 +37,14 @@ needs_root = pytest.mark.skipif(
 def _systems() -> list[str]:
     systems = ["userspace"]
     try:
-        from bpf.dataplane import kernel_available
+        from sftd.bpf.dataplane import kernel_available
 
         ok, _why = kernel_available()
     except Exception:
         ok = False
     if ok:
         systems.append("kernel")  # as root with BPF: must run, not skip
-    from sftload import bench
+    from sftd.sftload import bench
 
     if bench.system_available("janus")[0]:
         systems.append("janus")  # installed (CI: scripts/setup.sh --test): must run
@@ -107,7 +107,7 @@ def _check_point(system: str, point: dict) -> None:
 
 @needs_root
 def test_bench_quick_accounting(tmp_path: Path) -> None:
-    from sftload import bench
+    from sftd.sftload import bench
 
     systems = _systems()
     args = bench.parse_args(["--quick", "--systems", ",".join(systems),
@@ -138,9 +138,9 @@ def test_bench_quick_accounting(tmp_path: Path) -> None:
 def test_media_roundtrip() -> None:
     """Generated packets protect with one leg's keys and decrypt with the same
     keys, with the stamp, the RID and the audio level where the SFT reads them."""
-    from controller import rtp
+    from sftd.controller import rtp
 
-    from sftload import media
+    from sftd.sftload import media
 
     key = os.urandom(30)
     tx, rx = media.session(key, inbound=False), media.session(key, inbound=True)

@@ -10,10 +10,10 @@ import re
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from controller.leg import MAX_REMOTE_CANDIDATES
-from controller.sft import Sft, SftConfig
-from controller.userspace import UserspaceDataPlane
-from signalling.api import ApiConfig, make_app
+from sftd.controller.leg import MAX_REMOTE_CANDIDATES
+from sftd.controller.sft import Sft, SftConfig
+from sftd.controller.userspace import UserspaceDataPlane
+from sftd.signalling.api import ApiConfig, make_app
 from tests.fuzz.strategies import confconn, real_answer, setup_answer
 
 pytestmark = pytest.mark.timeout(30)

@@ -8,11 +8,11 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from controller.sft import Sft, SftConfig
-from controller.userspace import UserspaceDataPlane
-from signalling import econn
-from signalling.api import ApiConfig, make_app
-from signalling.auth import Blacklist, make_token
+from sftd.controller.sft import Sft, SftConfig
+from sftd.controller.userspace import UserspaceDataPlane
+from sftd.signalling import econn
+from sftd.signalling.api import ApiConfig, make_app
+from sftd.signalling.auth import Blacklist, make_token
 
 CONV = "0123456789abcdef0123456789abcdef"
 SECRET = b"topsecret"

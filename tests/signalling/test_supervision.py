@@ -10,11 +10,11 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from controller.metrics import SftCollector, make_registry
-from controller.sft import Sft, SftConfig
-from controller.supervise import Supervisor
-from controller.userspace import UserspaceDataPlane
-from signalling.api import ApiConfig, make_app, make_metrics_app
+from sftd.controller.metrics import SftCollector, make_registry
+from sftd.controller.sft import Sft, SftConfig
+from sftd.controller.supervise import Supervisor
+from sftd.controller.userspace import UserspaceDataPlane
+from sftd.signalling.api import ApiConfig, make_app, make_metrics_app
 
 CONV = "0123456789abcdef0123456789abcdef"
 URL = "http://sft.example/sfts/sftd-0"

@@ -1,7 +1,7 @@
 import time
 
-from signalling import econn
-from signalling.auth import Blacklist, check_token, make_token
+from sftd.signalling import econn
+from sftd.signalling.auth import Blacklist, check_token, make_token
 
 SECRET = b"s3cret"
 

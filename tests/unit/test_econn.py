@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from signalling import econn
+from sftd.signalling import econn
 
 
 def _msg(**kw):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from bpf import abi as abi_mod
-from bpf.dataplane import KernelDataPlaneError, _RingAllocator, leg_ring_sizes
-from controller.sdp import AUDIO_SLOTS
-from controller.sft import CAPACITY_VSTREAMS
-from signalling import cli
+from sftd.bpf import abi as abi_mod
+from sftd.bpf.dataplane import KernelDataPlaneError, _RingAllocator, leg_ring_sizes
+from sftd.controller.sdp import AUDIO_SLOTS
+from sftd.controller.sft import CAPACITY_VSTREAMS
+from sftd.signalling import cli
 
 
 def _participant_rings() -> list[int]:

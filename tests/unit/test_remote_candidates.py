@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import collections
 
-from controller.leg import MAX_REMOTE_CANDIDATES, usable_candidates
-from controller.sdp import Candidate
+from sftd.controller.leg import MAX_REMOTE_CANDIDATES, usable_candidates
+from sftd.controller.sdp import Candidate
 
 
 def cand(host: str, priority: int = 100, port: int = 5000) -> Candidate:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import struct
 
-from controller import rtcp
-from controller.dataplane import ReceiveStats
+from sftd.controller import rtcp
+from sftd.controller.dataplane import ReceiveStats
 
 SR = rtcp.SenderReport(ssrc=0xABCD, ntp_middle=0x12345678)
 

@@ -4,8 +4,8 @@ import pytest
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
-from controller.dataplane import ExtensionIds
-from controller.sdp import (
+from sftd.controller.dataplane import ExtensionIds
+from sftd.controller.sdp import (
     Candidate,
     OfferParams,
     SdpError,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from controller import twcc
+from sftd.controller import twcc
 
 
 @dataclass
