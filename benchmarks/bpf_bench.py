@@ -222,7 +222,7 @@ def maintain_bench(dp: KernelDataPlane, participants: int, seconds: float = 3.0)
     active = [s for s in dp._slots.values() if s.source is not None]
     streams = [(peer.leg_id, ssrc, kind) for peer in peers
                for ssrc, kind in ((0xA000 + peer.leg_id, 0), (0xB000 + peer.leg_id, 1))]
-    highest = {key: 1000 for key in streams}
+    highest = dict.fromkeys(streams, 1000)
     step_s = 0.02
     ticks = int(seconds / step_s)
     cpu = 0.0

@@ -737,8 +737,7 @@ class KernelDataPlane:
     def set_publisher(self, leg_id: int, audio_ssrcs: tuple[int, ...],
                       video_ssrcs: dict[int, Layer]) -> None:
         leg = self._legs[leg_id]
-        wanted: dict[int, tuple[StreamKind, int | None]] = {
-            ssrc: (StreamKind.AUDIO, None) for ssrc in audio_ssrcs}
+        wanted: dict[int, tuple[StreamKind, int | None]] = dict.fromkeys(audio_ssrcs, (StreamKind.AUDIO, None))
         wanted.update({ssrc: (StreamKind.VIDEO, int(layer)) for ssrc, layer in video_ssrcs.items()})
         for ssrc in list(leg.streams):
             if ssrc not in wanted:

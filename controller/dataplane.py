@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-
 # Leg ids start at 1; ``handle_packet(UNVALIDATED_SOURCE, …)`` counts a packet
 # that arrived on a leg's socket from an address ICE has not validated.
 UNVALIDATED_SOURCE = 0

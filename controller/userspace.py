@@ -19,11 +19,11 @@ import pylibsrtp
 
 from . import rtp
 from .dataplane import (
+    LAYER_PAUSED_AFTER,
     MAX_SSRCS_PER_LEG,
     SRTP_AEAD_AES_128_GCM,
     SRTP_AEAD_AES_256_GCM,
     SRTP_AES_CM_128_HMAC_SHA1_80,
-    LAYER_PAUSED_AFTER,
     Counter,
     Layer,
     LegMedia,

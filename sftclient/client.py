@@ -766,7 +766,7 @@ class WireClient:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
-                raise asyncio.TimeoutError(f"{self.userid[:8]}: timed out after {timeout}s "
+                raise TimeoutError(f"{self.userid[:8]}: timed out after {timeout}s "
                                            f"waiting for {what}")
             await asyncio.sleep(interval)
 

@@ -240,8 +240,13 @@ def _generator_imports() -> None:
     global RTCSessionDescription, SRTP_AES128_CM_SHA1_80, _AddressPatch, sdpmod, media
     global load, FastPath, lib, now_ns
     import aiohttp
-    from aiortc import (RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCRtpSender,
-                        RTCSessionDescription)
+    from aiortc import (
+        RTCBundlePolicy,
+        RTCConfiguration,
+        RTCPeerConnection,
+        RTCRtpSender,
+        RTCSessionDescription,
+    )
     from aiortc.rtcdtlstransport import SRTP_AES128_CM_SHA1_80
 
     from sftd.sftclient import sdp as sdpmod

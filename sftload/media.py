@@ -13,13 +13,12 @@ the publisher index and a per-stream counter.
 
 from __future__ import annotations
 
+import hmac
 import math
 import os
 import random
 import struct
 from dataclasses import dataclass
-
-import hmac
 from hashlib import sha1
 
 import pylibsrtp

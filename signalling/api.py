@@ -85,7 +85,7 @@ def make_app(sft: Sft, config: ApiConfig) -> web.Application:
             body = await asyncio.wait_for(request.read(), timeout=config.request_timeout)
         except web.HTTPRequestEntityTooLarge:
             return _text(413, f"body larger than {body_limit} bytes (--max-body-bytes)")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return _text(408, f"request body not received within {config.request_timeout:g} s")
         try:
             msg = econn.decode(body)
@@ -111,7 +111,7 @@ def make_app(sft: Sft, config: ApiConfig) -> web.Application:
             result = await asyncio.wait_for(
                 sft.handle_econn(convid, msg, may_start, request.method, authenticated),
                 timeout=config.request_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return _text(500, "offer not ready in time")
         if result.message is not None:
             return _json(result.message, result.http_status)

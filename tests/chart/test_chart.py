@@ -68,7 +68,7 @@ def helm_template(helm, chart: Path, release: str, namespace: str, args: list[st
 
 @pytest.fixture(scope="session")
 def render(helm, yaml, umbrella_chart):
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def _render(name: str, kube_version: str | None = None) -> tuple:
         s = SCENARIOS[name]
         chart = umbrella_chart if s.umbrella else CHART

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 from sftd.controller.dataplane import SlotSource, StreamKind
 from sftd.controller.media_watch import MediaWatch
 from sftd.controller.model import Participant, ParticipantKey
-
 from tests.dataplane.test_userspace_contract import AUDIO_SSRC, audio, h  # noqa: F401 (fixture)
 
 AFTER = 0.5  # the watch's window, short for the test

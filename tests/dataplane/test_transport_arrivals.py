@@ -10,9 +10,8 @@ import time
 
 from sftd.controller.dataplane import ExtensionIds
 from sftd.controller.twcc import MAX_PENDING_ARRIVALS
-from tests.rtpkit import make_rtp
-
 from tests.dataplane.test_userspace_contract import AUDIO_SSRC, EXT, VIDEO_SSRC, h  # noqa: F401 (fixture)
+from tests.rtpkit import make_rtp
 
 
 def _packet(seq: int, twcc_seq: int | None, ssrc: int = VIDEO_SSRC, payload: bytes = b"\x02" * 80,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from .helpers import (
-    new_convid,
     confpart_entry,
     frames_from,
     gets_media,
     media_table,
+    new_convid,
     sent_audio_ssrc,
     wait_until,
 )

@@ -146,7 +146,7 @@ async def _aiortc_answer(offer: str) -> str:
         await pc.close()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def real_answer(offer: str | None = None) -> str:
     """A real aiortc answer to an SFT offer, candidates pointed at a dead port.
     Runs on its own thread so it works with or without a running event loop."""

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from typing import Any
 
 from .call import Call, settle, start_call
 from .conftest import examples, tally

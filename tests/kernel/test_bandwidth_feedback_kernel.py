@@ -24,8 +24,9 @@ pytestmark = [pytest.mark.kernel, pytest.mark.browser, pytest.mark.timeout(150)]
 
 async def test_chrome_estimate_and_frame_rate_hold_on_the_kernel_plane(
         topology, sftd_factory, tmp_path):  # noqa: F811
-    from sftd.bpf.dataplane import kernel_available
     from playwright.async_api import async_playwright
+
+    from sftd.bpf.dataplane import kernel_available
 
     ok, reason = kernel_available()
     assert ok, reason

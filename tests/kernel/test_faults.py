@@ -10,11 +10,10 @@ import os
 import subprocess
 
 import pytest
+from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology  # tests/kernel is on sys.path
 
 from tests.conftest import ROOT, SFTD, free_tcp_port, free_udp_range
 from tests.e2e.helpers import new_convid
-
-from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology  # tests/kernel is on sys.path
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(120)]
 

@@ -48,7 +48,6 @@ from fuzzkit import (
     SFT_MAX_RTP,
     TC_ACT_OK,
     TC_ACT_SHOT,
-
     FastRunner,
     Genuine,
     ReplayState,
@@ -65,7 +64,15 @@ from harness import SFT_IP, Namespace, Peer, one_byte_ext, rtp, srtp_session
 
 from sftd.bpf.dataplane import KernelDataPlane
 from sftd.bpf.libbpf import BpfError
-from sftd.controller.dataplane import Counter, ExtensionIds, Layer, LegSpec, SlotSource, SrtpKeys, StreamKind
+from sftd.controller.dataplane import (
+    Counter,
+    ExtensionIds,
+    Layer,
+    LegSpec,
+    SlotSource,
+    SrtpKeys,
+    StreamKind,
+)
 
 PACKETS = int(os.environ.get("BPF_FUZZ_PACKETS", "1000000"))
 SEED = int(os.environ.get("BPF_FUZZ_SEED", "20240606"))

@@ -11,11 +11,10 @@ import signal
 from pathlib import Path
 
 import pytest
+from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology  # tests/kernel is on sys.path
 
 from tests.conftest import ROOT, SftServer
 from tests.e2e.helpers import new_convid
-
-from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology  # tests/kernel is on sys.path
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(150)]
 

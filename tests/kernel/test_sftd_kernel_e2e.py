@@ -70,8 +70,9 @@ def _chromium_in(netns: str, directory: Path) -> str:
 
 
 async def test_aiortc_and_chromium_call_through_the_kernel_path(topology, sftd_factory, tmp_path):
-    from sftd.bpf.dataplane import kernel_available
     from playwright.async_api import async_playwright
+
+    from sftd.bpf.dataplane import kernel_available
 
     ok, reason = kernel_available()
     assert ok, reason

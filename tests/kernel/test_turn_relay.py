@@ -17,12 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_local_paths import call_via_lo_and, run_probe, stop_now  # tests/kernel is on sys.path
+from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology
 
 from tests.conftest import SftServer, free_tcp_port, free_udp_range
 from tests.e2e.helpers import new_convid
-
-from test_local_paths import call_via_lo_and, run_probe, stop_now  # tests/kernel is on sys.path
-from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(150)]
 

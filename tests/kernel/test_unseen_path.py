@@ -12,12 +12,11 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from test_local_paths import run_probe, stop_now  # tests/kernel is on sys.path
+from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology
 
 from tests.conftest import SftServer
 from tests.e2e.helpers import new_convid
-
-from test_local_paths import run_probe, stop_now  # tests/kernel is on sys.path
-from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(120)]
 

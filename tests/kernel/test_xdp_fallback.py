@@ -10,12 +10,11 @@ import subprocess
 import time
 
 import pytest
+from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology  # tests/kernel is on sys.path
 
 from sftd.bpf import libbpf
 from sftd.bpf.dataplane import KernelDataPlane
 from sftd.controller.dataplane import LegSpec, SrtpKeys
-
-from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology  # tests/kernel is on sys.path
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(60)]
 

@@ -139,7 +139,6 @@ def test_media_roundtrip() -> None:
     """Generated packets protect with one leg's keys and decrypt with the same
     keys, with the stamp, the RID and the audio level where the SFT reads them."""
     from sftd.controller import rtp
-
     from sftd.sftload import media
 
     key = os.urandom(30)
