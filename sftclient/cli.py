@@ -120,13 +120,15 @@ def _print_text(report: dict[str, Any]) -> None:
         print(f"  JOIN FAILED {err['userid']}: {err['error']}")
     for c in report["clients"]:
         j = c["join_ms"]
-        print(f"  {c['userid']}/{c['clientid']} [{c['state']}] participants={len(c['participants'])}"
+        print(f"  {c['userid']}/{c['clientid']} [{c['state']}] "
+              f"participants={len(c['participants'])}"
               f" join: offer {j['offer']} ms, connected {j['connected']} ms, "
               f"first video {j['first_video']} ms, first audio {j['first_audio']} ms")
         if not c["received"]:
             print("    received nothing")
         for person, s in c["received"].items():
-            print(f"    from {person}: audio {s['audio_frames']} frames ({s['audio_packets']} pkts, "
+            print(f"    from {person}: audio {s['audio_frames']} frames "
+                  f"({s['audio_packets']} pkts, "
                   f"slots {','.join(s['audio_mids']) or '-'}), video {s['video_frames']} frames "
                   f"({s['video_packets']} pkts, slots {','.join(s['video_mids']) or '-'})")
         if c["unknown_csrc_packets"]:

@@ -104,7 +104,8 @@ class FastPath:
         st = self._leg_stat
         lib.fp_leg_stat(self.ctx, leg, st)
         return {name: int(getattr(st, name)) for name in (
-            "tx_audio", "tx_video", "tx_bytes", "tx_errors", "tx_retries", "tx_last_errno", "rx_rtp", "rx_bytes",
+            "tx_audio", "tx_video", "tx_bytes", "tx_errors", "tx_retries", "tx_last_errno",
+            "rx_rtp", "rx_bytes",
             "rx_ctrl", "rx_rtcp", "rx_unknown_ssrc", "rx_no_csrc", "rx_csrc_overflow",
             "first_audio_ns", "first_video_ns")}
 

@@ -366,7 +366,7 @@ def test_least_privilege(render, yaml, name):
         assert sorted(sc["capabilities"]["add"]) == ["BPF", "NET_ADMIN", "PERFMON"]
         assert volumes["bpffs"]["hostPath"] == {"path": "/sys/fs/bpf", "type": "Directory"}
         assert mounts["/sys/fs/bpf"]["name"] == "bpffs"
-    for workload, container in all_containers(docs):
+    for _workload, container in all_containers(docs):
         csc = container.get("securityContext", {})
         assert not csc.get("privileged"), container["name"]
         assert "SYS_ADMIN" not in csc.get("capabilities", {}).get("add", [])

@@ -102,7 +102,8 @@ VIDEO_SSRC = 0x2222
 
 
 def audio(seq: int, level: int = 30, payload: bytes = b"\x01" * 100) -> bytes:
-    return make_rtp(AUDIO_SSRC, seq, seq * 960, payload, extensions={EXT.audio_level: bytes([level])})
+    return make_rtp(AUDIO_SSRC, seq, seq * 960, payload,
+                    extensions={EXT.audio_level: bytes([level])})
 
 
 async def test_audio_rewritten_onto_slot_with_one_csrc(h):

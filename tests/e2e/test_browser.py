@@ -44,7 +44,8 @@ async def test_two_browsers_and_an_aiortc_client(sftd, wire_client, browser_page
             lines.append(f"  page {i + 1}: phase={s.get('phase')} error={s.get('error')} "
                          f"conn={s.get('connectionState')} dc={s.get('datachannel')} "
                          f"framesDecoded={s.get('framesDecoded')} byPerson={s.get('byPerson')}"
-                         f" join={s.get('joinMs')} pair={s.get('candidatePair')} out={s.get('outbound')}")
+                         f" join={s.get('joinMs')} pair={s.get('candidatePair')}"
+                         f" out={s.get('outbound')}")
             lines.extend("    console " + line for line in page.console_lines[-10:])
         lines.append(f"  aiortc: {client.summary()['received']}")
         return "\n".join(lines)

@@ -83,7 +83,7 @@ async def test_media_needs_mutual_authorisation(sftd, wire_client):
     # They still know of each other (CONFPART lists everyone).
     assert a.confpart_people() == b.confpart_people() == [a.person, b.person, c.person]
     # b's CONFPART reply really refused a.
-    sent = [p for p in (b.received.confpart.get("participants") or [])]
+    sent = list(b.received.confpart.get("participants") or [])
     assert sent and b.authorizes(sent[0]) is False
 
     # Authorising later lets media flow (b changes its mind and answers again).

@@ -23,7 +23,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 HERE = Path(__file__).resolve().parent
 LAST_RUN = HERE / ".last-run.json"
 
-_common = dict(
+_common = dict(  # noqa: C408 - keyword form reads as settings
     deadline=None,
     database=DirectoryBasedExampleDatabase(str(HERE / ".hypothesis")),
     # The server fixtures are built once per test and shared by its examples on

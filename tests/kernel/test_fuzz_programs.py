@@ -272,7 +272,7 @@ class World:
         if not leg.slots:
             return drop("DROP_NO_ROUTE")
         sent = 0
-        for kind, sub in leg.slots:
+        for kind, _sub in leg.slots:
             if kind != stream.kind:
                 continue
             if kind == StreamKind.VIDEO and not self.video_source_set:

@@ -264,7 +264,7 @@ def test_video_switches_layer_only_on_keyframe(dp: KernelDataPlane, netns: Names
     conf.check_forwarded(key)
     # HIGH appears: LOW keeps flowing until HIGH has a keyframe
     _prime(conf, VIDEO_SSRC, 500, 0, ext=one_byte_ext((ids.rid, b"h")))
-    for seq, packet in ((501, video(VIDEO_SSRC, 501, FD_DELTA, b"h")),):
+    for _seq, packet in ((501, video(VIDEO_SSRC, 501, FD_DELTA, b"h")),):
         conf.send(packet)
         conf.nothing_forwarded()
     low = video(VIDEO_LOW_SSRC, 103, FD_DELTA, b"l")
