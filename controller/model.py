@@ -112,6 +112,15 @@ class Conference:
     def connected(self) -> list[Participant]:
         return [p for p in self.participants if p.connected]
 
+    def move_to_end(self, participant: Participant) -> None:
+        """A rejoin (CONFCONN update:true) sends the participant to the end of
+        the join order, as Wire's sftd does: it cannot be the key generator
+        while others are there."""
+        self.participants.remove(participant)
+        self.participants.append(participant)
+        participant.join_index = self.next_join_index
+        self.next_join_index += 1
+
     @property
     def key_generator(self) -> Participant | None:
         live = self.connected()

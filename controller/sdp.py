@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from .dataplane import ExtensionIds
 
 AUDIO_SLOTS = 5
-MAX_VSTREAMS = 32
 
 OPUS_PT = 111
 VP8_PT = 100

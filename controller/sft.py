@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import json
 import logging
 import os
 import random
@@ -18,7 +17,7 @@ from typing import Any
 
 from aiortc.rtcdtlstransport import RTCCertificate
 
-from sftd.signalling import econn
+from sftd import econn
 
 from . import rtcp, twcc
 from .dataplane import (
@@ -35,7 +34,6 @@ from .media_watch import MediaWatch
 from .model import Conference, Participant, ParticipantKey, StreamRequest, update_speakers
 from .sdp import (
     AUDIO_SLOTS,
-    MAX_VSTREAMS,
     OfferParams,
     SdpError,
     build_offer,
@@ -180,41 +178,37 @@ class Sft:
         a valid token on this very message (``-a``)."""
         key = ParticipantKey(convid, msg.src_userid, msg.src_clientid)
         participant = self.participants.get(key)
-        update = msg.type == econn.CONFCONN and msg.get("update") is True
+        body = msg.body
         if participant is None:
             if self.draining:
                 return JoinResult(303, reason="draining: join another SFT")
-            if method != "POST" or msg.type != econn.CONFCONN:
+            if method != "POST" or not isinstance(body, econn.Confconn):
                 return JoinResult(400, reason=f"unknown participant {key}: expected a "
                                   "CONFCONN POST to join")
-            if (problem := self._confconn_problem(msg)) is not None:
-                return JoinResult(400, reason=problem)
-            return await self._join(convid, key, msg, may_start, position=None, update=update)
+            return await self._join(convid, key, body, may_start)
         if msg.sessid != participant.sessid and not (
-                msg.type == econn.CONFCONN and authenticated):
+                isinstance(body, econn.Confconn) and authenticated):
             # Identity is (convid, userid, clientid), which CONFPART tells every
             # participant: a different session must re-authenticate (-a) to take over.
             return JoinResult(409, reason=f"{msg.type} for {key} does not belong to its "
                               f"session (sessid {msg.sessid!r}); the offer was made to "
                               "another session" + ("" if msg.type == econn.CONFCONN else
                                                    ": answer with the sessid of the offer"))
-        if msg.type in (econn.SETUP, econn.UPDATE):
-            if not msg.resp:
+        if isinstance(body, econn.Setup):  # SETUP or UPDATE
+            if not body.resp:
                 return JoinResult(400, reason=f"{msg.type} from a client must be an answer "
                                   "(resp:true); the SFT is always the offerer")
-            return self._apply_answer(participant, msg)
-        if msg.type == econn.CONFCONN:
-            if (problem := self._confconn_problem(msg)) is not None:
-                return JoinResult(400, reason=problem)  # the running participant stays
-            if update and participant.connected and participant.leg.state == "connected":
-                return self._restart(participant, msg)
+            return self._apply_answer(participant, body)
+        if isinstance(body, econn.Confconn):
+            if body.update and participant.connected and participant.leg.state == "connected":
+                return self._restart(participant, body)
             # update:false (or an update for a leg that never connected) re-creates
             # the participant at the end of the key-generator order.
             await self.end_participant(participant, "re-created by CONFCONN", notify=False)
-            return await self._join(convid, key, msg, may_start, position=None, update=update)
+            return await self._join(convid, key, body, may_start)
         return JoinResult(400, reason=f"{msg.type} is not accepted over HTTP")
 
-    def _restart(self, participant: Participant, msg: econn.Message) -> JoinResult:
+    def _restart(self, participant: Participant, msg: econn.Confconn) -> JoinResult:
         """CONFCONN update:true on a connected leg: an ICE restart on the same
         leg (DTLS and data channel stay). As in Wire's sftd the participant loses
         its authorisations and goes to the end of the key-generator order."""
@@ -224,16 +218,13 @@ class Sft:
         participant.leg.keep_restart_on_close = True
         participant.restarting = True
         self._deauthorize(conference, participant)
-        conference.participants.remove(participant)
-        conference.participants.append(participant)
-        participant.join_index = conference.next_join_index
-        conference.next_join_index += 1
+        conference.move_to_end(participant)
         self._send_confpart(conference)
         self._update_slots(conference)
         log.info("participant %s: ICE restart offered", participant.key)
-        return JoinResult(200, econn.setup_offer(msg.sessid, self._offer_sdp(participant),
-                                                 self.config.url, msg.src_userid,
-                                                 msg.src_clientid, update=True))
+        return JoinResult(200, econn.setup_offer(participant.sessid, self._offer_sdp(participant),
+                                                 self.config.url, participant.userid,
+                                                 participant.clientid, update=True))
 
     def _reconnect(self, participant: Participant) -> None:
         """The answer to an update:true offer comes from a new peer connection
@@ -265,8 +256,8 @@ class Sft:
         for other in conference.participants:
             other.authorized.discard(participant.key)
 
-    async def _join(self, convid: str, key: ParticipantKey, msg: econn.Message, may_start: bool,
-                    position: int | None, update: bool = False) -> JoinResult:
+    async def _join(self, convid: str, key: ParticipantKey, msg: econn.Confconn,
+                    may_start: bool) -> JoinResult:
         conference = self.conferences.get(convid)
         if conference is not None and not conference.participants:
             self._drop_conference(conference)  # left empty by a re-create: start afresh
@@ -278,14 +269,13 @@ class Sft:
         if (limit and len(self.participants) >= limit) or (
                 per_conf and conference is not None and len(conference.participants) >= per_conf):
             return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_LIMIT))
-        vstreams = msg.get("vstreams", 0)
+        vstreams = msg.vstreams
         pending = [(AUDIO_SLOTS, p.vstreams) for p in self.participants.values()
                    if not p.connected]  # admitted, not yet in the data plane
         if (full := self.dataplane.can_admit([*pending, (AUDIO_SLOTS, vstreams)])) is not None:
             log.warning("join of %s refused: %s", key, full)
             self.refused["join_dataplane_full"] += 1
             return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_LIMIT))
-        created = conference is None
         if conference is None:
             if self._free_conference_ids:
                 conference_id = self._free_conference_ids.popleft()
@@ -295,7 +285,7 @@ class Sft:
             conference = Conference(convid, conference_id)
             self.conferences[convid] = conference
             self.calls_total += 1
-        if update:
+        if msg.update:
             conference.started = True  # a client rejoining: nobody is told to start
         leg_id = self._next_leg_id
         self._next_leg_id += 1
@@ -306,18 +296,15 @@ class Sft:
         leg = self._new_leg(leg_id, turn=self._turn_from(msg) if self.config.use_client_turn
                             else None)
         participant = Participant(
-            key=key, convid=convid, userid=msg.src_userid, clientid=msg.src_clientid,
+            key=key, convid=convid, userid=key.userid, clientid=key.clientid,
             sessid=msg.sessid, vstreams=vstreams, leg=leg,
             join_index=conference.next_join_index, ssrc_video=ssrc_video,
             audio_slot_ssrcs=tuple(slot_ssrcs[:AUDIO_SLOTS]),
             video_slot_ssrcs=tuple(slot_ssrcs[AUDIO_SLOTS:]), slot_labels=slot_labels,
-            simulcast=offers_simulcast(msg.get("toolver")),
-            sft_url_given=bool(msg.get("sft_url")))
+            simulcast=offers_simulcast(msg.toolver),
+            sft_url_given=bool(msg.sft_url))
         conference.next_join_index += 1
-        if position is None:
-            conference.participants.append(participant)
-        else:
-            conference.participants.insert(position, participant)
+        conference.participants.append(participant)
         self.participants[key] = participant
         self.by_leg[leg_id] = participant
         self.participants_total += 1
@@ -332,8 +319,8 @@ class Sft:
         participant.offered_at = time.monotonic()
         log.info("participant %s offered (leg %d, conference %s)", key, leg_id, convid)
         return JoinResult(200, econn.setup_offer(msg.sessid, self._offer_sdp(participant),
-                                                 self.config.url, msg.src_userid,
-                                                 msg.src_clientid, update=update))
+                                                 self.config.url, key.userid, key.clientid,
+                                                 update=msg.update))
 
     def _offer_sdp(self, participant: Participant) -> str:
         leg = participant.leg
@@ -348,34 +335,17 @@ class Sft:
             simulcast=participant.simulcast))
 
     @staticmethod
-    def _confconn_problem(msg: econn.Message) -> str | None:
-        """What makes a CONFCONN unusable, checked before any state changes."""
-        vstreams = msg.get("vstreams", 0)
-        if not isinstance(vstreams, int) or isinstance(vstreams, bool) \
-                or not 0 <= vstreams <= MAX_VSTREAMS:
-            return f"vstreams must be an integer 0–{MAX_VSTREAMS}"
-        if not msg.src_userid or not msg.src_clientid:
-            return "CONFCONN needs src_userid and src_clientid"
-        if not isinstance(msg.get("ice_servers", []), list):
-            return "ice_servers must be a list"
-        return None
-
-    @staticmethod
-    def _turn_from(msg: econn.Message) -> dict[str, Any] | None:
+    def _turn_from(msg: econn.Confconn) -> dict[str, Any] | None:
         """-T: the first UDP TURN server of the client's CONFCONN ice_servers."""
-        servers = msg.get("ice_servers")
-        for server in servers if isinstance(servers, list) else []:
-            if not isinstance(server, dict):
-                continue
-            urls = server.get("urls")
-            for url in urls if isinstance(urls, list) else [urls]:
-                if isinstance(url, str) and url.startswith("turn:") and "transport=tcp" not in url:
+        for server in msg.ice_servers:
+            for url in [server.urls] if isinstance(server.urls, str) else server.urls:
+                if url.startswith("turn:") and "transport=tcp" not in url:
                     hostport = url[5:].split("?")[0]
                     host, _, port = hostport.rpartition(":")
                     if host and port.isdigit():
                         return {"turn_server": (host, int(port)),
-                                "turn_username": server.get("username"),
-                                "turn_password": server.get("credential")}
+                                "turn_username": server.username,
+                                "turn_password": server.credential}
         return None
 
     def _new_leg(self, leg_id: int, turn: dict[str, Any] | None = None,
@@ -389,10 +359,10 @@ class Sft:
                    on_reject=self._on_unvalidated, on_path_change=self._on_path_changed,
                    refused=self.refused, ice=ice)
 
-    def _apply_answer(self, participant: Participant, msg: econn.Message) -> JoinResult:
+    def _apply_answer(self, participant: Participant, msg: econn.Setup) -> JoinResult:
         if participant.restarting:
             try:
-                answer = parse_answer(msg.get("sdp"))
+                answer = parse_answer(msg.sdp)
             except SdpError as exc:
                 return JoinResult(400, reason=f"bad SDP answer: {exc}")
             participant.restarting = False
@@ -406,16 +376,15 @@ class Sft:
             return JoinResult(400, reason="answer already applied; send CONFCONN update:true "
                               "to renegotiate")
         try:
-            answer = parse_answer(msg.get("sdp"))
+            answer = parse_answer(msg.sdp)
         except SdpError as exc:
             return JoinResult(400, reason=f"bad SDP answer: {exc}")
         audio = answer.audio_ssrcs()
         participant.ssrc_audio = audio[0] if audio else 0
         participant.video_ssrcs = answer.video_ssrcs()
-        props = msg.get("props")
-        if _valid_props(props):
-            participant.props = dict(props)
-        participant.muted = econn.prop_is_true(props, "muted")
+        if (props := msg.short_props()) is not None:
+            participant.props = props
+        participant.muted = econn.prop_is_true(msg.props, "muted")
         participant.state = "connecting"
         participant.extensions = answer.extension_ids()
         participant.leg.start(answer)
@@ -575,32 +544,24 @@ class Sft:
         conference = self.conferences.get(participant.convid)
         if conference is None:
             return
-        if msg.type == econn.PING:
+        body = msg.body
+        if isinstance(body, econn.Ping):
             participant.last_ping = time.monotonic()
-            if not msg.resp:
-                leg.send_message(econn.Message(
-                    type=econn.PING, sessid=msg.sessid, resp=True, src_userid=econn.SFT_USERID,
-                    src_clientid=econn.SFT_CLIENTID).encode().decode())
-        elif msg.type == econn.CONFPART and msg.resp:
-            self._on_confpart_reply(conference, participant, msg)
-        elif msg.type == econn.CONFSTREAMS:
-            self._on_confstreams(conference, participant, msg)
-        elif msg.type == econn.PROPSYNC:
-            props = msg.get("props")
-            if not _valid_props(props):
-                log.info("PROPSYNC from %s with bad props ignored", participant.key)
-                return
-            participant.props = dict(props)
-            participant.muted = econn.prop_is_true(props, "muted")
+            if not body.resp:
+                leg.send_message(econn.sft_message(econn.PING, msg.sessid, True).text())
+        elif isinstance(body, econn.Confpart) and body.resp:
+            self._on_confpart_reply(conference, participant, body)
+        elif isinstance(body, econn.Confstreams):
+            self._on_confstreams(conference, participant, body)
+        elif isinstance(body, econn.Propsync):
+            participant.props = body.props
+            participant.muted = econn.prop_is_true(body.props, "muted")
             for other in conference.connected():
                 if other is not participant and Conference.mutual(participant, other):
                     self._send_props(participant, other)
-        elif msg.type == econn.HANGUP:
-            if not msg.resp:  # Wire's engine waits for the answer before it lets go
-                leg.send_message(econn.Message(
-                    type=econn.HANGUP, sessid=msg.sessid, resp=True,
-                    src_userid=econn.SFT_USERID,
-                    src_clientid=econn.SFT_CLIENTID).encode().decode())
+        elif isinstance(body, econn.Hangup):
+            if not body.resp:  # Wire's engine waits for the answer before it lets go
+                leg.send_message(econn.sft_message(econn.HANGUP, msg.sessid, True).text())
             self.supervisor.spawn(self._end_after(participant, "HANGUP", HANGUP_LINGER),
                                   f"end-{leg.leg_id}")
 
@@ -609,17 +570,9 @@ class Sft:
         await self.end_participant(participant, reason)
 
     def _on_confpart_reply(self, conference: Conference, participant: Participant,
-                           msg: econn.Message) -> None:
-        entries = msg.get("participants")
-        if not isinstance(entries, list):
-            return
-        authorized = set()
-        for entry in entries:
-            if isinstance(entry, dict) and entry.get("authorized") is True \
-                    and isinstance(entry.get("userid"), str) \
-                    and isinstance(entry.get("clientid"), str):
-                authorized.add(ParticipantKey(conference.convid, entry["userid"],
-                                              entry["clientid"]))
+                           msg: econn.Confpart) -> None:
+        authorized = {ParticipantKey(conference.convid, entry.userid, entry.clientid)
+                      for entry in msg.participants if entry.authorized}
         authorized.discard(participant.key)
         if authorized != participant.authorized:
             before = participant.authorized
@@ -639,24 +592,14 @@ class Sft:
             return
         dest.leg.send_message(econn.Message(
             type=econn.PROPSYNC, sessid=source.sessid, resp=True, src_userid=source.userid,
-            src_clientid=source.clientid, fields={"props": source.props}).encode().decode())
+            src_clientid=source.clientid, fields={"props": source.props}).text())
 
     def _on_confstreams(self, conference: Conference, participant: Participant,
-                        msg: econn.Message) -> None:
-        mode = msg.get("mode", "list")
-        streams = msg.get("streams") or []
-        if mode not in ("list", "level") or not isinstance(streams, list):
-            log.info("CONFSTREAMS from %s with bad mode/streams ignored", participant.key)
-            return
-        requests = []
-        for entry in streams[:participant.vstreams]:
-            if isinstance(entry, dict) and isinstance(entry.get("userid"), str):
-                quality = entry.get("quality", 0)
-                requests.append(StreamRequest(
-                    entry["userid"], entry.get("clientid") or "",
-                    quality if quality in (0, 1, 2) else 0))
-        participant.stream_mode = mode
-        participant.stream_requests = requests
+                        msg: econn.Confstreams) -> None:
+        participant.stream_mode = msg.mode
+        participant.stream_requests = [
+            StreamRequest(entry.userid, entry.clientid or "", entry.layer_wanted)
+            for entry in (msg.streams or [])[:participant.vstreams]]
         self._update_slots(conference)
 
     def _send_confpart(self, conference: Conference) -> None:
@@ -671,15 +614,12 @@ class Sft:
                     "ssrc_audio": str(p.ssrc_audio), "ssrc_video": str(p.ssrc_video),
                     "timestamp": p.join_index, "muted": p.muted} for p in live]
         for p in live:
-            message = econn.Message(
-                type=econn.CONFPART, sessid="", resp=False, src_userid=econn.SFT_USERID,
-                src_clientid=econn.SFT_CLIENTID, dest_userid=p.userid,
-                dest_clientid=p.clientid,
-                fields={"should_start": should_start and not p.sft_url_given,
-                        "timestamp": str(int(time.time() * 1000)), "seqno": str(self._seqno),
-                        "entropy": base64.b64encode(os.urandom(16)).decode(),
-                        "participants": entries, "sfts": [self.config.url]})
-            p.leg.send_message(json.dumps(message.to_dict(), separators=(",", ":")))
+            p.leg.send_message(econn.sft_message(
+                econn.CONFPART, "", False, dest_userid=p.userid, dest_clientid=p.clientid,
+                should_start=should_start and not p.sft_url_given,
+                timestamp=str(int(time.time() * 1000)), seqno=str(self._seqno),
+                entropy=base64.b64encode(os.urandom(16)).decode(),
+                participants=entries, sfts=[self.config.url]).text())
 
     # ---------------------------------------------------------------- slots
     def _update_slots(self, conference: Conference,
@@ -801,17 +741,6 @@ class Sft:
 
     def counters(self) -> dict[Counter, int]:
         return self.dataplane.read_counters()
-
-
-MAX_PROPS = 16
-MAX_PROP_CHARS = 64
-
-
-def _valid_props(props: object) -> bool:
-    """Props are a small object of short strings ("videosend": "true", …)."""
-    return isinstance(props, dict) and len(props) <= MAX_PROPS and all(
-        isinstance(k, str) and isinstance(v, str) and len(k) <= MAX_PROP_CHARS
-        and len(v) <= MAX_PROP_CHARS for k, v in props.items())
 
 
 def _random_ssrc(used: set[int]) -> int:

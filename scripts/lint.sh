@@ -4,7 +4,7 @@
 # namespace through a tree of symlinks so it checks imports as users write them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/ruff check controller signalling bpf sftclient sftload tests benchmarks
+.venv/bin/ruff check econn controller signalling bpf sftclient sftload tests benchmarks
 tree=build/lint
 mkdir -p "$tree/sftd"
 for pkg in controller signalling bpf sftclient sftload econn engine; do

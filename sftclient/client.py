@@ -60,7 +60,7 @@ from aiortc.rtp import (
     RtpPacket,
 )
 
-from sftd.signalling import econn
+from sftd import econn
 
 from . import sdp as sdpmod
 from .media import PatternTrack, ToneTrack

@@ -33,9 +33,9 @@ from typing import Any
 import aiohttp
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from sftd import econn
 from sftd.sftclient import WireClient
 from sftd.sftclient import sdp as sdpmod
-from sftd.signalling import econn
 
 from . import media
 from .fastpath import FastPath, lib, now_ns

@@ -13,9 +13,9 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from sftd import econn
 from sftd.controller.sft import Sft
 
-from . import econn
 from .auth import Blacklist, check_token
 
 log = logging.getLogger("sftd.http")
@@ -93,19 +93,18 @@ def make_app(sft: Sft, config: ApiConfig) -> web.Application:
             return _text(400, f"bad econn message: {exc}")
         may_start = True
         authenticated = False
-        if msg.type == econn.CONFCONN:
+        if isinstance(confconn := msg.body, econn.Confconn):
             # Every CONFCONN, also for a participant that exists: one naming a
             # running participant ends or restarts it, so it needs the same checks.
             if not limiter.allow(request.remote or "?"):
                 return _text(429, "too many CONFCONN requests from this address; retry later")
-            if config.blacklist and config.blacklist.blocks(msg.get("toolver")):
+            if config.blacklist and config.blacklist.blocks(confconn.toolver):
                 return _json(econn.confconn_status(msg.sessid, econn.STATUS_BLACKLISTED))
             if config.auth_secret is not None:
-                result = check_token(config.auth_secret, msg.get("username"),
-                                     msg.get("credential"))
-                if result.status != econn.STATUS_OK:
-                    return _json(econn.confconn_status(msg.sessid, result.status))
-                may_start = result.may_start
+                token = check_token(config.auth_secret, confconn.username, confconn.credential)
+                if token.status != econn.STATUS_OK:
+                    return _json(econn.confconn_status(msg.sessid, token.status))
+                may_start = token.may_start
                 authenticated = True
         try:
             result = await asyncio.wait_for(

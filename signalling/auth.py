@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from . import econn
+from sftd import econn
 
 _USERNAME = re.compile(r"^d=(\d+)\.v=1\.k=(\d+)\.s=([01])\.r=([a-z0-9]*)$")
 

@@ -129,7 +129,7 @@ async def test_metrics_follow_calls_and_participants(sftd, wire_client):
 
 async def test_hangup_is_answered(sftd, wire_client):
     """Wire's engine waits for the SFT's HANGUP answer before it lets the call go."""
-    from sftd.signalling import econn
+    from sftd import econn
 
     conv = new_convid()
     a = await wire_client(sftd, conv, "a")

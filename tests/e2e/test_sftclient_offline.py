@@ -69,7 +69,7 @@ async def test_answer_without_video():
 
 
 def test_econn_messages_come_from_the_codec():
-    from sftd.signalling import econn
+    from sftd import econn
 
     client = WireClient("http://127.0.0.1:9", "f" * 32, "carol", "c1")
     msg = econn.decode(client.confconn().encode())

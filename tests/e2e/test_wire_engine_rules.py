@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from sftd.signalling import econn
+from sftd import econn
 
 from .helpers import new_convid, wait_until
 

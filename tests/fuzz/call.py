@@ -11,8 +11,6 @@ from typing import Any
 
 from tests.e2e.helpers import frames_from, gets_media, media_table, new_convid, wait_until
 
-from .conftest import known_bug
-
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|Exception in callback|"
                        r"--- Logging error ---|Task exception was never retrieved")
 
@@ -53,16 +51,10 @@ class Call:
         return ["\n".join(lines[max(0, i - 2):i + 25]) for i, line in enumerate(lines)
                 if TRACEBACK.search(line)]
 
-    def no_tracebacks(self, known: dict[str, str] | None = None) -> None:
-        """Fail on a traceback, unless it matches a known bug's signature
-        (``known``: bug id -> regex over the excerpt)."""
+    def no_tracebacks(self) -> None:
+        """Fail on a traceback or asyncio callback error in the sftd log."""
         for excerpt in self.tracebacks():
-            for bug, pattern in (known or {}).items():
-                if re.search(pattern, excerpt, re.S):
-                    known_bug(bug, False, excerpt)
-                    break
-            else:
-                raise AssertionError(f"traceback in the sftd log:\n{excerpt}")
+            raise AssertionError(f"traceback in the sftd log:\n{excerpt}")
 
 
 async def start_call(sftd: Any, wire_client: Any) -> Call:

@@ -49,26 +49,6 @@ def examples(ci: int, long: int) -> settings:
 tally: Counter[str] = Counter()
 _started = time.monotonic()
 
-# Bugs found by fuzzing in files this suite may not change. A fuzz invariant that
-# one of them breaks is counted here instead of failing the run; each has a
-# deterministic strict-xfail reproduction in test_known_bugs.py, which turns
-# into a failure once the bug is fixed (then delete its entry here).
-# FUZZ_STRICT=1 makes every hit an ordinary failure.
-KNOWN_BUGS: dict[str, str] = {}  # none open: KB1–KB6 are fixed, see test_regressions.py
-STRICT = os.environ.get("FUZZ_STRICT") == "1"
-known_hits: Counter[str] = Counter()
-
-
-def known_bug(bug: str, ok: bool, detail: str = "") -> bool:
-    """Assert ``ok`` unless it is broken by known bug ``bug``; returns ``ok``."""
-    assert bug in KNOWN_BUGS
-    if not ok:
-        if STRICT:
-            raise AssertionError(f"{bug}: {KNOWN_BUGS[bug]}\n{detail}")
-        known_hits[bug] += 1
-    return ok
-
-
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not tally:
         return
@@ -77,8 +57,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"  {target:<58} {count:>8}")
     terminalreporter.write_line(f"  {'total':<58} {sum(tally.values()):>8}  "
                                 f"in {time.monotonic() - _started:.0f} s")
-    for bug, count in sorted(known_hits.items()):
-        terminalreporter.write_line(f"  known bug {bug} hit {count}x: {KNOWN_BUGS[bug]}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -89,5 +67,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "seconds": round(time.monotonic() - _started, 1),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "inputs": dict(sorted(tally.items())), "total": sum(tally.values()),
-        "known_bug_hits": dict(sorted(known_hits.items())),
     }, indent=2) + "\n")

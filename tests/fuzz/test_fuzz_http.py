@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sftd import econn
 from sftd.controller.model import ParticipantKey
 from sftd.controller.sft import Sft, SftConfig
 from sftd.controller.userspace import UserspaceDataPlane
-from sftd.signalling import econn
 from sftd.signalling.api import MAX_BODY_BYTES, ApiConfig, make_app
 from sftd.signalling.auth import Blacklist, make_token
 

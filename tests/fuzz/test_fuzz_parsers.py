@@ -10,9 +10,9 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sftd import econn
 from sftd.controller import rtcp, rtp
 from sftd.controller.sdp import SdpError, parse_answer, parse_candidate
-from sftd.signalling import econn
 
 from .conftest import examples, tally
 from .strategies import (

@@ -11,10 +11,10 @@ import struct
 import pytest
 from harness import make_peer, one_byte_ext, rtp
 
+from sftd import econn
 from sftd.bpf.dataplane import KernelDataPlane
 from sftd.controller.dataplane import MAX_SSRCS_PER_LEG, Counter, Layer
 from sftd.controller.sft import Sft, SftConfig
-from sftd.signalling import econn
 
 pytestmark = pytest.mark.timeout(60)
 

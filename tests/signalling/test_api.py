@@ -8,9 +8,9 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from sftd import econn
 from sftd.controller.sft import Sft, SftConfig
 from sftd.controller.userspace import UserspaceDataPlane
-from sftd.signalling import econn
 from sftd.signalling.api import ApiConfig, make_app
 from sftd.signalling.auth import Blacklist, make_token
 

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
+from sftd import econn
 from sftd.controller.sft import Sft, SftConfig
 from sftd.controller.userspace import UserspaceDataPlane
-from sftd.signalling import econn
 
 pytestmark = pytest.mark.timeout(30)
 

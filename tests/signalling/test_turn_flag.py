@@ -11,9 +11,10 @@ import socket
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from sftd import econn
 from sftd.controller.sft import Sft, SftConfig
 from sftd.controller.userspace import UserspaceDataPlane
-from sftd.signalling import cli, econn
+from sftd.signalling import cli
 from sftd.signalling.api import ApiConfig, make_app
 
 URL = "http://127.0.0.1:8585"

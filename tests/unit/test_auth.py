@@ -1,6 +1,6 @@
 import time
 
-from sftd.signalling import econn
+from sftd import econn
 from sftd.signalling.auth import Blacklist, check_token, make_token
 
 SECRET = b"s3cret"

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from sftd.signalling import econn
+from sftd import econn
 
 
 def _msg(**kw):
@@ -12,7 +12,7 @@ def _msg(**kw):
 
 
 def test_round_trip_keeps_fields_and_omits_empty_ids():
-    msg = econn.decode(_msg(src_userid="u", vstreams=9))
+    msg = econn.decode(_msg(src_userid="u", src_clientid="c", vstreams=9))
     assert msg.type == "CONFCONN" and msg.src_userid == "u" and msg.get("vstreams") == 9
     out = json.loads(msg.encode())
     assert out["vstreams"] == 9 and "dest_userid" not in out
