@@ -250,9 +250,9 @@ def maintain_bench(dp: KernelDataPlane, participants: int, seconds: float = 3.0)
 
 
 def _sftd_rings() -> tuple[int, int]:
-    """The keystream ring sizes sftd uses (signalling/cli.py), else the class defaults."""
+    """The keystream ring sizes sftd uses (bpf/sizing.py), else the class defaults."""
     try:
-        from sftd.signalling.cli import KEYSTREAM_AUDIO_RING, KEYSTREAM_VIDEO_RING
+        from sftd.bpf.sizing import KEYSTREAM_AUDIO_RING, KEYSTREAM_VIDEO_RING
         return KEYSTREAM_AUDIO_RING, KEYSTREAM_VIDEO_RING
     except ImportError:
         return 32, 128

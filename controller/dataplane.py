@@ -155,9 +155,21 @@ class LegMedia:
     interface: str  # the interface its media takes ("any" on the userspace plane)
 
 
+# Video slots of the participant that capacity figures count in
+# (sft_capacity_participants_remaining, the kernel plane's keystream sizing).
+CAPACITY_VSTREAMS = 9
+
+
+class DataPlaneUnavailable(RuntimeError):
+    """This data plane cannot run here; ``str()`` says why and what to do."""
+
+
 class DataPlane(Protocol):
     name: str  # "userspace" | "kernel"
-    srtp_profiles: tuple[str, ...]  # what it can protect/unprotect, preferred first
+
+    @property
+    def srtp_profiles(self) -> tuple[str, ...]:
+        """What it can protect/unprotect, preferred first."""
 
     def add_leg(self, spec: LegSpec) -> None:
         """Start forwarding for a leg whose ICE and DTLS are done."""

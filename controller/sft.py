@@ -21,6 +21,7 @@ from sftd import econn
 
 from . import rtcp, twcc
 from .dataplane import (
+    CAPACITY_VSTREAMS,
     UNVALIDATED_SOURCE,
     Counter,
     DataPlane,
@@ -51,7 +52,6 @@ KEYFRAME_RELAY_INTERVAL = 0.3  # seconds: a publisher's keyframe takes about thi
 HANGUP_LINGER = 0.2  # seconds between answering a HANGUP and closing the leg
 MAX_VIDEO_SSRCS = 4  # per publisher: simulcast layers learned from SRs beyond this are ignored
 TIMER_INTERVAL = 0.5
-CAPACITY_VSTREAMS = 9  # video slots of the participant sft_capacity_participants_remaining counts
 
 
 @dataclass

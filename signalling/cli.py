@@ -1,4 +1,5 @@
-"""``sftd``: command line, logging, data-plane choice, listeners, signals."""
+"""``sftd``: the command line. Parses the options, sets up logging, turns the
+options into a ``ServerConfig`` and runs the server ``build_server`` makes of it."""
 
 from __future__ import annotations
 
@@ -6,23 +7,16 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import socket
-import ssl
 import sys
 import time
 from importlib import metadata
 
-from aiohttp import web
+from sftd.controller.sft import SftConfig
 
-from sftd.controller.dataplane import DataPlane
-from sftd.controller.metrics import SftCollector, make_registry
-from sftd.controller.sdp import AUDIO_SLOTS
-from sftd.controller.sft import CAPACITY_VSTREAMS, Sft, SftConfig
-from sftd.controller.userspace import UserspaceDataPlane
-
-from .api import ApiConfig, make_app, make_metrics_app
+from .api import MAX_BODY_BYTES, ApiConfig
 from .auth import Blacklist
+from .server import DATAPLANES, ServerConfig, StartupError, build_server
 
 log = logging.getLogger("sftd")
 
@@ -36,7 +30,7 @@ def version() -> str:
 
 def _port_range(text: str) -> tuple[int, int]:
     low, sep, high = text.partition("-")
-    if not sep or not low.isdigit() or not high.isdigit() or not 1 <= int(low) <= int(high) <= 65535:
+    if not (sep and low.isdigit() and high.isdigit() and 1 <= int(low) <= int(high) <= 65535):
         raise argparse.ArgumentTypeError(f"expected LO-HI within 1-65535, got {text!r}")
     return int(low), int(high)
 
@@ -50,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", dest="listen_port", type=int, default=8585, metavar="PORT",
                    help="signalling listen port (default 8585)")
     p.add_argument("-A", dest="advertised", metavar="ADDR",
-                   help="media address to advertise in candidates instead of the bound one (1:1 NAT)")
+                   help="media address to advertise in candidates instead of the bound one "
+                        "(1:1 NAT)")
     p.add_argument("-M", dest="metrics_addr", default="127.0.0.1", metavar="ADDR",
                    help="metrics listen address (default 127.0.0.1)")
     p.add_argument("-r", dest="metrics_port", type=int, default=49090, metavar="PORT",
@@ -97,10 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer CORS (incl. OPTIONS preflight) for this origin, e.g. https://app.wire.com")
     p.add_argument("--media-ports", type=_port_range, default=(32768, 61000), metavar="LO-HI",
                    help="UDP port range for media legs (default 32768-61000)")
-    p.add_argument("--dataplane", choices=("auto", "userspace", "kernel"), default="auto",
+    p.add_argument("--dataplane", choices=("auto", *DATAPLANES), default="auto",
                    help="auto: kernel when BPF can be loaded here, else userspace (default auto)")
     p.add_argument("--instance", default="default", metavar="NAME",
-                   help="instance name: BPF pins live under /sys/fs/bpf/sftd/NAME (default 'default')")
+                   help="instance name: BPF pins live under /sys/fs/bpf/sftd/NAME "
+                        "(default 'default')")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="log line format (default text)")
     p.add_argument("--drain-timeout", type=float, default=0, metavar="SECONDS",
@@ -117,11 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse new participants beyond N on this instance, CONFCONN status 4 "
                         "(default 0: no limit)")
     p.add_argument("--confconn-rate", type=float, default=0, metavar="PER_SECOND",
-                   help="CONFCONN requests allowed per second per source address, burst 20; more get "
-                        "HTTP 429 (default 0: no limit; behind an ingress all clients share "
-                        "its address)")
-    p.add_argument("--max-body-bytes", type=int, default=256 * 1024, metavar="BYTES",
-                   help="larger request bodies get HTTP 413 (default and maximum 262144)")
+                   help="CONFCONN requests allowed per second per source address, burst 20; "
+                        "more get HTTP 429 (default 0: no limit; behind an ingress all clients "
+                        "share its address)")
+    p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, metavar="BYTES",
+                   help=f"larger request bodies get HTTP 413 (default and maximum "
+                        f"{MAX_BODY_BYTES})")
     p.add_argument("--request-timeout", type=float, default=15.0, metavar="SECONDS",
                    help="a request whose body or offer takes longer gets 408/500 (default 15)")
     p.add_argument("--max-conference-size", type=int, default=0, metavar="N",
@@ -151,7 +148,8 @@ def setup_logging(args: argparse.Namespace) -> None:
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    root.setLevel(logging.DEBUG if args.verbose else
+                  logging.WARNING if args.quiet else logging.INFO)
     for noisy in ("aiortc", "aioice", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
 
@@ -179,61 +177,9 @@ def interface_addresses(names: list[str] | None) -> list[str]:
     return found
 
 
-# Keystream rings per stream/slot, topped up every 50 ms on their own thread:
-# 16 audio packets (320 ms at 50/s) and 32 video packets (a keyframe burst).
-KEYSTREAM_AUDIO_RING = 16
-KEYSTREAM_VIDEO_RING = 32
-KEYSTREAM_INGRESS_RING_FACTOR = 4  # a publisher's rings: 64 audio, 128 per video layer
-
-
-def keystream_entries_per_participant() -> int:
-    """Map entries a participant with CAPACITY_VSTREAMS video slots takes, as the
-    kernel plane's ring allocator places its rings (768 with the sizes above)."""
-    from sftd.bpf.dataplane import leg_keystream_entries, leg_ring_sizes
-
-    return leg_keystream_entries(leg_ring_sizes(
-        AUDIO_SLOTS, CAPACITY_VSTREAMS, KEYSTREAM_AUDIO_RING, KEYSTREAM_VIDEO_RING,
-        KEYSTREAM_INGRESS_RING_FACTOR))
-
-
-def keystream_entries(max_participants: int) -> int:
-    """Keystream map size (1.5 KB per entry): for --max-participants if set, else
-    for 128 participants."""
-    wanted = (max_participants or 128) * keystream_entries_per_participant()
-    return max(1 << 14, -(-wanted // 1024) * 1024)
-
-
-def choose_dataplane(args: argparse.Namespace) -> DataPlane:
-    if args.dataplane == "userspace":
-        log.info("data plane: userspace (--dataplane userspace)")
-        return UserspaceDataPlane()
-    reason = ""
-    try:
-        from sftd.bpf.dataplane import KernelDataPlane, kernel_available
-
-        ok, reason = kernel_available()
-        if ok:
-            plane = KernelDataPlane(interfaces=args.interface_names,
-                                    media_ports=args.media_ports, instance=args.instance,
-                                    keystream_entries=keystream_entries(args.max_participants),
-                                    audio_ring=KEYSTREAM_AUDIO_RING,
-                                    video_ring=KEYSTREAM_VIDEO_RING,
-                                    ingress_ring_factor=KEYSTREAM_INGRESS_RING_FACTOR)
-            log.info("data plane: kernel (eBPF) on %s (and on the path of any leg that takes "
-                     "another interface, e.g. lo for clients on this host)",
-                     ",".join(args.interface_names))
-            return plane
-    except ImportError as exc:
-        reason = f"kernel data plane not installed ({exc})"
-    except Exception as exc:  # a load failure falls back in auto mode, with the reason
-        reason = f"BPF load failed: {exc}"
-    if args.dataplane == "kernel":
-        raise SystemExit(f"sftd: --dataplane kernel requested but unavailable: {reason}")
-    log.warning("data plane: userspace, because the kernel path is unavailable: %s", reason)
-    return UserspaceDataPlane()
-
-
-async def serve(args: argparse.Namespace) -> int:
+def config_from_args(args: argparse.Namespace, media_addresses: list[str],
+                     interface_names: list[str]) -> ServerConfig:
+    """The server configuration the options describe; SystemExit says what is wrong."""
     url = args.url or f"http://{args.listen_addr}:{args.listen_port}"
     if args.auth and not args.secret_file:
         raise SystemExit("sftd: -a needs -s SECRETFILE")
@@ -243,77 +189,38 @@ async def serve(args: argparse.Namespace) -> int:
             with open(args.secret_file, "rb") as f:
                 secret = f.read().strip()
         except OSError as exc:
-            raise SystemExit(f"sftd: cannot read secret file {args.secret_file}: {exc.strerror}")
+            raise SystemExit(f"sftd: cannot read secret file {args.secret_file}: "
+                             f"{exc.strerror}") from None
         if not secret:
             raise SystemExit(f"sftd: secret file {args.secret_file} is empty")
     try:
         blacklist = Blacklist(args.blacklist)
     except ValueError as exc:
-        raise SystemExit(f"sftd: -b {args.blacklist!r}: {exc}")
-    addresses = args.media_addresses
-    dataplane = choose_dataplane(args)
-    sft = Sft(SftConfig(url=url, media_addresses=addresses, advertised_address=args.advertised,
-                        media_ports=args.media_ports,
-                        fir_interval_ms=args.fir_interval, setup_timeout=args.setup_timeout,
-                        ping_timeout=args.ping_timeout, max_participants=args.max_participants,
-                        max_conference_size=args.max_conference_size, version=version()),
-              dataplane)
-    registry = make_registry(SftCollector(version(), sft.state, lambda: dataplane.name,
-                                          sft.counters, sft.conference_packets,
-                                          dataplane.read_detail_counters,
-                                          sft.supervisor.restarts, lambda: dict(sft.refused),
-                                          dataplane.legs_by_interface,
-                                          getattr(dataplane, "read_bpf_failures", dict),
-                                          userspace_media_drops=dataplane.read_userspace_media_drops,
-                                          legs_without_media=lambda: dict(sft.media_watch.found)))
-    ssl_context = None
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            raise SystemExit("sftd: --tls-cert and --tls-key go together")
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
-    api = web.AppRunner(make_app(sft, ApiConfig(url=url,
-                                                auth_secret=secret if args.auth else None,
-                                                blacklist=blacklist,
-                                                allow_origin=args.allow_origin, demo=args.demo,
-                                                request_timeout=args.request_timeout,
-                                                confconn_rate=args.confconn_rate,
-                                                max_body_bytes=args.max_body_bytes)),
-                        access_log=None, handler_cancellation=True)
-    metrics = web.AppRunner(make_metrics_app(sft, registry), access_log=None)
-    await api.setup()
-    await metrics.setup()
+        raise SystemExit(f"sftd: -b {args.blacklist!r}: {exc}") from None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("sftd: --tls-cert and --tls-key go together")
+    return ServerConfig(
+        sft=SftConfig(url=url, media_addresses=media_addresses,
+                      advertised_address=args.advertised, media_ports=args.media_ports,
+                      fir_interval_ms=args.fir_interval, setup_timeout=args.setup_timeout,
+                      ping_timeout=args.ping_timeout, max_participants=args.max_participants,
+                      max_conference_size=args.max_conference_size, version=version()),
+        api=ApiConfig(url=url, auth_secret=secret if args.auth else None, blacklist=blacklist,
+                      allow_origin=args.allow_origin, demo=args.demo,
+                      request_timeout=args.request_timeout, confconn_rate=args.confconn_rate,
+                      max_body_bytes=args.max_body_bytes),
+        listen=(args.listen_addr, args.listen_port),
+        metrics_listen=(args.metrics_addr, args.metrics_port),
+        dataplane=args.dataplane, interface_names=interface_names, instance=args.instance,
+        tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
+        drain_timeout=args.drain_timeout)
+
+
+async def serve(config: ServerConfig) -> int:
     try:
-        await web.TCPSite(api, args.listen_addr, args.listen_port, ssl_context=ssl_context).start()
-        await web.TCPSite(metrics, args.metrics_addr, args.metrics_port).start()
-    except OSError as exc:
-        dataplane.close()
-        raise SystemExit(f"sftd: cannot listen: {exc.strerror} ({exc})")
-    sft.start()
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_sigterm() -> None:
-        sft.drain()
-        if not sft.participants:
-            done.set()
-        elif args.drain_timeout > 0:
-            loop.call_later(args.drain_timeout, done.set)
-
-    sft.on_idle = done.set
-    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-    loop.add_signal_handler(signal.SIGINT, done.set)
-    scheme = "https" if ssl_context else "http"
-    log.info("listening on %s://%s:%d (url %s), metrics on %s:%d, media %s ports %d-%d, "
-             "%s data plane", scheme, args.listen_addr, args.listen_port, url, args.metrics_addr,
-             args.metrics_port, ",".join(addresses), *args.media_ports, dataplane.name)
-    await done.wait()
-    started = time.monotonic()
-    log.info("shutting down (%d participants left)", len(sft.participants))
-    await sft.stop()
-    await api.cleanup()
-    await metrics.cleanup()
-    log.info("stopped in %.1f s", time.monotonic() - started)
+        await build_server(config).run()
+    except StartupError as exc:
+        raise SystemExit(f"sftd: {exc}") from None
     return 0
 
 
@@ -340,14 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args)
     # pyroute2's synchronous API runs its own loop: resolve interfaces before ours starts.
     names = [n for n in args.interfaces.split(",") if n] if args.interfaces else None
-    args.media_addresses = interface_addresses(names)
-    if not args.media_addresses:
+    addresses = interface_addresses(names)
+    if not addresses:
         raise SystemExit(f"sftd: no IPv4 address on media interfaces {names or 'non-loopback'}; "
                          "pass -O with an interface that has one (e.g. -O lo for local tests)")
-    args.interface_names = names or _interfaces_of(args.media_addresses)
+    config = config_from_args(args, addresses, names or _interfaces_of(addresses))
     log.debug("-w %d accepted; this server runs one signalling loop", args.workers)
     try:
-        return asyncio.run(serve(args))
+        return asyncio.run(serve(config))
     except KeyboardInterrupt:
         return 0
 

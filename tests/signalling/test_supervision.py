@@ -10,11 +10,10 @@ import time
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from sftd.controller.metrics import SftCollector, make_registry
-from sftd.controller.sft import Sft, SftConfig
+from sftd.controller.sft import SftConfig
 from sftd.controller.supervise import Supervisor
-from sftd.controller.userspace import UserspaceDataPlane
-from sftd.signalling.api import ApiConfig, make_app, make_metrics_app
+from sftd.signalling.api import ApiConfig
+from sftd.signalling.server import ServerConfig, build_server
 
 CONV = "0123456789abcdef0123456789abcdef"
 URL = "http://sft.example/sfts/sftd-0"
@@ -29,9 +28,10 @@ async def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 async def test_failing_audio_loop_is_logged_reported_and_restarted(caplog):
-    plane = UserspaceDataPlane()
-    sft = Sft(SftConfig(url=URL, media_addresses=["127.0.0.1"], media_ports=(41000, 41999)),
-              plane)
+    server = build_server(ServerConfig(
+        sft=SftConfig(url=URL, media_addresses=["127.0.0.1"], media_ports=(41000, 41999)),
+        api=ApiConfig(url=URL), dataplane="userspace"))
+    sft, plane = server.sft, server.dataplane
     sft.supervisor.min_backoff = 1.0
     reads = []
     real_read = plane.read_audio_levels
@@ -44,11 +44,8 @@ async def test_failing_audio_loop_is_logged_reported_and_restarted(caplog):
 
     plane.read_audio_levels = read_audio_levels
     sft.start()
-    api = TestClient(TestServer(make_app(sft, ApiConfig(url=URL))))
-    registry = make_registry(SftCollector("test", sft.state, lambda: plane.name, sft.counters,
-                                          sft.conference_packets, dict,
-                                          sft.supervisor.restarts))
-    metrics = TestClient(TestServer(make_metrics_app(sft, registry)))
+    api = TestClient(TestServer(server.api_app))
+    metrics = TestClient(TestServer(server.metrics_app))
     await api.start_server()
     await metrics.start_server()
     try:
