@@ -9,10 +9,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from sftd import econn
-from sftd.controller.sft import Sft, SftConfig
-from sftd.controller.userspace import UserspaceDataPlane
-from sftd.signalling.api import ApiConfig, make_app
+from sftd.controller.sft import SftConfig
+from sftd.signalling.api import ApiConfig
 from sftd.signalling.auth import Blacklist, make_token
+from sftd.signalling.server import ServerConfig, build_server
 
 CONV = "0123456789abcdef0123456789abcdef"
 SECRET = b"topsecret"
@@ -29,12 +29,14 @@ def confconn(user="alice", client="c1", **extra):
 
 
 async def _client(**api):
-    sft = Sft(SftConfig(url=URL, media_addresses=["127.0.0.1"], media_ports=(41000, 41999),
-                        **api.pop("sft", {})), UserspaceDataPlane())
-    sft.start()
-    client = TestClient(TestServer(make_app(sft, ApiConfig(url=URL, **api))))
+    server = build_server(ServerConfig(
+        sft=SftConfig(url=URL, media_addresses=["127.0.0.1"], media_ports=(41000, 41999),
+                      **api.pop("sft", {})),
+        api=ApiConfig(url=URL, **api), dataplane="userspace"))
+    server.sft.start()
+    client = TestClient(TestServer(server.api_app))
     await client.start_server()
-    return sft, client
+    return server.sft, client
 
 
 @pytest.fixture
