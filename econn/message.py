@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 from typing import Any
 
 import msgspec
@@ -22,8 +23,7 @@ from .vocabulary import (
     VERSION,
 )
 
-_ENVELOPE = ("version", "type", "sessid", "src_userid", "src_clientid", "dest_userid",
-             "dest_clientid", "resp")
+_ENVELOPE = frozenset(("version", "type", "resp", *ID_FIELDS))
 
 
 class EconnError(ValueError):
@@ -76,7 +76,7 @@ def decode(data: bytes | str) -> Message:
         raise EconnError("body must be a JSON object")
     version = obj.get("version")
     if version != VERSION:
-        raise EconnError(f"unsupported version {version!r}, expected {VERSION!r}")
+        raise EconnError(f"unsupported version {reprlib.repr(version)}, expected {VERSION!r}")
     msg_type = obj.get("type")
     if msg_type is None:
         raise EconnError("missing field 'type'")
@@ -85,7 +85,7 @@ def decode(data: bytes | str) -> Message:
     if msg_type not in KNOWN_TYPES:
         if msg_type in BACKEND_ONLY:
             raise EconnError(f"message type {msg_type} is for the Wire backend, not an SFT")
-        raise EconnError(f"unknown message type {msg_type!r}")
+        raise EconnError(f"unknown message type {reprlib.repr(msg_type)}")
     for name in ID_FIELDS:
         if name in obj and obj[name] is None:
             obj[name] = ""
