@@ -1,10 +1,10 @@
 # syntax=docker/dockerfile:1
 # sftd image: the server, its virtualenv and the prebuilt BPF objects.
 #   docker build -t sftd-ebpf:0.1.0 .
-# The builder compiles the BPF programs with clang (make -C bpf -> bpf/build/*.o)
-# and installs the package into /opt/sftd/venv, objects included as package
-# data; the final stage copies only that venv onto a slim Debian 12 with the
-# runtime libraries: no compiler, no headers.
+# The builder installs the package into /opt/sftd/venv; the install compiles the
+# BPF programs with clang and the cffi modules with gcc (setup.py). The final
+# stage copies only that venv onto a slim Debian 12 with the runtime libraries:
+# no compiler, no headers.
 # The BPF build may read the build host's /sys/kernel/btf/vmlinux (CO-RE types);
 # docker build exposes the host's sysfs read-only, which is enough.
 ARG DEBIAN_IMAGE=debian:bookworm-slim
@@ -20,23 +20,15 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-# Objects first: `pip install .` packs bpf/build/*.o only if they exist.
-RUN make -C bpf \
-    && ls bpf/build/*.o
-# The installed package must hold the objects and the preprocessed ABI header
-# (bpf/build/sft_abi.cdef; without it bpf.abi would need cpp at run time). The
-# copy covers package-data patterns that miss a generated file; -I keeps /src
-# off sys.path so the installed package is the one inspected.
-# The native keystream fill (bpf/_keystream*.so, cffi + AES-NI/OpenSSL) is built
-# before the install so that package data picks it up.
+# `pip install .` builds every native part (setup.py: make -C bpf, then the cffi
+# modules) and installs them as package data; the check below fails the image
+# build if one is missing. -I keeps /src off sys.path so the installed package
+# is the one inspected.
 RUN python3 -m venv /opt/sftd/venv \
-    && /opt/sftd/venv/bin/pip install --no-cache-dir --upgrade pip cffi \
-    && /opt/sftd/venv/bin/python -m sftd.bpf.native.build \
+    && /opt/sftd/venv/bin/pip install --no-cache-dir --upgrade pip \
     && /opt/sftd/venv/bin/pip install --no-cache-dir . \
-    && pkg=$(/opt/sftd/venv/bin/python -I -c "import bpf, pathlib; print(pathlib.Path(bpf.__file__).parent)") \
-    && mkdir -p "$pkg/build" \
-    && cp bpf/build/*.o bpf/build/*.cdef "$pkg/build/" \
-    && ls "$pkg"/build/*.o "$pkg/build/sft_abi.cdef"
+    && pkg=$(/opt/sftd/venv/bin/python -I -c "import sftd.bpf as bpf, pathlib; print(pathlib.Path(bpf.__file__).parent)") \
+    && ls "$pkg"/build/sft.bpf.o "$pkg/build/sft_abi.cdef" "$pkg"/_keystream*.so
 
 FROM ${DEBIAN_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive

@@ -9,7 +9,7 @@ the subscribed slots and drops the original.
 This class only writes maps when the controller changes state. Two periodic
 jobs remain in user space (``maintain``, run by a thread started with the first
 leg, off the event loop): topping up the AES-CM keystream rings the kernel XORs with (computed
-here with AES-NI, the cheapest measured option, see platform-facts: Python
+here with AES-NI, the cheapest measured option, see docs/platform.md: Python
 decides which rings need which indices, ``bpf/native/keystream.c`` writes the
 entries, or numpy + ``cryptography`` if it was not built), and
 renewing each leg's lease (the kernel stops a leg whose lease is older than

@@ -132,7 +132,7 @@ class Conference:
 
 
 def update_speakers(conference: Conference, levels: dict[ParticipantKey, float]) -> None:
-    """Audio slots 1–4 (protocol doc §4): a speaker keeps its slot until it is
+    """Audio slots 1–4 (docs/protocol.md §4): a speaker keeps its slot until it is
     silent (smoothed level ≥ 110); a louder new speaker takes the first slot
     whose occupant is quieter. ``levels`` maps participant key → smoothed −dBov."""
     key_generator = conference.key_generator

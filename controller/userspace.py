@@ -37,7 +37,7 @@ from .twcc import MAX_PENDING_ARRIVALS
 
 log = logging.getLogger("sftd.userspace")
 
-LEVEL_SMOOTHING = 0.5  # k of the protocol doc
+LEVEL_SMOOTHING = 0.5  # k of docs/protocol.md §4
 LEVEL_STALE_SECONDS = 1.0  # no audio for this long counts as silence
 CLOCK_RATE = {StreamKind.AUDIO: 48000, StreamKind.VIDEO: 90000}
 RID_LAYERS = {b"l": Layer.LOW, b"h": Layer.HIGH}

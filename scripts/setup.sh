@@ -38,7 +38,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras=""
 [ "$with_tests" = 1 ] && extras="[test]"
-.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q --upgrade pip "setuptools>=77" wheel cffi >/dev/null
 .venv/bin/pip install -q -e ".${extras}"
 
 # Native parts built with cffi and gcc: the load generator's sender/receiver and

@@ -1,6 +1,6 @@
 """WireClient: one participant of a Wire conference call through an SFT, on aiortc.
 
-Lifecycle (protocol doc §2–§4)::
+Lifecycle (docs/protocol.md §2–§4)::
 
     client = WireClient("http://127.0.0.1:8585", convid)
     await client.join()        # CONFCONN -> SETUP offer -> answer -> CONFCONN ack

@@ -1,6 +1,6 @@
 """What the client needs from an SFT offer, and the minimal changes aiortc needs.
 
-An SFT offer (protocol doc §4) has, bundled: ``audio`` (our upstream audio),
+An SFT offer (docs/protocol.md §4) has, bundled: ``audio`` (our upstream audio),
 ``video`` (our upstream video), ``data`` (the data channel), then sendonly
 audio slots (mids ``1``..``5``) and sendonly video slots (mids ``6``..).
 

@@ -1,6 +1,6 @@
 """The Wire call mix as pre-protected SRTP packets, and the receiver's checks.
 
-Per publisher (performance.md): Opus-like audio, 50 pkt/s, 100-byte payload,
+Per publisher (docs/benchmark.md): Opus-like audio, 50 pkt/s, 100-byte payload,
 with the ssrc-audio-level extension (a slow per-participant curve, so the
 loudest speakers change); one VP8 layer, 100 pkt/s, 1200-byte payload, RID
 ``h`` in the rtp-stream-id extension (sftd forwards video only after a RID),

@@ -1,4 +1,4 @@
-"""The HTTP API of sftd (protocol doc §2) on aiohttp, plus the metrics
+"""The HTTP API of sftd (docs/protocol.md §2) on aiohttp, plus the metrics
 listener. Paths have exactly two segments: ``/<anything>/<convid>``;
 ``…/url`` and ``…/status`` answer discovery and health probes."""
 
@@ -73,7 +73,7 @@ def make_app(sft: Sft, config: ApiConfig) -> web.Application:
     limiter = RateLimiter(config.confconn_rate, config.confconn_burst)
 
     async def econn_request(request: web.Request) -> web.Response:
-        second = request.match_info["second"]  # the first segment is not checked (doc §2)
+        second = request.match_info["second"]  # first segment unchecked (docs/protocol.md §2)
         if second == "url":
             return _text(200, config.url)
         if second == "status":

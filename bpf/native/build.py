@@ -7,6 +7,7 @@ OpenSSL's libcrypto (``libssl-dev`` at build time, ``libssl3`` at run time).
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -29,7 +30,8 @@ def ffibuilder():  # type: ignore[no-untyped-def]
     ffi.cdef(cdef_text())
     ffi.set_source(
         "sftd.bpf._keystream", '#include "keystream.h"',
-        sources=[str(HERE / "keystream.c")],
+        # relative: setuptools refuses absolute source paths in a wheel build
+        sources=[os.path.relpath(HERE / "keystream.c")],
         include_dirs=[str(HERE)],
         extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
         libraries=["crypto"])

@@ -6,6 +6,7 @@ with cffi (API mode: calls release the GIL).
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -29,7 +30,8 @@ def ffibuilder():  # type: ignore[no-untyped-def]
     ffi.cdef(cdef_text())
     ffi.set_source(
         "sftd.sftload._fastpath", '#include "fastpath.h"',
-        sources=[str(HERE / "fastpath.c")],
+        # relative: setuptools refuses absolute source paths in a wheel build
+        sources=[os.path.relpath(HERE / "fastpath.c")],
         include_dirs=[str(HERE)],
         extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
         libraries=["pthread"])

@@ -1,7 +1,7 @@
 // SFT demo: join a Wire-style conference through this SFT from a browser.
 // Plain JavaScript, no build step, no external resources.
 //
-// Protocol (docs/wire-sft-protocol.md): POST CONFCONN to /sft/<convid> and get
+// Protocol (docs/protocol.md): POST CONFCONN to /sft/<convid> and get
 // the SFT's SETUP offer; answer with SETUP resp:true to <url>/sft/<convid>;
 // then, over the data channel "calling-3.0": answer each CONFPART (authorising
 // everyone), send CONFSTREAMS (list mode) so video is forwarded, PING every 5 s.

@@ -1,4 +1,4 @@
-"""A hand-written SFT offer following docs/wire-sft-protocol.md §4, for offline checks
+"""A hand-written SFT offer following docs/protocol.md §4, for offline checks
 of the client's SDP handling (no server needed)."""
 
 from __future__ import annotations

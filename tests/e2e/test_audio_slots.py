@@ -1,4 +1,4 @@
-"""Audio slot selection (protocol doc §4): slot mid "1" carries the key generator
+"""Audio slot selection (docs/protocol.md §4): slot mid "1" carries the key generator
 (first in CONFPART); mids "2".."5" carry the loudest of the others, chosen from
 the audio-level extension the senders write (aiortc writes it from each frame's
 level, so the tone amplitude sets it)."""

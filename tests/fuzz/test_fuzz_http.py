@@ -206,7 +206,7 @@ async def test_econn_paths(api, body, convid, first):
     r = await api.client.post(path, data=body)
     text = await r.text()
     # aiohttp's router does not match a segment with a line break: its own 404
-    # (protocol doc §2 wants 400; reported, harmless)
+    # (docs/protocol.md §2 wants 400; reported, harmless)
     newline = any(c in convid + first for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
     assert r.status in ALLOWED or (r.status == 404 and newline), \
         f"{path}: HTTP {r.status}: {text[:300]}"

@@ -46,7 +46,7 @@ class Pair:
             for ns, dev in ((self.sft, "sft0"), (self.cli, "cli0"), (self.sft, "lo"),
                             (self.cli, "lo")):
                 self.run("ip", "-n", ns, "link", "set", dev, "up")
-            # locally sent UDP would otherwise carry CHECKSUM_PARTIAL (platform-facts)
+            # locally sent UDP would otherwise carry CHECKSUM_PARTIAL (docs/platform.md)
             self.run("ip", "netns", "exec", self.cli, "ethtool", "-K", "cli0", "tx", "off")
             self.cli_mac = self.run("ip", "-n", self.cli, "-br", "link", "show",
                                     "cli0").split()[2]

@@ -1,0 +1,25 @@
+"""Build steps pyproject.toml cannot declare: the BPF objects (clang, make -C bpf)
+and the cffi extension modules, so that `pip install .` or a wheel built from a
+clean checkout holds every native part and needs no compiler at run time."""
+
+import subprocess
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+
+class BuildPyWithBpf(build_py):
+    """Compile the BPF programs before package data (bpf/build/*.o) is collected."""
+
+    def run(self) -> None:
+        subprocess.run(["make", "-s", "-C", "bpf"], check=True)
+        super().run()
+
+
+setup(
+    cmdclass={"build_py": BuildPyWithBpf},
+    cffi_modules=[
+        "bpf/native/build.py:ffibuilder",
+        "sftload/native/build.py:ffibuilder",
+    ],
+)
