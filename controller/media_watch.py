@@ -31,9 +31,9 @@ WITHOUT_MEDIA_AFTER = 5.0  # seconds after ICE and DTLS, and after a slot is poi
 
 ADVICE = {
     "silent": "no media of it has reached the data plane since ICE and DTLS although it "
-              "declared audio and {slots} slot(s) point at it. Check that nothing between the client and this "
-              "node drops its UDP media after the handshake (firewall rules, a NAT or "
-              "TURN relay) and that the client is sending{tc_hint}",
+              "declared audio and {slots} slot(s) point at it. Check that nothing between "
+              "the client and this node drops its UDP media after the handshake (firewall "
+              "rules, a NAT or TURN relay) and that the client is sending{tc_hint}",
     "not_forwarded": "{received} of its media packets arrived ({stranded} only in user space) "
                      "but none were sent on the {slots} slot(s) pointed at it. Check "
                      "sft_userspace_media_dropped_total and the DROP_* counters of "
