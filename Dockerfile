@@ -27,16 +27,18 @@ RUN make -C bpf \
 # (bpf/build/sft_abi.cdef; without it bpf.abi would need cpp at run time). The
 # copy covers package-data patterns that miss a generated file; -I keeps /src
 # off sys.path so the installed package is the one inspected.
-# The native keystream fill (bpf/_keystream*.so, cffi + AES-NI/OpenSSL) is built
-# before the install so that package data picks it up.
+# The native modules (bpf/_keystream*.so: the keystream fill, cffi + AES-NI/OpenSSL;
+# bpf/_libbpf*.so: libbpf's API, compiled against libbpf-dev's headers) are built
+# before the install so that package data picks them up; the script form runs
+# before the sftd namespace is installed.
 RUN python3 -m venv /opt/sftd/venv \
     && /opt/sftd/venv/bin/pip install --no-cache-dir --upgrade pip cffi \
-    && /opt/sftd/venv/bin/python -m sftd.bpf.native.build \
+    && /opt/sftd/venv/bin/python bpf/native/build.py \
     && /opt/sftd/venv/bin/pip install --no-cache-dir . \
-    && pkg=$(/opt/sftd/venv/bin/python -I -c "import bpf, pathlib; print(pathlib.Path(bpf.__file__).parent)") \
+    && pkg=$(/opt/sftd/venv/bin/python -I -c "import sftd.bpf as b, pathlib; print(pathlib.Path(b.__file__).parent)") \
     && mkdir -p "$pkg/build" \
     && cp bpf/build/*.o bpf/build/*.cdef "$pkg/build/" \
-    && ls "$pkg"/build/*.o "$pkg/build/sft_abi.cdef"
+    && ls "$pkg"/build/*.o "$pkg/build/sft_abi.cdef" "$pkg"/_keystream*.so "$pkg"/_libbpf*.so
 
 FROM ${DEBIAN_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive
