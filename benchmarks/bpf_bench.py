@@ -205,7 +205,7 @@ def maintain_bench(dp: KernelDataPlane, participants: int, seconds: float = 3.0)
     step_s = 0.02
     ticks = int(seconds / step_s)
     cpu = 0.0
-    for tick in range(ticks):
+    for _tick in range(ticks):
         for slot in active:  # 50 audio / 100 video packets per second per slot
             per_tick = 1 if slot.kind == StreamKind.AUDIO else 2
             dp.maps.slot_state(slot.slot_id).next_index += per_tick

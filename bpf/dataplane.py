@@ -525,9 +525,10 @@ class KernelDataPlane:
     @_locked
     def remaining_legs(self, audio_slots: int, video_slots: int) -> int | None:
         c = self._c
+        max_legs: int = c.SFT_MAX_LEGS
+        stream_legs: int = c.SFT_MAX_STREAMS // c.SFT_MAX_SSRCS_PER_LEG
         footprint = leg_keystream_entries(self._leg_rings(audio_slots, video_slots))
-        return max(0, min(c.SFT_MAX_LEGS - len(self._legs),
-                          c.SFT_MAX_STREAMS // c.SFT_MAX_SSRCS_PER_LEG - len(self._legs),
+        return max(0, min(max_legs - len(self._legs), stream_legs - len(self._legs),
                           len(self._free_slot_ids) // max(1, audio_slots + video_slots),
                           self._rings.free_entries() // footprint))
 

@@ -64,23 +64,25 @@ class KeystreamWriter:
         runs = [run for run in runs if run[2] > 0]
         if not runs:
             return
-        ffi = self._native.ffi
-        reqs = ffi.new("struct sft_ks_req[]", len(runs))
-        for req, (ring, first, count) in zip(reqs, runs):
+        reqs = self._native.ffi.new("struct sft_ks_req[]", len(runs))
+        for i, (ring, first, count) in enumerate(runs):
+            req = ring.fill_request or self._request(ring)
             req.first = first
-            req.base = ring.base
-            req.size = ring.size
-            req.ssrc = ring.ssrc
             req.count = count
-            req.length = ring.length
-            ffi.memmove(req.key, ring.session.enc_key, 16)
-            ffi.memmove(req.salt, ring.session.salt, 14)
+            reqs[i] = req[0]
         written = self._native.lib.sft_keystream_fill(self._map, self.entries, reqs, len(runs))
         if written < 0:
             raise KernelDataPlaneError(f"native keystream fill failed ({written}): a ring "
                                        "outside the map or an oversized entry; this is a bug")
         for ring, first, count in runs:
             ring.filled_until = first + count
+
+    def _request(self, ring: KeystreamRing) -> Any:
+        """The ring's ``struct sft_ks_req`` but for first and count, kept on the ring."""
+        ring.fill_request = self._native.ffi.new("struct sft_ks_req *", {
+            "base": ring.base, "size": ring.size, "ssrc": ring.ssrc, "length": ring.length,
+            "key": list(ring.session.enc_key), "salt": list(ring.session.salt)})
+        return ring.fill_request
 
     def close(self) -> None:
         """Unmaps; the writer is unusable afterwards."""

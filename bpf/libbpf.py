@@ -74,7 +74,7 @@ class BpfError(OSError):
         self.operation = operation
 
     def __str__(self) -> str:
-        return self.args[1]
+        return str(self.args[1])
 
 
 class LibbpfMissing(BpfError):
@@ -197,14 +197,21 @@ class Map:
         """Every (key, value) of a non-per-CPU map, in as few syscalls as its size
         allows (``BPF_MAP_LOOKUP_BATCH``); a map changing meanwhile may be read
         partly before and partly after the change."""
+        ks, vs = self.key_size, self.value_size
+        return [(kb[i * ks:(i + 1) * ks], vb[i * vs:(i + 1) * vs])
+                for kb, vb, count in self.lookup_batches(chunk) for i in range(count)]
+
+    def lookup_batches(self, chunk: int = 0) -> Iterator[tuple[bytes, bytes, int]]:
+        """``lookup_all`` as it comes from the kernel: (keys, values, count) per
+        syscall, keys and values packed back to back."""
         assert not self.percpu
         chunk = chunk or max(64, min(self.max_entries, 4096))
         keys = ffi.new("char[]", chunk * self.key_size)
         values = ffi.new("char[]", chunk * self.value_size)
         token_in, token_out = ffi.new("char[]", 8), ffi.new("char[]", 8)  # a u32 bucket index
         count = ffi.new("__u32 *")
-        opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
-        out: list[tuple[bytes, bytes]] = []
+        opts = ffi.new("struct bpf_map_batch_opts *",
+                       {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
         first = True
         while True:
             count[0] = chunk
@@ -212,13 +219,11 @@ class Map:
                                              keys, values, count, opts)
             if ret < 0 and -ret != errno_mod.ENOENT:
                 raise MapOperationFailed(f"batch lookup in map {self.name}", -ret)
-            kb = bytes(ffi.buffer(keys, count[0] * self.key_size))
-            vb = bytes(ffi.buffer(values, count[0] * self.value_size))
-            out.extend((kb[i * self.key_size:(i + 1) * self.key_size],
-                        vb[i * self.value_size:(i + 1) * self.value_size])
-                       for i in range(count[0]))
+            n = int(count[0])
+            yield (bytes(ffi.buffer(keys, n * self.key_size)),
+                   bytes(ffi.buffer(values, n * self.value_size)), n)
             if ret < 0:  # ENOENT: that was the last batch
-                return out
+                return
             ffi.memmove(token_in, token_out, 8)
             first = False
 
@@ -375,10 +380,10 @@ class BpfObject:
         if handle == ffi.NULL:
             raise BpfError(f"find map {name} in {self.path}", errno_mod.ENOENT,
                            "the object is stale: rebuild with `make -C bpf`")
-        l = lib()
-        return Map(name, _check(l.bpf_map__fd(handle), f"fd of map {name}"),
-                   l.bpf_map__key_size(handle), l.bpf_map__value_size(handle),
-                   l.bpf_map__max_entries(handle), l.bpf_map__type(handle), handle)
+        binding = lib()
+        return Map(name, _check(binding.bpf_map__fd(handle), f"fd of map {name}"),
+                   binding.bpf_map__key_size(handle), binding.bpf_map__value_size(handle),
+                   binding.bpf_map__max_entries(handle), binding.bpf_map__type(handle), handle)
 
     def set_max_entries(self, name: str, max_entries: int) -> None:
         """Resize a map before load."""
@@ -612,9 +617,9 @@ class RingBuffer:
         self._name = m.name
         self.handler_failures = 0  # records whose handler raised
         self._self_handle = ffi.new_handle(self)  # kept alive as long as the ring buffer
-        l = lib()
-        self.handle = l.ring_buffer__new(m.fd, l.sft_ring_buffer_record, self._self_handle,
-                                         ffi.NULL)
+        binding = lib()
+        self.handle = binding.ring_buffer__new(m.fd, binding.sft_ring_buffer_record,
+                                               self._self_handle, ffi.NULL)
         if self.handle == ffi.NULL:
             raise BpfError(f"ring buffer on map {m.name}", ffi.errno)
 

@@ -23,13 +23,11 @@ from .state import KernelLegRecord, KernelSlotRecord
 log = logging.getLogger(__name__)
 
 
-def needs_top_up(ring: KeystreamRing, start: int, ahead: int) -> bool:
+def needs_top_up(ring: KeystreamRing, start: int) -> bool:
     """Whether a periodic top-up should write: at least a quarter of the ``ahead``
-    entries wanted from ``start`` on were used since the last write (so each write
-    is a batch, while at least 3/4 of the headroom stays), or ``start`` is not
-    covered at all."""
-    have = ring.filled_until - start
-    return not ahead - max(1, ahead // 4) < have <= ring.size
+    entries wanted from ``start`` on were used since the last write
+    (``ring.top_up_floor``), or ``start`` is not covered at all."""
+    return not ring.top_up_floor < ring.filled_until - start <= ring.size
 
 
 def _queue(runs: list[KeystreamRun], ring: KeystreamRing, todo: range) -> None:
@@ -62,7 +60,7 @@ class KeystreamRefill:
             if state is None:
                 return  # first packet unseen: its miss event says where to start
             index = int(state.highest_index)
-        if not force and not needs_top_up(ring, index + 1, ring.ahead):
+        if not force and not needs_top_up(ring, index + 1):
             return
         todo = ring.fill_range(index + 1, index + 1 + ring.ahead)
         if runs is None:
@@ -76,11 +74,12 @@ class KeystreamRefill:
         written in one call: slots from their next index (the mmapped
         ``sft_slot_state``), streams past their newest packet."""
         runs: list[KeystreamRun] = []
+        next_index_of = self._maps.slot_next_index
         for slot in slots:
             if slot.source is None:
                 continue
-            ring, next_index = slot.ring, self._maps.slot_next_index(slot.slot_id)
-            if needs_top_up(ring, next_index, ring.ahead):
+            ring, next_index = slot.ring, next_index_of(slot.slot_id)
+            if needs_top_up(ring, next_index):
                 _queue(runs, ring, ring.fill_range(next_index, next_index + ring.ahead))
         highest = {(key.leg_id, key.ssrc): int(state.highest_index)
                    for key, state in self._maps.stream_states()}

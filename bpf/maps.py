@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sftd.controller.dataplane import Counter, StreamKind
@@ -58,6 +58,10 @@ class KernelMaps:
         self._slot_state_buffer = abi.ffi.from_buffer(self._slot_state_mm)
         self._slot_states: Any = abi.ffi.cast("struct sft_slot_state *",
                                               self._slot_state_buffer)
+        # each top-up reads every slot's next index: as 64-bit words, the fastest read
+        self._slot_state_words = memoryview(self._slot_state_mm).cast("Q")
+        self._slot_stride_words = slot_state.entry_stride // 8
+        self._next_index_word = abi.ffi.offsetof("struct sft_slot_state", "next_index") // 8
         self._stream_keys: dict[tuple[int, int], bytes] = {}
 
     def __getitem__(self, name: str) -> libbpf.Map:
@@ -68,6 +72,7 @@ class KernelMaps:
 
     def close(self) -> None:
         self._slot_states = None
+        self._slot_state_words.release()
         self.abi.ffi.release(self._slot_state_buffer)
         self._slot_state_mm.close()
 
@@ -151,12 +156,15 @@ class KernelMaps:
         raw = self.by_name["sft_stream_state"].lookup(self.stream_key(leg_id, ssrc))
         return None if raw is None else self.abi.unpack("sft_stream_state", raw)
 
-    def stream_states(self) -> list[tuple[Any, Any]]:
-        """(``sft_stream_key``, ``sft_stream_state``) of every stream, in one syscall
-        per few thousand."""
-        unpack = self.abi.unpack
-        return [(unpack("sft_stream_key", key), unpack("sft_stream_state", raw))
-                for key, raw in self.by_name["sft_stream_state"].lookup_all()]
+    def stream_states(self) -> Iterator[tuple[Any, Any]]:
+        """(``sft_stream_key``, ``sft_stream_state``) of every stream, read in one
+        syscall per few thousand; each pair is valid until the next is taken."""
+        ffi = self.abi.ffi
+        for keys, values, count in self.by_name["sft_stream_state"].lookup_batches():
+            key_array = ffi.cast("struct sft_stream_key *", ffi.from_buffer(keys))
+            state_array = ffi.cast("struct sft_stream_state *", ffi.from_buffer(values))
+            for i in range(count):
+                yield key_array[i], state_array[i]
 
     # ---- slots ----
 
@@ -172,7 +180,8 @@ class KernelMaps:
 
     def slot_next_index(self, slot_id: int) -> int:
         """The SRTP index the slot's next copy takes (kernel-owned, mmapped)."""
-        return int(self._slot_states[slot_id].next_index)
+        return int(self._slot_state_words[slot_id * self._slot_stride_words
+                                          + self._next_index_word])
 
     def slot_packets(self, slot_id: int) -> int:
         return int(self._slot_states[slot_id].packets)

@@ -7,8 +7,10 @@ kernel finds an index's entry with a mask (``sft_keystream_for``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from . import abi as abi_mod
 from .errors import KernelDataPlaneError
@@ -34,10 +36,19 @@ class KeystreamRing:
     length: int
     filled_until: int = -1  # exclusive end of the indices written, -1 = nothing yet
     behind: int = 1  # entries behind the reader a refill leaves alone
+    # the keystream fill's request for this ring, built once (bpf/keystream.py)
+    fill_request: Any = field(default=None, repr=False, compare=False)
 
-    @property
+    @functools.cached_property
     def ahead(self) -> int:
         return self.size - self.behind
+
+    @functools.cached_property
+    def top_up_floor(self) -> int:
+        """Entries ahead of the reader at or below which a periodic top-up writes:
+        a quarter of ``ahead`` used, so each write is a batch while at least 3/4
+        of the headroom stays."""
+        return self.ahead - max(1, self.ahead // 4)
 
     def fill_range(self, start: int, end: int) -> range:
         """Indices still to write so that [start, end) is covered."""
