@@ -88,9 +88,27 @@ def _compile(ffi: FFI, verbose: bool) -> Path:
     return dest
 
 
+def check_layouts(module: Path, name: str, cdef_header: Path) -> None:
+    """Lays out every struct the cdef declares, as the first use at run time would:
+    a field whose size differs in the real header fails the build here (cffi only
+    knows it when the module is loaded)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, module)
+    assert spec is not None and spec.loader is not None
+    compiled = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compiled)
+    for struct in re.findall(r"^struct (\w+) \{", cdef_text(cdef_header), flags=re.M):
+        compiled.ffi.sizeof(f"struct {struct}")
+
+
 def build(verbose: bool = False) -> list[Path]:
     TMPDIR.mkdir(parents=True, exist_ok=True)
-    return [_compile(keystream_builder(), verbose), _compile(libbpf_builder(), verbose)]
+    keystream = _compile(keystream_builder(), verbose)
+    check_layouts(keystream, "sftd.bpf._keystream", HERE / "keystream.h")
+    libbpf = _compile(libbpf_builder(), verbose)
+    check_layouts(libbpf, "sftd.bpf._libbpf", HERE / "libbpf_cdef.h")
+    return [keystream, libbpf]
 
 
 if __name__ == "__main__":
