@@ -19,7 +19,8 @@ class BuildPyWithBpf(build_py):
 setup(
     cmdclass={"build_py": BuildPyWithBpf},
     cffi_modules=[
-        "bpf/native/build.py:ffibuilder",
+        "bpf/native/build.py:keystream_builder",
+        "bpf/native/build.py:libbpf_builder",
         "sftload/native/build.py:ffibuilder",
     ],
 )

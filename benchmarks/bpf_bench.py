@@ -16,10 +16,10 @@ softirq section as the test run) is not charged to the SFT.
 
 ``--keystream`` measures instead the controller's AES-CM keystream precomputation
 (µs per keystream entry written into the mmapped map, audio 512 B / video 1456 B,
-by batch size: the former per-entry big-integer implementation, the numpy fallback
-and the native fill of bpf/native/keystream.c, run in the same process), and the
-periodic top-up (``maintain``) of a conference of ``--participants`` at the Wire
-mix, as a share of one core, with the native fill and with the numpy fallback:
+by batch size: the former per-entry big-integer implementation and the native fill
+of bpf/native/keystream.c, run in the same process), and the periodic top-up
+(``maintain``) of a conference of ``--participants`` at the Wire mix, as a share of
+one core:
 
     sudo .venv/bin/python benchmarks/bpf_bench.py --keystream [--participants 20]
 """
@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT / "tests" / "kernel"))
 
 from harness import Namespace, make_peer, one_byte_ext, rtp  # noqa: E402
 
-from sftd.bpf.dataplane import AUDIO_KEYSTREAM_BYTES, KernelDataPlane, _Ring  # noqa: E402
+from sftd.bpf.dataplane import AUDIO_KEYSTREAM_BYTES, KernelDataPlane  # noqa: E402
+from sftd.bpf.rings import KeystreamRing  # noqa: E402
 from sftd.bpf.srtp import SrtpSession  # noqa: E402
 from sftd.controller.dataplane import Counter, Layer, SlotSource, StreamKind  # noqa: E402
 
@@ -100,7 +101,7 @@ def _reference_lanes(n_blocks: int) -> tuple[int, int]:
     return lanes, repeat
 
 
-def _reference_write(dp: KernelDataPlane, ring: _Ring, indices: range) -> None:
+def _reference_write(dp: KernelDataPlane, ring: KeystreamRing, indices: range) -> None:
     """The former implementation, kept for comparison: counter blocks as Python big
     integers, a new AES-ECB context per call, one mmap write sequence per entry."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -117,7 +118,7 @@ def _reference_write(dp: KernelDataPlane, ring: _Ring, indices: range) -> None:
     stream = encryptor.update(counters) + encryptor.finalize()
     stride = dp.maps["sft_keystream"].entry_stride
     bytes_off = dp.abi.ffi.offsetof("struct sft_keystream", "bytes")
-    mm = dp._keystream_mm
+    mm = dp._keystream.mm
     for i, index in enumerate(indices):
         ks = stream[i * size:i * size + length]
         off = (ring.base + (index & (ring.size - 1))) * stride
@@ -128,7 +129,7 @@ def _reference_write(dp: KernelDataPlane, ring: _Ring, indices: range) -> None:
     ring.filled_until = indices[-1] + 1
 
 
-def _per_entry_us(write, dp: KernelDataPlane, ring: _Ring, batch: int,
+def _per_entry_us(write, dp: KernelDataPlane, ring: KeystreamRing, batch: int,
                   entries: int = 2048, rounds: int = 7) -> float:
     """Median over rounds of µs per keystream entry written in batches of ``batch``."""
     index, results = 65000, []
@@ -142,58 +143,37 @@ def _per_entry_us(write, dp: KernelDataPlane, ring: _Ring, batch: int,
     return statistics.median(results)
 
 
-def _numpy_write(dp: KernelDataPlane, ring: _Ring, indices: range) -> None:
-    dp.native_keystream = False
-    try:
-        dp._write_keystream(ring, indices)
-    finally:
-        dp.native_keystream = True
+def _native_write(dp: KernelDataPlane, ring: KeystreamRing, indices: range) -> None:
+    dp._keystream.write(ring, indices)
 
 
-def _native_write(dp: KernelDataPlane, ring: _Ring, indices: range) -> None:
-    dp._write_keystream(ring, indices)
-
-
-def _batch_write(write, rings: list[_Ring]):  # type: ignore[no-untyped-def]
+def _batch_write(rings: list[KeystreamRing]):  # type: ignore[no-untyped-def]
     """A maintain()-shaped batch: the same run on each of ``rings`` in one call."""
-    def run(dp: KernelDataPlane, _ring: _Ring, indices: range) -> None:
-        jobs = [(r, indices[0], len(indices)) for r in rings]
-        dp.native_keystream = write == "native"
-        try:
-            dp._write_keystreams(jobs)
-        finally:
-            dp.native_keystream = True
+    def run(dp: KernelDataPlane, _ring: KeystreamRing, indices: range) -> None:
+        dp._keystream.write_runs([(r, indices[0], len(indices)) for r in rings])
     return run
 
 
 def keystream_entry_bench(dp: KernelDataPlane) -> list[dict]:
     rows = []
-    native_built = dp._native_fill() is not None
     for kind, length, size in (("audio", AUDIO_KEYSTREAM_BYTES, 32), ("video", 1456, 128)):
-        ring = _Ring(base=dp._rings.alloc(size), size=size, ssrc=0x12345678,
+        ring = KeystreamRing(base=dp._rings.alloc(size), size=size, ssrc=0x12345678,
                      session=SrtpSession.from_master(os.urandom(30)), length=length)
         for batch in (1, 2, 4, size // 2):
             before = _per_entry_us(_reference_write, dp, ring, batch)
-            numpy_us = _per_entry_us(_numpy_write, dp, ring, batch)
-            native_us = (_per_entry_us(_native_write, dp, ring, batch) if native_built
-                         else float("nan"))
+            native_us = _per_entry_us(_native_write, dp, ring, batch)
             rows.append({"kind": kind, "bytes": length, "rings": 1, "batch": batch,
                          "before_us_per_entry": round(before, 2),
-                         "numpy_us_per_entry": round(numpy_us, 2),
                          "native_us_per_entry": round(native_us, 2)})
         # 16 rings of different keys per call, as maintain() batches its top-ups
-        rings = [_Ring(base=dp._rings.alloc(size), size=size, ssrc=0x1000 + k,
+        rings = [KeystreamRing(base=dp._rings.alloc(size), size=size, ssrc=0x1000 + k,
                        session=SrtpSession.from_master(os.urandom(30)), length=length)
                  for k in range(16)]
         for batch in (size // 4, size // 2):
-            numpy_us = _per_entry_us(_batch_write("numpy", rings), dp, ring, batch,
-                                     entries=2048 // 16) / 16
-            native_us = (_per_entry_us(_batch_write("native", rings), dp, ring, batch,
-                                       entries=2048 // 16) / 16
-                         if native_built else float("nan"))
+            native_us = _per_entry_us(_batch_write(rings), dp, ring, batch,
+                                      entries=2048 // 16) / 16
             rows.append({"kind": kind, "bytes": length, "rings": 16, "batch": batch,
                          "before_us_per_entry": float("nan"),
-                         "numpy_us_per_entry": round(numpy_us, 2),
                          "native_us_per_entry": round(native_us, 2)})
     return rows
 
@@ -217,7 +197,6 @@ def maintain_bench(dp: KernelDataPlane, participants: int, seconds: float = 3.0)
             dp.set_slot(peer.leg_id, StreamKind.VIDEO, k,
                         SlotSource(others[(n + k) % len(others)].leg_id, csrc=1))
     dp.maintain()
-    slot_stride = dp.maps["sft_slot_state"].entry_stride
     stream_state = dp.maps["sft_stream_state"]
     active = [s for s in dp._slots.values() if s.source is not None]
     streams = [(peer.leg_id, ssrc, kind) for peer in peers
@@ -229,9 +208,7 @@ def maintain_bench(dp: KernelDataPlane, participants: int, seconds: float = 3.0)
     for _ in range(ticks):
         for slot in active:  # 50 audio / 100 video packets per second per slot
             per_tick = 1 if slot.kind == StreamKind.AUDIO else 2
-            off = slot.slot_id * slot_stride
-            struct.pack_into("<Q", dp._slot_state_mm, off,
-                             struct.unpack_from("<Q", dp._slot_state_mm, off)[0] + per_tick)
+            dp.maps.slot_state(slot.slot_id).next_index += per_tick
         for key in streams:
             highest[key] += 1 if key[2] == 0 else 2
             stream_state.update(dp.abi.pack("sft_stream_key", leg_id=key[0], ssrc=key[1]),
@@ -265,31 +242,27 @@ def keystream_main(participants: int) -> None:
     try:
         rows = keystream_entry_bench(dp)
         print(f"{'kind':>6} {'bytes':>6} {'rings':>6} {'batch':>6} {'big-int µs/entry':>17} "
-              f"{'numpy µs/entry':>15} {'native µs/entry':>16}   (CPU time)")
+              f"{'native µs/entry':>16}   (CPU time)")
         for r in rows:
             print(f"{r['kind']:>6} {r['bytes']:>6} {r['rings']:>6} {r['batch']:>6} "
-                  f"{r['before_us_per_entry']:>17.2f} {r['numpy_us_per_entry']:>15.2f} "
-                  f"{r['native_us_per_entry']:>16.2f}")
+                  f"{r['before_us_per_entry']:>17.2f} {r['native_us_per_entry']:>16.2f}")
     finally:
         dp.close()
     top_ups = []
-    configs = [((audio_ring, video_ring), True), ((audio_ring, video_ring), False)]
+    configs = [(audio_ring, video_ring)]
     if (audio_ring, video_ring) != (32, 128):
-        configs.append(((32, 128), True))
-    for rings, use_native in configs:
+        configs.append((32, 128))
+    for rings in configs:
         dp = KernelDataPlane((), (40000, 40999), instance=f"ksbench{os.getpid()}",
                              keystream_entries=1 << (participants * (5 * rings[0] + 9 * rings[1]
                                                                      + 4 * rings[1])).bit_length(),
                              audio_ring=rings[0], video_ring=rings[1])
         try:
-            dp.native_keystream = use_native
-            native = use_native and dp._native_fill() is not None
             top_up = maintain_bench(dp, participants)
             top_up["rings"] = {"audio": rings[0], "video": rings[1]}
-            top_up["native"] = native
             top_ups.append(top_up)
             print(f"maintain() at the Wire mix, {participants} participants, rings "
-                  f"{rings[0]}/{rings[1]}, {'native' if native else 'numpy'} fill: "
+                  f"{rings[0]}/{rings[1]}: "
                   f"{top_up['entries_per_s']} keystream entries/s, "
                   f"{100 * top_up['maintain_cpu_share_of_core']:.1f} % of a core "
                   f"({top_up['us_per_entry']:.2f} µs per entry, events/leases included)")

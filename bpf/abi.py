@@ -97,7 +97,7 @@ class Abi:
         return value
 
     def sizeof(self, struct: str) -> int:
-        return self.ffi.sizeof(f"struct {struct}")
+        return int(self.ffi.sizeof(f"struct {struct}"))
 
     def enum_members(self, enum: str) -> dict[str, int]:
         return {name: value for value, name in

@@ -1,4 +1,9 @@
-"""A thin cffi binding (ABI mode) of libbpf.so.1: objects, maps, pins, test runs, attach.
+"""libbpf for the controller: objects, maps, pins, test runs, attach.
+
+The calls go through ``sftd.bpf._libbpf``, a cffi API-mode module compiled at
+setup time against ``<bpf/libbpf.h>`` (``bpf/native/build.py``,
+``bpf/native/libbpf_cdef.h``): libbpf's option structs are laid out by the C
+compiler, so a libbpf whose structs differ fails that build, not a call.
 
 Everything that can fail raises a ``BpfError`` subclass naming the operation,
 the errno text and what to do about it; every failure is counted in
@@ -17,6 +22,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import errno as errno_mod
+import importlib
 import logging
 import mmap
 import os
@@ -25,109 +31,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import cffi
+from .native.build import BUILD_COMMAND
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 BPFFS = Path("/sys/fs/bpf")
 
-_CDEF = """
-typedef uint32_t __u32;
-typedef uint64_t __u64;
-struct bpf_object;
-struct bpf_program;
-struct bpf_map;
-struct ring_buffer;
-
-struct bpf_test_run_opts {
-    size_t sz;
-    const void *data_in;
-    void *data_out;
-    __u32 data_size_in;
-    __u32 data_size_out;
-    const void *ctx_in;
-    void *ctx_out;
-    __u32 ctx_size_in;
-    __u32 ctx_size_out;
-    __u32 retval;
-    int repeat;
-    __u32 duration;
-    __u32 flags;
-    __u32 cpu;
-    __u32 batch_size;
-};
-struct bpf_xdp_attach_opts { size_t sz; int old_prog_fd; };
-struct bpf_tc_hook { size_t sz; int ifindex; int attach_point; __u32 parent; };
-struct bpf_tc_opts {
-    size_t sz; int prog_fd; __u32 flags; __u32 prog_id; __u32 handle; __u32 priority;
-};
-struct ring_buffer_opts { size_t sz; };
-/* va_list is passed as a pointer on x86-64 (and by reference on arm64) */
-typedef int (*libbpf_print_fn_t)(int level, const char *format, void *args);
-libbpf_print_fn_t libbpf_set_print(libbpf_print_fn_t fn);
-int vsnprintf(char *str, size_t size, const char *format, void *args);
-typedef int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size);
-
-struct bpf_object *bpf_object__open_file(const char *path, const void *opts);
-int bpf_object__load(struct bpf_object *obj);
-void bpf_object__close(struct bpf_object *obj);
-struct bpf_program *bpf_object__find_program_by_name(const struct bpf_object *obj,
-                                                     const char *name);
-struct bpf_map *bpf_object__find_map_by_name(const struct bpf_object *obj, const char *name);
-int bpf_program__fd(const struct bpf_program *prog);
-int bpf_program__set_log_buf(struct bpf_program *prog, char *log_buf, size_t log_size);
-int bpf_program__set_log_level(struct bpf_program *prog, __u32 log_level);
-int bpf_program__pin(struct bpf_program *prog, const char *path);
-int bpf_map__fd(const struct bpf_map *map);
-int bpf_map__pin(struct bpf_map *map, const char *path);
-int bpf_map__unpin(struct bpf_map *map, const char *path);
-__u32 bpf_map__value_size(const struct bpf_map *map);
-__u32 bpf_map__key_size(const struct bpf_map *map);
-__u32 bpf_map__max_entries(const struct bpf_map *map);
-int bpf_map__type(const struct bpf_map *map);
-int bpf_map__set_max_entries(struct bpf_map *map, __u32 max_entries);
-int libbpf_num_possible_cpus(void);
-
-int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags);
-int bpf_map_lookup_elem(int fd, const void *key, void *value);
-int bpf_map_delete_elem(int fd, const void *key);
-int bpf_map_get_next_key(int fd, const void *key, void *next_key);
-struct bpf_map_batch_opts { size_t sz; __u64 elem_flags; __u64 flags; };
-int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values,
-                         __u32 *count, const struct bpf_map_batch_opts *opts);
-int bpf_obj_get(const char *pathname);
-int bpf_obj_get_info_by_fd(int bpf_fd, void *info, __u32 *info_len);
-int bpf_prog_test_run_opts(int prog_fd, struct bpf_test_run_opts *opts);
-
-int bpf_xdp_attach(int ifindex, int prog_fd, __u32 flags, const struct bpf_xdp_attach_opts *opts);
-int bpf_xdp_detach(int ifindex, __u32 flags, const struct bpf_xdp_attach_opts *opts);
-int bpf_xdp_query_id(int ifindex, int flags, __u32 *prog_id);
-int bpf_tc_hook_create(struct bpf_tc_hook *hook);
-int bpf_tc_hook_destroy(struct bpf_tc_hook *hook);
-int bpf_tc_attach(const struct bpf_tc_hook *hook, struct bpf_tc_opts *opts);
-int bpf_tc_detach(const struct bpf_tc_hook *hook, const struct bpf_tc_opts *opts);
-int bpf_tc_query(const struct bpf_tc_hook *hook, struct bpf_tc_opts *opts);
-
-struct ring_buffer *ring_buffer__new(int map_fd, ring_buffer_sample_fn sample_cb, void *ctx,
-                                     const struct ring_buffer_opts *opts);
-void ring_buffer__free(struct ring_buffer *rb);
-int ring_buffer__poll(struct ring_buffer *rb, int timeout_ms);
-int ring_buffer__consume(struct ring_buffer *rb);
-int ring_buffer__epoll_fd(const struct ring_buffer *rb);
-"""
-
-ffi = cffi.FFI()
-ffi.cdef(_CDEF)
-
-BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
-XDP_FLAGS_UPDATE_IF_NOEXIST, XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1, 2, 4
-BPF_TC_INGRESS = 1
-BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY = 5, 6
-_PERCPU_TYPES = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, 10}  # 10: LRU_PERCPU_HASH
-
 _errors: collections.Counter[str] = collections.Counter()
-_lib: Any = None
+_binding_error = ""
+try:
+    _binding: Any = importlib.import_module("sftd.bpf._libbpf")
+except ImportError as exc:  # reported by lib(), with what to do
+    _binding = None
+    _binding_error = str(exc)
+ffi: Any = _binding.ffi if _binding is not None else None
+
+if _binding is not None:
+    _lib = _binding.lib
+    BPF_ANY, BPF_NOEXIST, BPF_EXIST = _lib.BPF_ANY, _lib.BPF_NOEXIST, _lib.BPF_EXIST
+    XDP_FLAGS_UPDATE_IF_NOEXIST = _lib.XDP_FLAGS_UPDATE_IF_NOEXIST
+    XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = _lib.XDP_FLAGS_SKB_MODE, _lib.XDP_FLAGS_DRV_MODE
+    BPF_TC_INGRESS, BPF_TC_EGRESS = _lib.BPF_TC_INGRESS, _lib.BPF_TC_EGRESS
+    BPF_MAP_TYPE_PERCPU_HASH = _lib.BPF_MAP_TYPE_PERCPU_HASH
+    BPF_MAP_TYPE_PERCPU_ARRAY = _lib.BPF_MAP_TYPE_PERCPU_ARRAY
+    _PERCPU_TYPES = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
+                     _lib.BPF_MAP_TYPE_LRU_PERCPU_HASH}
 
 
 class BpfError(OSError):
@@ -145,7 +74,7 @@ class BpfError(OSError):
         self.operation = operation
 
     def __str__(self) -> str:
-        return self.args[1]
+        return str(self.args[1])
 
 
 class LibbpfMissing(BpfError):
@@ -173,37 +102,45 @@ def error_counts() -> dict[str, int]:
     return dict(_errors)
 
 
+_messages_routed = False
+
+
 def lib() -> Any:
-    global _lib
-    if _lib is None:
-        try:
-            _lib = ffi.dlopen("libbpf.so.1")
-        except OSError as exc:
-            raise LibbpfMissing("dlopen libbpf.so.1", errno_mod.ENOENT,
-                                "install libbpf1 (apt-get install libbpf1)", str(exc)) from exc
-        _lib.libbpf_set_print(_libbpf_print)
-    return _lib
+    """The compiled libbpf binding; raises LibbpfMissing, saying what to do, without it."""
+    global _messages_routed
+    if _binding is None:
+        raise LibbpfMissing("import of sftd.bpf._libbpf", errno_mod.ENOENT,
+                            f"build it with `{BUILD_COMMAND}` (needs libbpf-dev) and install "
+                            "libbpf1 to run it", _binding_error)
+    if not _messages_routed:
+        _binding.lib.sft_libbpf_route_messages()
+        _messages_routed = True
+    return _binding.lib
 
 
 _libbpf_log = logging.getLogger("sftd.bpf.libbpf.raw")
-_libc = ffi.dlopen(None)
+_last_kernel_message = ""
 
 
-@ffi.callback("int(int, const char *, void *)")
-def _libbpf_print(level: int, fmt: Any, args: Any) -> int:
+def _on_libbpf_message(_level: int, text_ptr: Any) -> None:
     """libbpf's own messages go to our log at debug level: every failure that
     matters is raised as a BpfError (or logged) with what to do about it."""
     global _last_kernel_message
-    buf = ffi.new("char[]", 2048)
-    _libc.vsnprintf(buf, 2048, fmt, args)
-    text = ffi.string(buf).decode(errors="replace").rstrip()
+    text = ffi.string(text_ptr).decode(errors="replace").rstrip()
     if "Kernel error message:" in text:
         _last_kernel_message = text.split("Kernel error message:", 1)[1].strip()
     _libbpf_log.debug("%s", text)
+
+
+def _on_ring_buffer_record(ctx: Any, data: Any, size: int) -> int:
+    ring: RingBuffer = ffi.from_handle(ctx)
+    ring.deliver(bytes(ffi.buffer(data, size)))
     return 0
 
 
-_last_kernel_message = ""
+if ffi is not None:
+    ffi.def_extern(name="sft_libbpf_message")(_on_libbpf_message)
+    ffi.def_extern(name="sft_ring_buffer_record")(_on_ring_buffer_record)
 
 
 def _check(ret: int, operation: str, advice: str = "",
@@ -260,14 +197,21 @@ class Map:
         """Every (key, value) of a non-per-CPU map, in as few syscalls as its size
         allows (``BPF_MAP_LOOKUP_BATCH``); a map changing meanwhile may be read
         partly before and partly after the change."""
+        ks, vs = self.key_size, self.value_size
+        return [(kb[i * ks:(i + 1) * ks], vb[i * vs:(i + 1) * vs])
+                for kb, vb, count in self.lookup_batches(chunk) for i in range(count)]
+
+    def lookup_batches(self, chunk: int = 0) -> Iterator[tuple[bytes, bytes, int]]:
+        """``lookup_all`` as it comes from the kernel: (keys, values, count) per
+        syscall, keys and values packed back to back."""
         assert not self.percpu
         chunk = chunk or max(64, min(self.max_entries, 4096))
         keys = ffi.new("char[]", chunk * self.key_size)
         values = ffi.new("char[]", chunk * self.value_size)
         token_in, token_out = ffi.new("char[]", 8), ffi.new("char[]", 8)  # a u32 bucket index
         count = ffi.new("__u32 *")
-        opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
-        out: list[tuple[bytes, bytes]] = []
+        opts = ffi.new("struct bpf_map_batch_opts *",
+                       {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
         first = True
         while True:
             count[0] = chunk
@@ -275,13 +219,11 @@ class Map:
                                              keys, values, count, opts)
             if ret < 0 and -ret != errno_mod.ENOENT:
                 raise MapOperationFailed(f"batch lookup in map {self.name}", -ret)
-            kb = bytes(ffi.buffer(keys, count[0] * self.key_size))
-            vb = bytes(ffi.buffer(values, count[0] * self.value_size))
-            out.extend((kb[i * self.key_size:(i + 1) * self.key_size],
-                        vb[i * self.value_size:(i + 1) * self.value_size])
-                       for i in range(count[0]))
+            n = int(count[0])
+            yield (bytes(ffi.buffer(keys, n * self.key_size)),
+                   bytes(ffi.buffer(values, n * self.value_size)), n)
             if ret < 0:  # ENOENT: that was the last batch
-                return out
+                return
             ffi.memmove(token_in, token_out, 8)
             first = False
 
@@ -381,10 +323,10 @@ class Program:
 
 
 def prog_id_of_fd(fd: int) -> int:
-    info = ffi.new("__u32[2]")  # struct bpf_prog_info starts with type, id
-    length = ffi.new("__u32 *", 8)
+    info = ffi.new("struct bpf_prog_info *")
+    length = ffi.new("__u32 *", ffi.sizeof("struct bpf_prog_info"))
     _check(lib().bpf_obj_get_info_by_fd(fd, info, length), "bpf_obj_get_info_by_fd")
-    return int(info[1])
+    return int(info.id)
 
 
 class BpfObject:
@@ -438,10 +380,10 @@ class BpfObject:
         if handle == ffi.NULL:
             raise BpfError(f"find map {name} in {self.path}", errno_mod.ENOENT,
                            "the object is stale: rebuild with `make -C bpf`")
-        l = lib()
-        return Map(name, _check(l.bpf_map__fd(handle), f"fd of map {name}"),
-                   l.bpf_map__key_size(handle), l.bpf_map__value_size(handle),
-                   l.bpf_map__max_entries(handle), l.bpf_map__type(handle), handle)
+        binding = lib()
+        return Map(name, _check(binding.bpf_map__fd(handle), f"fd of map {name}"),
+                   binding.bpf_map__key_size(handle), binding.bpf_map__value_size(handle),
+                   binding.bpf_map__max_entries(handle), binding.bpf_map__type(handle), handle)
 
     def set_max_entries(self, name: str, max_entries: int) -> None:
         """Resize a map before load."""
@@ -584,14 +526,16 @@ def detach_tc(ifindex: int, handle: int, priority: int, prog_id: int | None = No
                f"TC detach from ifindex {ifindex}", error=AttachFailed)
     if destroy_hook:
         hook = _tc_hook(ifindex)
-        hook.attach_point = BPF_TC_INGRESS | 2  # both directions: the qdisc itself
+        hook.attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS  # both: the qdisc itself
         if not _tc_has_filters(ifindex):
             lib().bpf_tc_hook_destroy(hook)
 
 
-def off_event_loop(fn: Callable[..., T], *args: Any) -> T:
-    """pyroute2's synchronous API refuses to run inside a running asyncio loop
-    (the controller's): run such calls on a short-lived thread instead."""
+def call_outside_event_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Calls ``fn`` on a thread without a running asyncio loop, and waits for it:
+    pyroute2's synchronous API refuses to run on the loop's thread. From the
+    loop's thread the call runs on a short-lived helper thread while the loop
+    stays blocked, so ``fn`` must be short (one netlink request)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -601,7 +545,7 @@ def off_event_loop(fn: Callable[..., T], *args: Any) -> T:
 
 
 def _tc_has_filters(ifindex: int) -> bool:
-    return off_event_loop(_tc_has_filters_now, ifindex)
+    return call_outside_event_loop(_tc_has_filters_now, ifindex)
 
 
 def _tc_has_filters_now(ifindex: int) -> bool:
@@ -670,25 +614,27 @@ class RingBuffer:
 
     def __init__(self, m: Map, handler: Callable[[bytes], None]) -> None:
         self._handler = handler
+        self._name = m.name
         self.handler_failures = 0  # records whose handler raised
-
-        @ffi.callback("int(void *, void *, size_t)")
-        def _sample(_ctx: Any, data: Any, size: int) -> int:
-            try:
-                self._handler(bytes(ffi.buffer(data, size)))
-            except Exception:  # noqa: BLE001 - never unwind through C
-                _errors["ring buffer handler"] += 1
-                self.handler_failures += 1
-                if self.handler_failures == 1:  # once: a broken handler fails every record
-                    log.exception("handling a record of ring buffer %s failed (further "
-                                  "failures are only counted): this is a bug, please "
-                                  "report it with this traceback", m.name)
-            return 0
-
-        self._callback = _sample
-        self.handle = lib().ring_buffer__new(m.fd, _sample, ffi.NULL, ffi.NULL)
+        self._self_handle = ffi.new_handle(self)  # kept alive as long as the ring buffer
+        binding = lib()
+        self.handle = binding.ring_buffer__new(m.fd, binding.sft_ring_buffer_record,
+                                               self._self_handle, ffi.NULL)
         if self.handle == ffi.NULL:
             raise BpfError(f"ring buffer on map {m.name}", ffi.errno)
+
+    def deliver(self, record: bytes) -> None:
+        """One record to the handler; a failure is logged once and counted, never
+        raised into libbpf."""
+        try:
+            self._handler(record)
+        except Exception:  # noqa: BLE001 - never unwind through C
+            _errors["ring buffer handler"] += 1
+            self.handler_failures += 1
+            if self.handler_failures == 1:  # once: a broken handler fails every record
+                log.exception("handling a record of ring buffer %s failed (further "
+                              "failures are only counted): this is a bug, please "
+                              "report it with this traceback", self._name)
 
     @property
     def epoll_fd(self) -> int:

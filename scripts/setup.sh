@@ -41,8 +41,9 @@ extras=""
 .venv/bin/pip install -q --upgrade pip "setuptools>=77" wheel cffi >/dev/null
 .venv/bin/pip install -q -e ".${extras}"
 
-# Native parts built with cffi and gcc: the load generator's sender/receiver and
-# the kernel data plane's keystream fill (AES-NI or OpenSSL).
+# Native parts built with cffi and gcc: the load generator's sender/receiver, and
+# the kernel data plane's keystream fill (AES-NI or OpenSSL) and libbpf binding
+# (compiled against libbpf-dev's headers).
 .venv/bin/python -m sftd.sftload.native.build >/dev/null
 .venv/bin/python -m sftd.bpf.native.build >/dev/null
 

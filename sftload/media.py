@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from hashlib import sha1
 
 import pylibsrtp
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from sftd.bpf.srtp import SrtpSession, aes_cm
 
 AUDIO_INTERVAL_NS = 20_000_000
 VIDEO_INTERVAL_NS = 10_000_000
@@ -63,11 +64,6 @@ class SrtpError(ValueError):
     pass
 
 
-def _aes_ctr(key: bytes, iv: int, data: bytes) -> bytes:
-    enc = Cipher(algorithms.AES(key), modes.CTR(iv.to_bytes(16, "big"))).encryptor()
-    return enc.update(data) + enc.finalize()
-
-
 class SrtpReceiver:
     """AES_CM_128_HMAC_SHA1_80 unprotect with an explicit rollover counter
     (RFC 3711 §3-4), for sampled packets.
@@ -81,22 +77,13 @@ class SrtpReceiver:
     """
 
     def __init__(self, key_salt: bytes) -> None:
-        master_key, master_salt = key_salt[:KEY_LEN], key_salt[KEY_LEN:KEY_LEN + SALT_LEN]
-        salt = int.from_bytes(master_salt, "big")
-
-        def kdf(label: int, length: int) -> bytes:
-            x = salt ^ (label << 48)
-            return _aes_ctr(master_key, x << 16, bytes(length))
-
-        self.k_e = kdf(0, 16)
-        self.k_a = kdf(1, 20)
-        self.k_s = int.from_bytes(kdf(2, 14), "big")
+        self.keys = SrtpSession.from_master(key_salt[:KEY_LEN + SALT_LEN])
 
     def unprotect(self, packet: bytes, roc: int) -> bytes:
         if len(packet) < 12 + 10:
             raise SrtpError("too short")
         body, tag = packet[:-10], packet[-10:]
-        mac = hmac.new(self.k_a, body + roc.to_bytes(4, "big"), sha1).digest()[:10]
+        mac = hmac.new(self.keys.auth_key, body + roc.to_bytes(4, "big"), sha1).digest()[:10]
         if not hmac.compare_digest(mac, tag):
             raise SrtpError("authentication failure")
         b0 = body[0]
@@ -106,8 +93,7 @@ class SrtpReceiver:
         seq = struct.unpack_from("!H", body, 2)[0]
         ssrc = struct.unpack_from("!I", body, 8)[0]
         index = (roc << 16) | seq
-        iv = (self.k_s << 16) ^ (ssrc << 64) ^ (index << 16)
-        return body[:off] + _aes_ctr(self.k_e, iv, body[off:])
+        return body[:off] + aes_cm(self.keys.enc_key, self.keys.iv(ssrc, index), body[off:])
 
 
 @dataclass

@@ -63,6 +63,7 @@ struct sft_sha1_work {
 
 /* One received packet, parsed once; the fan-out re-reads it from here. */
 struct sft_packet {
+	__u64 now_ns;        /* bpf_ktime_get_ns() read once per packet, for every use */
 	__u64 index;         /* SRTP index of the received packet */
 	__u64 seq_index;     /* index less the stream's dropped padding-only packets */
 	__u32 leg_id;

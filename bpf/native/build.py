@@ -1,6 +1,13 @@
-"""Build the native keystream fill (``bpf/native/keystream.c``) into
-``bpf/_keystream*.so`` with cffi (API mode: calls release the GIL), linked to
-OpenSSL's libcrypto (``libssl-dev`` at build time, ``libssl3`` at run time).
+"""Builds the kernel data plane's native modules with cffi (API mode), at setup
+time, so that nodes running them need no compiler:
+
+- ``bpf/_keystream*.so``: the keystream fill (``keystream.c``), written against
+  ``bpf/include/sft_abi.h``, linked to OpenSSL's libcrypto (``libssl-dev`` to
+  build, ``libssl3`` to run); calls release the GIL.
+- ``bpf/_libbpf*.so``: the libbpf calls of ``bpf/libbpf.py``, compiled against
+  ``<bpf/libbpf.h>`` (``libbpf-dev`` to build, ``libbpf1`` to run), so that a
+  layout change of libbpf's option structs fails this build instead of
+  corrupting a call.
 
     .venv/bin/python -m sftd.bpf.native.build      # or: python bpf/native/build.py
 """
@@ -12,35 +19,70 @@ import re
 import sys
 from pathlib import Path
 
+from cffi import FFI
+
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE.parent  # bpf/
 TMPDIR = PACKAGE / "build" / "native"  # bpf/build/ holds generated files already
+BUILD_COMMAND = "python -m sftd.bpf.native.build"
+# a field cffi checks that changed type in the real header is a build error
+_STRICT = ["-O2", "-Wall", "-Wno-unused-function", "-Werror=incompatible-pointer-types"]
 
 
-def cdef_text() -> str:
-    text = (HERE / "keystream.h").read_text()
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+def cdef_text(header: Path) -> str:
+    """A header's declarations without comments and preprocessor lines."""
+    text = re.sub(r"/\*.*?\*/", "", header.read_text(), flags=re.S)
     return "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
 
 
-def ffibuilder():  # type: ignore[no-untyped-def]
-    from cffi import FFI
-
+def keystream_builder() -> FFI:
     ffi = FFI()
-    ffi.cdef(cdef_text())
+    ffi.cdef(cdef_text(HERE / "keystream.h"))
     ffi.set_source(
         "sftd.bpf._keystream", '#include "keystream.h"',
         # relative: setuptools refuses absolute source paths in a wheel build
         sources=[os.path.relpath(HERE / "keystream.c")],
-        include_dirs=[str(HERE)],
-        extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
+        include_dirs=[str(HERE), str(PACKAGE / "include")],
+        extra_compile_args=_STRICT,
         libraries=["crypto"])
     return ffi
 
 
-def build(verbose: bool = False) -> Path:
-    TMPDIR.mkdir(parents=True, exist_ok=True)
-    out = Path(ffibuilder().compile(tmpdir=str(TMPDIR), verbose=verbose))
+_LIBBPF_SOURCE = r"""
+#include <stdarg.h>
+#include <stdio.h>
+#include <linux/if_link.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+static void sft_libbpf_message(int level, const char *text);
+
+static int sft_libbpf_print(enum libbpf_print_level level, const char *format, va_list args)
+{
+	char text[2048];
+
+	vsnprintf(text, sizeof(text), format, args);
+	sft_libbpf_message((int)level, text);
+	return 0;
+}
+
+static void sft_libbpf_route_messages(void)
+{
+	libbpf_set_print(sft_libbpf_print);
+}
+"""
+
+
+def libbpf_builder() -> FFI:
+    ffi = FFI()
+    ffi.cdef(cdef_text(HERE / "libbpf_cdef.h"))
+    ffi.set_source("sftd.bpf._libbpf", _LIBBPF_SOURCE, libraries=["bpf"],
+                   extra_compile_args=_STRICT)
+    return ffi
+
+
+def _compile(ffi: FFI, verbose: bool) -> Path:
+    out = Path(ffi.compile(tmpdir=str(TMPDIR), verbose=verbose))
     dest = PACKAGE / out.name
     tmp = dest.with_suffix(".tmp")
     tmp.write_bytes(out.read_bytes())
@@ -48,6 +90,30 @@ def build(verbose: bool = False) -> Path:
     return dest
 
 
+def check_layouts(module: Path, name: str, cdef_header: Path) -> None:
+    """Lays out every struct the cdef declares, as the first use at run time would:
+    a field whose size differs in the real header fails the build here (cffi only
+    knows it when the module is loaded)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, module)
+    assert spec is not None and spec.loader is not None
+    compiled = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compiled)
+    for struct in re.findall(r"^struct (\w+) \{", cdef_text(cdef_header), flags=re.M):
+        compiled.ffi.sizeof(f"struct {struct}")
+
+
+def build(verbose: bool = False) -> list[Path]:
+    TMPDIR.mkdir(parents=True, exist_ok=True)
+    keystream = _compile(keystream_builder(), verbose)
+    check_layouts(keystream, "sftd.bpf._keystream", HERE / "keystream.h")
+    libbpf = _compile(libbpf_builder(), verbose)
+    check_layouts(libbpf, "sftd.bpf._libbpf", HERE / "libbpf_cdef.h")
+    return [keystream, libbpf]
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(PACKAGE.parent))
-    print(build(verbose="-v" in sys.argv))
+    for path in build(verbose="-v" in sys.argv):
+        print(path)

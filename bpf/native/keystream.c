@@ -1,6 +1,6 @@
 /* SRTP AES-CM keystream (RFC 3711 §4.1.1) written straight into the mmapped
- * sft_keystream BPF array: the controller decides which rings need which indices
- * (bpf/dataplane.py), this file builds the counter blocks, runs AES-128-ECB over
+ * sft_keystream BPF array (struct sft_keystream of sft_abi.h): the controller decides
+ * which rings need which indices (bpf/maintenance.py), this file builds the counter blocks, runs AES-128-ECB over
  * them (AES-NI intrinsics when the CPU has them, else OpenSSL EVP AES-128-ECB;
  * both give the same bytes) and writes the entries with the
  * ordering the kernel's reader relies on (tag 0, bytes, header, tag last). */
@@ -16,7 +16,7 @@
 #endif
 
 #define KS_BLOCK 16
-#define KS_MAX_BLOCKS 256 /* 4096 bytes per entry at most */
+#define KS_MAX_BLOCKS ((SFT_KEYSTREAM_BYTES + KS_BLOCK - 1) / KS_BLOCK)
 #define KS_INDEX_MASK 0xFFFFFFFFFFFFULL
 
 static inline uint64_t load_be64(const uint8_t *p)
@@ -182,8 +182,8 @@ static int fill_entry(EVP_CIPHER_CTX *ctx, uint8_t *out, uint64_t hi, uint64_t l
 	return 0;
 }
 
-long sft_keystream_fill(uint8_t *map, size_t stride, size_t bytes_off, size_t max_entries,
-			const char *reqs, size_t n)
+long sft_keystream_fill(struct sft_keystream *map, size_t max_entries,
+			const struct sft_ks_req *reqs, size_t n)
 {
 	EVP_CIPHER_CTX *ctx = NULL;
 	uint8_t last_key[16];
@@ -198,76 +198,74 @@ long sft_keystream_fill(uint8_t *map, size_t stride, size_t bytes_off, size_t ma
 	if (!aesni && !(ctx = EVP_CIPHER_CTX_new()))
 		return -4;
 	for (r = 0; r < n; r++) {
-		struct sft_ks_req q;
+		const struct sft_ks_req *q = &reqs[r];
 		uint64_t first, hi, lo_base, i;
 		uint32_t count, pos;
 		uint8_t iv[KS_BLOCK];
 
-		memcpy(&q, reqs + r * sizeof(q), sizeof(q)); /* Python's bytes need no alignment */
-		if (!q.size || (q.size & (q.size - 1))) {
+		if (!q->size || (q->size & (q->size - 1))) {
 			err = -2;
 			break;
 		}
-		if ((uint64_t)q.base + q.size > max_entries) {
+		if ((uint64_t)q->base + q->size > max_entries) {
 			err = -1;
 			break;
 		}
-		if (q.length > KS_MAX_BLOCKS * KS_BLOCK || bytes_off + q.length > stride ||
-		    stride < 16) {
+		if (q->length > sizeof(map->bytes)) {
 			err = -3;
 			break;
 		}
-		count = q.count;
-		first = q.first;
-		if (count > q.size) { /* only the last ``size`` indices fit the ring */
-			first += count - q.size;
-			count = q.size;
+		count = q->count;
+		first = q->first;
+		if (count > q->size) { /* only the last ``size`` indices fit the ring */
+			first += count - q->size;
+			count = q->size;
 		}
 		if (!count)
 			continue;
-		if (!keyed || memcmp(last_key, q.key, 16)) {
+		if (!keyed || memcmp(last_key, q->key, 16)) {
 #ifdef KS_HAVE_AESNI
 			if (aesni)
-				aesni_key(rk, q.key);
+				aesni_key(rk, q->key);
 #endif
 			if (!aesni &&
-			    !EVP_EncryptInit_ex(ctx, keyed ? NULL : ecb_cipher(), NULL, q.key, NULL)) {
+			    !EVP_EncryptInit_ex(ctx, keyed ? NULL : ecb_cipher(), NULL, q->key, NULL)) {
 				err = -4;
 				break;
 			}
 			if (!aesni)
 				EVP_CIPHER_CTX_set_padding(ctx, 0);
-			memcpy(last_key, q.key, 16);
+			memcpy(last_key, q->key, 16);
 			keyed = 1;
 		}
 		/* IV bytes 0..13 = salt, bytes 4..7 ^= SSRC (SSRC << 64), bytes 14..15 = 0 */
-		memcpy(iv, q.salt, 14);
+		memcpy(iv, q->salt, 14);
 		iv[14] = iv[15] = 0;
-		hi = load_be64(iv) ^ (uint64_t)q.ssrc;
+		hi = load_be64(iv) ^ (uint64_t)q->ssrc;
 		lo_base = load_be64(iv + 8);
-		pos = (uint32_t)(first & (q.size - 1));
+		pos = (uint32_t)(first & (q->size - 1));
 		for (i = 0; i < count; i++) {
 			uint64_t index = first + i;
-			uint8_t *entry = map + (size_t)(q.base + pos) * stride;
-			uint64_t *tag = (uint64_t *)entry;
-			uint16_t hdr16[2] = {(uint16_t)q.length, 0};
+			struct sft_keystream *entry = &map[q->base + pos];
+			__u64 *tag = &entry->index_tag;
 			uint64_t lo = lo_base ^ ((index & KS_INDEX_MASK) << 16);
 
 			__atomic_store_n(tag, 0, __ATOMIC_RELAXED); /* invalid while being written */
 			__atomic_thread_fence(__ATOMIC_RELEASE);
 #ifdef KS_HAVE_AESNI
 			if (aesni)
-				aesni_entry(rk, entry + bytes_off, hi, lo, q.length);
+				aesni_entry(rk, entry->bytes, hi, lo, q->length);
 #endif
-			if (!aesni && fill_entry(ctx, entry + bytes_off, hi, lo, q.length)) {
+			if (!aesni && fill_entry(ctx, entry->bytes, hi, lo, q->length)) {
 				err = -4;
 				goto out;
 			}
-			memcpy(entry + 8, &q.ssrc, 4);
-			memcpy(entry + 12, hdr16, 4);
+			entry->ssrc = q->ssrc;
+			entry->valid_len = (__u16)q->length;
+			entry->pad = 0;
 			__atomic_store_n(tag, index + 1, __ATOMIC_RELEASE);
 			written++;
-			pos = (pos + 1) & (q.size - 1);
+			pos = (pos + 1) & (q->size - 1);
 		}
 	}
 out:

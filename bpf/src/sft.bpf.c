@@ -56,12 +56,12 @@ static __always_inline int sft_lease_valid(const struct sft_leg *leg, const stru
 /* The SSRC a video slot preferring ``layer`` takes next: that layer's, unless
  * it is paused while the other flows (senders pause their high layer when
  * their estimate drops). A subprogram: inlined, it overflows the fan-out's stack. */
-__noinline int sft_wanted_video_ssrc(__u32 leg_id, __u32 layer)
+__noinline int sft_wanted_video_ssrc(__u32 leg_id, __u32 layer, __u64 now)
 {
 	const struct sft_config *cfg;
 	struct sft_leg_state *ls;
 	__u32 zero = 0;
-	__u64 now, pause;
+	__u64 pause;
 
 	cfg = bpf_map_lookup_elem(&sft_config, &zero);
 	ls = bpf_map_lookup_elem(&sft_leg_state, &leg_id);
@@ -72,7 +72,6 @@ __noinline int sft_wanted_video_ssrc(__u32 leg_id, __u32 layer)
 		return ls->video_ssrc[layer ^ 1];
 	if (!ls->video_ssrc[layer ^ 1])
 		return ls->video_ssrc[layer];
-	now = bpf_ktime_get_ns();
 	pause = cfg->layer_pause_ns ? cfg->layer_pause_ns : SFT_LAYER_STALE_NS;
 	if (now - ls->video_media_ns[layer] > pause && now - ls->video_media_ns[layer ^ 1] <= pause)
 		return ls->video_ssrc[layer ^ 1];
@@ -82,9 +81,8 @@ __noinline int sft_wanted_video_ssrc(__u32 leg_id, __u32 layer)
 /* RFC 3550 A.8 interarrival jitter, integer form (x 16), in RTP clock units.
  * A subprogram of its own: inlined, its locals overflow the receive path's stack. */
 __noinline int sft_update_jitter(struct sft_stream_state *rs __arg_nonnull, __u32 timestamp,
-				 __u32 kind)
+				 __u32 kind, __u64 now)
 {
-	__u64 now = bpf_ktime_get_ns();
 	__u32 arrival = kind == SFT_KIND_AUDIO ? now * 48 / 1000000 : now * 9 / 100000;
 	__u32 transit = arrival - timestamp;
 	__s32 d = (__s32)(transit - rs->last_transit);
@@ -225,7 +223,7 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 	}
 	if (p->ssrc != state->source_ssrc) {
 		if (p->kind == SFT_KIND_VIDEO) {
-			desired = (__u32)sft_wanted_video_ssrc(p->leg_id, slot->layer);
+			desired = (__u32)sft_wanted_video_ssrc(p->leg_id, slot->layer, p->now_ns);
 			if (p->ssrc != desired)
 				return 0;
 			if (!p->keyframe) {
@@ -242,7 +240,7 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 	sub = bpf_map_lookup_elem(&sft_legs, &slot->subscriber);
 	if (!sub)
 		return 0;
-	if (!sft_lease_valid(sub, cfg, bpf_ktime_get_ns())) {
+	if (!sft_lease_valid(sub, cfg, p->now_ns)) {
 		sft_kcount(SFT_K_TC_LEASE_EXPIRED);
 		return 0;
 	}
@@ -363,7 +361,7 @@ static __always_inline void sft_record_arrival(__u32 ring_id, const struct sft_p
 		return;
 	}
 	pos = __sync_fetch_and_add(&ring->head, 1);
-	rec.arrival_us = bpf_ktime_get_ns() / 1000;
+	rec.arrival_us = p->now_ns / 1000;
 	rec.seq = p->twcc_seq;
 	rec.lap = SFT_TWCC_LAP_VALID | ((pos / SFT_TWCC_RECORDS) & 0x7fff);
 	/* one store: the reader sees the old record or the new one, never a mix */
@@ -399,7 +397,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	struct sft_packet *p;
 	__u32 zero = 0, rtp_len, layer, pad_len, count, slot_id, i, sent = 0, video_layer = 0;
 	__u32 twcc_ring;
-	__u64 index, tag_lo, *conf_packets, sent_total, now;
+	__u64 index, tag_lo, *conf_packets, sent_total;
 	__u16 tag_hi;
 	__s32 grow;
 	int ret;
@@ -412,8 +410,10 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	if (!s || !cfg || !leg)
 		return sft_drop(SFT_CTR_DROP_UNKNOWN_LEG, -1);
 	p = &s->pkt;
-	now = bpf_ktime_get_ns();
-	if (!sft_lease_valid(leg, cfg, now))
+	/* the packet's one clock read: lease checks, arrival, jitter and layer activity;
+	 * kept in the scratch map, not in a local live across calls (512-byte stack) */
+	p->now_ns = bpf_ktime_get_ns();
+	if (!sft_lease_valid(leg, cfg, p->now_ns))
 		return sft_drop(SFT_CTR_DROP_LEASE_EXPIRED, SFT_K_TC_LEASE_EXPIRED);
 	if (bpf_skb_load_bytes(skb, SFT_L3_OFF, p->iph, sizeof(p->iph)))
 		return sft_drop(SFT_CTR_DROP_MALFORMED, SFT_K_TC_TRUNCATED);
@@ -500,7 +500,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 		return sft_drop(SFT_CTR_DROP_UNKNOWN_SSRC, SFT_K_TC_UNKNOWN_SSRC);
 	}
 	p->kind = stream->kind;
-	sft_update_jitter(rs, p->timestamp, p->kind);
+	sft_update_jitter(rs, p->timestamp, p->kind, p->now_ns);
 	ls = bpf_map_lookup_elem(&sft_leg_state, &leg_id);
 	if (!ls)
 		return sft_drop(SFT_CTR_DROP_NOT_READY, -1);
@@ -516,7 +516,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 		/* a layer counts as flowing from its first packet, even one dropped
 		 * below while its keystream is made (user space forwards that one) */
 		if (!ls->video_media_ns[video_layer])
-			ls->video_media_ns[video_layer] = bpf_ktime_get_ns();
+			ls->video_media_ns[video_layer] = p->now_ns;
 	}
 	ls->rx_packets++;
 
@@ -539,7 +539,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	p->seq_index = index - rs->padding_dropped;
 	p->keyframe = 0;
 	if (p->kind == SFT_KIND_VIDEO) {
-		ls->video_media_ns[video_layer & 1] = bpf_ktime_get_ns();
+		ls->video_media_ns[video_layer & 1] = p->now_ns;
 		if (p->has_fd)
 			p->keyframe = (p->fd0 & SFT_FD_BEGIN_OF_FRAME) &&
 				      !(p->fd0 & SFT_FD_HAS_DEPENDENCIES);

@@ -352,7 +352,7 @@ def test_keystream_refills_during_traffic_never_corrupt_a_copy(pair: Pair, tmp_p
             nonlocal rounds
             for slot in slots:  # what a miss event does, without waiting for one
                 slot.ring.filled_until = -1  # the whole ring again, as after a jump
-                dp._refill_slot(slot)
+                dp._refill.refill_slot(slot)
             rounds += 1
 
         _on_core_0_while_sending(pair, packets, dp, refill_slots)

@@ -84,7 +84,7 @@ def test_attach_close_and_stale_cleanup(netns: Namespace) -> None:
         dp.close()
         raise
     # a crashed process leaves its pins and attachments: the next one removes them
-    dp._attachments.clear()
+    dp.attachments.clear()
     dp.obj.close()
     dp.obj = None  # type: ignore[assignment]
     assert (PIN_ROOT / instance / "prog_sft_tc_ingress").exists()

@@ -37,7 +37,7 @@ def test_generic_xdp_fallback_is_named_and_counts_traffic(caplog):
         caplog.set_level(logging.DEBUG)
         dp = KernelDataPlane((topo.host_if,), PORTS, instance=f"xdpfb{os.getpid()}")
         try:
-            (xdp,) = [a for a in dp._attachments if a.kind == "xdp"]
+            (xdp,) = [a for a in dp.attachments if a.kind == "xdp"]
             assert xdp.flags == libbpf.XDP_FLAGS_SKB_MODE
             warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
             (line,) = [w for w in warnings if "generic (skb) mode" in w]

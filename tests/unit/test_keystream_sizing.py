@@ -7,7 +7,8 @@ import pytest
 
 from sftd.bpf import abi as abi_mod
 from sftd.bpf import sizing
-from sftd.bpf.dataplane import KernelDataPlaneError, _RingAllocator, leg_ring_sizes
+from sftd.bpf.dataplane import KernelDataPlaneError, leg_ring_sizes
+from sftd.bpf.rings import RingAllocator
 from sftd.controller.dataplane import CAPACITY_VSTREAMS
 from sftd.controller.sdp import AUDIO_SLOTS
 
@@ -20,7 +21,7 @@ def _participant_rings() -> list[int]:
 @pytest.mark.parametrize("participants", [1, 50, 128, 300])
 def test_the_map_holds_the_participants_it_is_sized_for(participants: int) -> None:
     """Every ring of every participant allocates, alignment holes included."""
-    rings = _RingAllocator(sizing.keystream_entries(participants))
+    rings = RingAllocator(sizing.keystream_entries(participants))
     for _ in range(participants):
         for size in _participant_rings():
             rings.alloc(size)
@@ -33,7 +34,7 @@ def test_the_per_participant_figure_counts_alignment_holes() -> None:
     per_participant = sizing.keystream_entries_per_participant()
     assert sum(_participant_rings()) == 688
     assert per_participant == 768
-    rings = _RingAllocator(per_participant * 10 - 1)
+    rings = RingAllocator(per_participant * 10 - 1)
     with pytest.raises(KernelDataPlaneError):
         for _ in range(10):
             for size in _participant_rings():
