@@ -45,6 +45,7 @@ from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
 from .dataplane import SrtpKeys
 from .sdp import Answer, Candidate
+from .srtp import srtp_session
 from .supervise import detached
 
 log = logging.getLogger("sftd.leg")
@@ -319,20 +320,7 @@ class LegDtlsTransport(RTCDtlsTransport):
         self.srtp_keys = SrtpKeys(profile=name.decode(), rx=theirs, tx=ours)
 
 
-LIBSRTP_PROFILE = {p.openssl_profile.decode(): p.libsrtp_profile for p in SRTP_PROFILES}
-
-
-def srtp_session(profile: str, key: bytes, inbound: bool) -> pylibsrtp.Session:
-    policy = pylibsrtp.Policy(
-        key=key, srtp_profile=LIBSRTP_PROFILE[profile],
-        ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound
-        else pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
-    policy.allow_repeat_tx = True
-    policy.window_size = 1024
-    return pylibsrtp.Session(policy)
-
-
-class Leg:
+class ParticipantLeg:
     """One participant's connection. Callbacks: ``on_rtp(leg, srtp_bytes)``,
     ``on_rtcp(leg, srtcp_bytes)``, ``on_message(leg, text)``,
     ``on_connected(leg)``, ``on_closed(leg)``."""
@@ -340,11 +328,13 @@ class Leg:
     def __init__(self, leg_id: int, *, certificate: RTCCertificate, ports: PortRange,
                  addresses: list[str], advertised: str | None, srtp_profiles: tuple[str, ...],
                  turn: dict[str, Any] | None,
-                 on_rtp: Callable[[Leg, bytes], None], on_rtcp: Callable[[Leg, bytes], None],
-                 on_message: Callable[[Leg, str], None], on_connected: Callable[[Leg], None],
-                 on_closed: Callable[[Leg], None],
+                 on_rtp: Callable[[ParticipantLeg, bytes], None],
+                 on_rtcp: Callable[[ParticipantLeg, bytes], None],
+                 on_message: Callable[[ParticipantLeg, str], None],
+                 on_connected: Callable[[ParticipantLeg], None],
+                 on_closed: Callable[[ParticipantLeg], None],
                  on_reject: Callable[[bytes], None] | None = None,
-                 on_path_change: Callable[[Leg], None] | None = None,
+                 on_path_change: Callable[[ParticipantLeg], None] | None = None,
                  refused: collections.Counter[str] | None = None,
                  ice: LegIceConnection | None = None) -> None:
         """``ice``: an ICE connection handed over by ``hand_over_restart`` (its
@@ -453,7 +443,8 @@ class Leg:
         return self._restart or self.ice
 
     # ----------------------------------------------------------- answer side
-    def start(self, answer: Answer, on_restarted: Callable[[Leg], None] | None = None) -> None:
+    def start(self, answer: Answer,
+              on_restarted: Callable[[ParticipantLeg], None] | None = None) -> None:
         """Apply the client's answer: ICE checks, DTLS, SCTP, data channel; or,
         after ``restart_ice``, the ICE checks alone."""
         if self._restart is not None:
@@ -484,7 +475,7 @@ class Leg:
         await ice.connect()
 
     async def _run_restart(self, fresh: LegIceConnection, answer: Answer,
-                           on_restarted: Callable[[Leg], None] | None) -> None:
+                           on_restarted: Callable[[ParticipantLeg], None] | None) -> None:
         try:
             await self._connect_ice(fresh, answer)
         except (ConnectionError, OSError) as exc:
