@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pylibsrtp
-from aioice import Candidate as IceCandidate
+from aioice import Candidate
 from aioice.candidate import candidate_foundation, candidate_priority
 from aioice.ice import CandidatePair, Connection, StunProtocol, candidate_pair_priority
 from aiortc.rtcdatachannel import RTCDataChannel, RTCDataChannelParameters
@@ -44,7 +44,7 @@ from aiortc.rtcicetransport import RTCIceGatherer, RTCIceParameters, RTCIceTrans
 from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
 from .dataplane import SrtpKeys
-from .sdp import Answer, Candidate
+from .sdp import Answer
 from .srtp import srtp_session
 from .supervise import detached
 
@@ -65,7 +65,7 @@ def usable_candidates(candidates: list[Candidate], media_addresses: list[str], *
     a media address by the kernel's routes; at most MAX_REMOTE_CANDIDATES. Each
     refusal is counted in ``refused`` by reason."""
     own = [ipaddress.ip_address(a) for a in media_addresses]
-    families = {a.version for a in own}
+    families: set[int] = {a.version for a in own}
     kept: list[Candidate] = []
     for cand in sorted(candidates, key=lambda c: -c.priority):
         reason = _candidate_problem(cand.host, own, families, check_route)
@@ -224,7 +224,7 @@ class LegIceConnection(Connection):
             _, protocol = await loop.create_datagram_endpoint(lambda: LegSocket(self), sock=sock)
             bound = sock.getsockname()
             host = self._advertised or bound[0]
-            protocol.local_candidate = IceCandidate(
+            protocol.local_candidate = Candidate(
                 foundation=candidate_foundation("host", "udp", host),
                 component=1, transport="udp", priority=candidate_priority(1, "host"),
                 host=host, port=bound[1], type="host")
@@ -308,7 +308,7 @@ class LegDtlsTransport(RTCDtlsTransport):
 
     def _setup_srtp(self) -> None:
         super()._setup_srtp()
-        if self._rx_srtp is None:
+        if self._rx_srtp is None or self._ssl is None:
             return
         name = self._ssl.get_selected_srtp_profile()
         profile = next(p for p in self._srtp_profiles if p.openssl_profile == name)
@@ -388,10 +388,7 @@ class ParticipantLeg:
         return self.offer_ice.local_password
 
     def candidates(self) -> list[Candidate]:
-        return [Candidate(foundation=c.foundation, component=c.component, transport="udp",
-                          priority=c.priority, host=c.host, port=c.port, type=c.type,
-                          related_address=c.related_address, related_port=c.related_port)
-                for c in self.offer_ice.local_candidates]
+        return list(self.offer_ice.local_candidates)
 
     def fingerprint(self) -> str:
         fp = next(f for f in self._certificate.getFingerprints() if f.algorithm == "sha-256")
@@ -462,9 +459,7 @@ class ParticipantLeg:
         candidates = usable_candidates(answer.candidates, self._addresses,
                                        check_route=not self._via_turn, refused=self._refused)
         for cand in candidates:
-            await ice.add_remote_candidate(IceCandidate(
-                foundation=cand.foundation, component=1, transport="udp",
-                priority=cand.priority, host=cand.host, port=cand.port, type=cand.type))
+            await ice.add_remote_candidate(cand)  # aioice adds a copy
         if answer.candidates:
             await ice.add_remote_candidate(None)
 
