@@ -104,5 +104,5 @@ def _by_label(name: str, documentation: str, label: str,
 
 def make_registry(collector: SftCollector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)  # type: ignore[arg-type]
+    registry.register(collector)
     return registry

@@ -304,7 +304,7 @@ class UserspaceDataPlane:
         if not rtp.RTP_HEADER <= len(data) <= MAX_SRTP_BYTES or data[0] >> 6 != 2:
             counters[Counter.DROP_MALFORMED] += 1
             return
-        new_ssrc = int.from_bytes(data[8:12], "big")
+        new_ssrc: int | None = int.from_bytes(data[8:12], "big")
         if new_ssrc in leg.ssrcs_seen:
             new_ssrc = None
         elif len(leg.ssrcs_seen) >= MAX_SSRCS_PER_LEG:  # before libsrtp makes state for it
