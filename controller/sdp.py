@@ -409,6 +409,7 @@ def parse_answer(text: str) -> Answer:
     candidates: dict[tuple[object, ...], Candidate] = {}
     in_section: collections.Counter[str] = collections.Counter()  # lines per name
     saw_version, section_count = False, 0
+    ice_lite = False  # aiortc reads it at session level only; clients put it anywhere
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line:
@@ -434,6 +435,7 @@ def parse_answer(text: str) -> Answer:
             if in_section[name] > MAX_LINES_PER_SECTION.get(name, in_section[name]):
                 raise SdpError(f"line {number}: more than {MAX_LINES_PER_SECTION[name]} "
                                f"a={name} lines in one m-section")
+            ice_lite |= name == "ice-lite"
             if name == "fingerprint":
                 algorithm, _, digest = arg.partition(" ")
                 if (algorithm.lower(), digest.upper()) not in fingerprints:
@@ -465,5 +467,4 @@ def parse_answer(text: str) -> Answer:
         if not m.mid:
             raise SdpError(f"m={m.kind} section without a=mid")
     return Answer(ice_ufrag=ufrag, ice_pwd=pwd, fingerprints=fingerprints, setup=setup,
-                  candidates=list(candidates.values()), media=media,
-                  ice_lite=bool(sections[0].ice and sections[0].ice.iceLite))
+                  candidates=list(candidates.values()), media=media, ice_lite=ice_lite)
