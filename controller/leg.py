@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pylibsrtp
-from aioice import Candidate as IceCandidate
+from aioice import Candidate
 from aioice.candidate import candidate_foundation, candidate_priority
 from aioice.ice import CandidatePair, Connection, StunProtocol, candidate_pair_priority
 from aiortc.rtcdatachannel import RTCDataChannel, RTCDataChannelParameters
@@ -44,7 +44,8 @@ from aiortc.rtcicetransport import RTCIceGatherer, RTCIceParameters, RTCIceTrans
 from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 
 from .dataplane import SrtpKeys
-from .sdp import Answer, Candidate
+from .sdp import Answer
+from .srtp import srtp_session
 from .supervise import detached
 
 log = logging.getLogger("sftd.leg")
@@ -64,7 +65,7 @@ def usable_candidates(candidates: list[Candidate], media_addresses: list[str], *
     a media address by the kernel's routes; at most MAX_REMOTE_CANDIDATES. Each
     refusal is counted in ``refused`` by reason."""
     own = [ipaddress.ip_address(a) for a in media_addresses]
-    families = {a.version for a in own}
+    families: set[int] = {a.version for a in own}
     kept: list[Candidate] = []
     for cand in sorted(candidates, key=lambda c: -c.priority):
         reason = _candidate_problem(cand.host, own, families, check_route)
@@ -223,7 +224,7 @@ class LegIceConnection(Connection):
             _, protocol = await loop.create_datagram_endpoint(lambda: LegSocket(self), sock=sock)
             bound = sock.getsockname()
             host = self._advertised or bound[0]
-            protocol.local_candidate = IceCandidate(
+            protocol.local_candidate = Candidate(
                 foundation=candidate_foundation("host", "udp", host),
                 component=1, transport="udp", priority=candidate_priority(1, "host"),
                 host=host, port=bound[1], type="host")
@@ -307,7 +308,7 @@ class LegDtlsTransport(RTCDtlsTransport):
 
     def _setup_srtp(self) -> None:
         super()._setup_srtp()
-        if self._rx_srtp is None:
+        if self._rx_srtp is None or self._ssl is None:
             return
         name = self._ssl.get_selected_srtp_profile()
         profile = next(p for p in self._srtp_profiles if p.openssl_profile == name)
@@ -319,20 +320,7 @@ class LegDtlsTransport(RTCDtlsTransport):
         self.srtp_keys = SrtpKeys(profile=name.decode(), rx=theirs, tx=ours)
 
 
-LIBSRTP_PROFILE = {p.openssl_profile.decode(): p.libsrtp_profile for p in SRTP_PROFILES}
-
-
-def srtp_session(profile: str, key: bytes, inbound: bool) -> pylibsrtp.Session:
-    policy = pylibsrtp.Policy(
-        key=key, srtp_profile=LIBSRTP_PROFILE[profile],
-        ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound
-        else pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
-    policy.allow_repeat_tx = True
-    policy.window_size = 1024
-    return pylibsrtp.Session(policy)
-
-
-class Leg:
+class ParticipantLeg:
     """One participant's connection. Callbacks: ``on_rtp(leg, srtp_bytes)``,
     ``on_rtcp(leg, srtcp_bytes)``, ``on_message(leg, text)``,
     ``on_connected(leg)``, ``on_closed(leg)``."""
@@ -340,11 +328,13 @@ class Leg:
     def __init__(self, leg_id: int, *, certificate: RTCCertificate, ports: PortRange,
                  addresses: list[str], advertised: str | None, srtp_profiles: tuple[str, ...],
                  turn: dict[str, Any] | None,
-                 on_rtp: Callable[[Leg, bytes], None], on_rtcp: Callable[[Leg, bytes], None],
-                 on_message: Callable[[Leg, str], None], on_connected: Callable[[Leg], None],
-                 on_closed: Callable[[Leg], None],
+                 on_rtp: Callable[[ParticipantLeg, bytes], None],
+                 on_rtcp: Callable[[ParticipantLeg, bytes], None],
+                 on_message: Callable[[ParticipantLeg, str], None],
+                 on_connected: Callable[[ParticipantLeg], None],
+                 on_closed: Callable[[ParticipantLeg], None],
                  on_reject: Callable[[bytes], None] | None = None,
-                 on_path_change: Callable[[Leg], None] | None = None,
+                 on_path_change: Callable[[ParticipantLeg], None] | None = None,
                  refused: collections.Counter[str] | None = None,
                  ice: LegIceConnection | None = None) -> None:
         """``ice``: an ICE connection handed over by ``hand_over_restart`` (its
@@ -398,10 +388,7 @@ class Leg:
         return self.offer_ice.local_password
 
     def candidates(self) -> list[Candidate]:
-        return [Candidate(foundation=c.foundation, component=c.component, transport="udp",
-                          priority=c.priority, host=c.host, port=c.port, type=c.type,
-                          related_address=c.related_address, related_port=c.related_port)
-                for c in self.offer_ice.local_candidates]
+        return list(self.offer_ice.local_candidates)
 
     def fingerprint(self) -> str:
         fp = next(f for f in self._certificate.getFingerprints() if f.algorithm == "sha-256")
@@ -453,7 +440,8 @@ class Leg:
         return self._restart or self.ice
 
     # ----------------------------------------------------------- answer side
-    def start(self, answer: Answer, on_restarted: Callable[[Leg], None] | None = None) -> None:
+    def start(self, answer: Answer,
+              on_restarted: Callable[[ParticipantLeg], None] | None = None) -> None:
         """Apply the client's answer: ICE checks, DTLS, SCTP, data channel; or,
         after ``restart_ice``, the ICE checks alone."""
         if self._restart is not None:
@@ -471,9 +459,7 @@ class Leg:
         candidates = usable_candidates(answer.candidates, self._addresses,
                                        check_route=not self._via_turn, refused=self._refused)
         for cand in candidates:
-            await ice.add_remote_candidate(IceCandidate(
-                foundation=cand.foundation, component=1, transport="udp",
-                priority=cand.priority, host=cand.host, port=cand.port, type=cand.type))
+            await ice.add_remote_candidate(cand)  # aioice adds a copy
         if answer.candidates:
             await ice.add_remote_candidate(None)
 
@@ -484,7 +470,7 @@ class Leg:
         await ice.connect()
 
     async def _run_restart(self, fresh: LegIceConnection, answer: Answer,
-                           on_restarted: Callable[[Leg], None] | None) -> None:
+                           on_restarted: Callable[[ParticipantLeg], None] | None) -> None:
         try:
             await self._connect_ice(fresh, answer)
         except (ConnectionError, OSError) as exc:

@@ -65,48 +65,29 @@ class SftCollector:
         for interface, count in sorted(self._legs_by_interface().items()):
             legs.add_metric([self._dataplane_name(), interface], count)
         yield legs
-        packets = CounterMetricFamily(
-            "sft_dataplane_packets", "Data-plane packets and bytes by counter "
-            "(RX/TX and drops by reason)", labels=["counter"])
-        for counter, value in self._counters().items():
-            packets.add_metric([counter.name], value)
-        yield packets
-        detail = CounterMetricFamily(
-            "sft_dataplane_detail", "Data-plane detail counters (kernel drop reasons, "
-            "keystream misses, media that reached user space)", labels=["counter"])
-        for name, value in self._detail_counters().items():
-            detail.add_metric([name], value)
-        yield detail
+        yield _by_label("sft_dataplane_packets", "Data-plane packets and bytes by counter "
+                        "(RX/TX and drops by reason)", "counter",
+                        {counter.name: value for counter, value in self._counters().items()})
+        yield _by_label("sft_dataplane_detail", "Data-plane detail counters (kernel drop "
+                        "reasons, keystream misses, media that reached user space)", "counter",
+                        self._detail_counters())
         yield _by_label("sft_userspace_media_dropped", "Media that reached user space on the "
                         "kernel plane and was not forwarded, by reason", "reason",
                         self._userspace_media_drops())
         yield _by_label("sft_legs_without_media", "Legs connected for 5 s whose media went "
                         "nowhere (silent, not_forwarded, not_received), each counted once",
                         "reason", self._legs_without_media())
-        per_conf = CounterMetricFamily("sft_conference_forwarded_packets",
-                                       "Packets forwarded per live conference",
-                                       labels=["conference"])
-        for name, value in self._conference_packets().items():
-            per_conf.add_metric([name], value)
-        yield per_conf
-        restarts = CounterMetricFamily(
-            "sft_background_restarts", "Background loops restarted after a failure",
-            labels=["loop"])
-        for name, value in self._loop_restarts().items():
-            restarts.add_metric([name], value)
-        yield restarts
-        refused = CounterMetricFamily(
-            "sft_refused", "Client input refused by a cap (candidates, joins the data "
-            "plane has no room for)", labels=["what"])
-        for name, value in sorted(self._refused().items()):
-            refused.add_metric([name], value)
-        yield refused
-        bpf_failures = CounterMetricFamily(
-            "sft_bpf_failures", "Failed BPF calls and ring-buffer records the controller "
-            "could not handle, by operation (the log says what to do)", labels=["operation"])
-        for name, value in sorted(self._bpf_failures().items()):
-            bpf_failures.add_metric([name], value)
-        yield bpf_failures
+        yield _by_label("sft_conference_forwarded_packets",
+                        "Packets forwarded per live conference", "conference",
+                        self._conference_packets())
+        yield _by_label("sft_background_restarts",
+                        "Background loops restarted after a failure", "loop",
+                        self._loop_restarts())
+        yield _by_label("sft_refused", "Client input refused by a cap (candidates, joins the "
+                        "data plane has no room for)", "what", self._refused())
+        yield _by_label("sft_bpf_failures", "Failed BPF calls and ring-buffer records the "
+                        "controller could not handle, by operation (the log says what to do)",
+                        "operation", self._bpf_failures())
         yield GaugeMetricFamily("sft_capacity_participants_remaining",
                                 "Estimated participants this node can still take",
                                 value=state["capacity_remaining"])
@@ -114,6 +95,7 @@ class SftCollector:
 
 def _by_label(name: str, documentation: str, label: str,
               values: dict[str, int]) -> CounterMetricFamily:
+    """A counter family with one sample per label value, in label order."""
     family = CounterMetricFamily(name, documentation, labels=[label])
     for value_label, value in sorted(values.items()):
         family.add_metric([value_label], value)
@@ -122,5 +104,5 @@ def _by_label(name: str, documentation: str, label: str,
 
 def make_registry(collector: SftCollector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)  # type: ignore[arg-type]
+    registry.register(collector)
     return registry

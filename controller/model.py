@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .dataplane import ExtensionIds, Layer, SlotSource
-from .leg import Leg
+from .leg import ParticipantLeg
 from .rtcp import ReportState
 
 SILENCE_LEVEL = 110  # smoothed −dBov at or above which a speaker slot is freed
@@ -57,7 +57,7 @@ class Participant:
     clientid: str
     sessid: str
     vstreams: int
-    leg: Leg
+    leg: ParticipantLeg
     join_index: int
     ssrc_video: int  # synthetic, unique in the conference; CSRC of its video
     audio_slot_ssrcs: tuple[int, ...]

@@ -9,13 +9,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .dataplane import ReceiveStats
+from aiortc.rtp import (
+    RTCP_PSFB,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_SR,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+)
 
-PT_SR = 200
-PT_RR = 201
-PT_PSFB = 206
-FMT_FIR = 4
-FMT_PLI = 1
+from .dataplane import ReceiveStats
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,9 @@ class SenderReport:
     ntp_middle: int  # the 32 middle bits of the NTP timestamp, echoed as LSR
 
 
+# Reading stays our own: aiortc's RtcpPacket.parse drops a whole compound on the
+# first packet it finds malformed (and wants exact SR/RR lengths), while a
+# receiver's SRs and keyframe requests before a bad tail must still count.
 def _packets(data: bytes) -> Iterator[tuple[int, int, int, int]]:
     """(first byte, packet type, offset, length) of each packet of a compound
     plaintext RTCP packet; a malformed tail ends the walk."""
@@ -41,7 +48,7 @@ def parse_sender_reports(data: bytes) -> list[SenderReport]:
     """SRs in a (compound) plaintext RTCP packet; malformed tails are ignored."""
     reports = []
     for _b0, pt, pos, length in _packets(data):
-        if pt == PT_SR and length >= 28:
+        if pt == RTCP_SR and length >= 28:
             ssrc, ntp_hi, ntp_lo = struct.unpack_from("!III", data, pos + 4)
             reports.append(SenderReport(ssrc, ((ntp_hi & 0xFFFF) << 16) | (ntp_lo >> 16)))
     return reports
@@ -52,24 +59,24 @@ def parse_keyframe_requests(data: bytes) -> set[int]:
     (RFC 5104, one SSRC per FCI entry)."""
     wanted: set[int] = set()
     for b0, pt, pos, length in _packets(data):
-        if pt != PT_PSFB or length < 12:
+        if pt != RTCP_PSFB or length < 12:
             continue
-        if b0 & 0x1F == FMT_PLI:
+        if b0 & 0x1F == RTCP_PSFB_PLI:
             wanted.add(struct.unpack_from("!I", data, pos + 8)[0])
-        elif b0 & 0x1F == FMT_FIR:
+        elif b0 & 0x1F == RTCP_PSFB_FIR:
             for entry in range(pos + 12, pos + length - 7, 8):
                 wanted.add(struct.unpack_from("!I", data, entry)[0])
     return wanted
 
 
 def fir(sender_ssrc: int, media_ssrcs: list[int], seqnr: int) -> bytes:
-    body = b"".join(struct.pack("!IB3x", ssrc, seqnr & 0xFF) for ssrc in media_ssrcs)
-    words = 2 + 2 * len(media_ssrcs)
-    return struct.pack("!BBHII", 0x80 | FMT_FIR, PT_PSFB, words, sender_ssrc, 0) + body
+    # aiortc has no FIR entry type: each FCI entry is SSRC, sequence number, 3 reserved bytes
+    entries = b"".join(struct.pack("!IB3x", ssrc, seqnr & 0xFF) for ssrc in media_ssrcs)
+    return bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=sender_ssrc, media_ssrc=0, fci=entries))
 
 
 def pli(sender_ssrc: int, media_ssrc: int) -> bytes:
-    return struct.pack("!BBHII", 0x80 | FMT_PLI, PT_PSFB, 2, sender_ssrc, media_ssrc)
+    return bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=sender_ssrc, media_ssrc=media_ssrc))
 
 
 def keyframe_request(sender_ssrc: int, media_ssrcs: list[int], seqnr: int) -> bytes:
@@ -88,7 +95,7 @@ class ReportState:
 
 
 def report_block(report: SenderReport, received_at: float, stats: ReceiveStats | None,
-                 prior: ReportState) -> bytes:
+                 prior: ReportState) -> RtcpReceiverInfo:
     """One RR report block for the SSRC of ``report``: loss since the last
     report and in all, extended highest sequence number and jitter from the
     data plane's counts; LSR/DLSR let the sender compute the round trip."""
@@ -104,9 +111,10 @@ def report_block(report: SenderReport, received_at: float, stats: ReceiveStats |
         prior.expected, prior.received = expected, stats.received
         highest = stats.highest_seq & 0xFFFFFFFF
         jitter = min(stats.jitter, 0xFFFFFFFF)
-    return struct.pack("!IIIIII", report.ssrc, (fraction << 24) | (lost & 0xFFFFFF), highest,
-                       jitter, report.ntp_middle, dlsr)
+    return RtcpReceiverInfo(ssrc=report.ssrc, fraction_lost=fraction, packets_lost=lost,
+                            highest_sequence=highest, jitter=jitter, lsr=report.ntp_middle,
+                            dlsr=dlsr)
 
 
-def receiver_report(sender_ssrc: int, block: bytes) -> bytes:
-    return struct.pack("!BBHI", 0x81, PT_RR, 7, sender_ssrc) + block
+def receiver_report(sender_ssrc: int, block: RtcpReceiverInfo) -> bytes:
+    return bytes(RtcpRrPacket(ssrc=sender_ssrc, reports=[block]))

@@ -3,15 +3,22 @@
 The offer follows Wire's sftd: BUNDLE of ``audio video data`` then one sendonly
 m-line per slot (mids "1".."5" audio, "6".. video), full ICE, ``setup:actpass``,
 an ``a=tool:sftd <version>`` line (Wire's calling engine turns selective audio
-and video on from it) and one stream label per slot. Answers are parsed by a small strict parser of our own so
-that every malformed answer gets an ``SdpError`` naming the line at fault.
+and video on from it) and one stream label per slot.
+
+Answers are read by aiortc's SDP parser behind a thin strict layer of our own,
+so that every malformed answer gets an ``SdpError`` that says what is wrong
+(naming the line where one is at fault) and never another exception.
 """
 
 from __future__ import annotations
 
+import collections
 import platform
 import re
 from dataclasses import dataclass, field
+
+from aioice import Candidate
+from aiortc.sdp import DTLS_ROLE_SETUP, MediaDescription, SessionDescription
 
 from .dataplane import ExtensionIds
 
@@ -60,26 +67,6 @@ class SdpError(ValueError):
 
 
 @dataclass(frozen=True)
-class Candidate:
-    foundation: str
-    component: int
-    transport: str
-    priority: int
-    host: str
-    port: int
-    type: str
-    related_address: str | None = None
-    related_port: int | None = None
-
-    def to_sdp(self) -> str:
-        line = (f"candidate:{self.foundation} {self.component} {self.transport} "
-                f"{self.priority} {self.host} {self.port} typ {self.type}")
-        if self.related_address is not None:
-            line += f" raddr {self.related_address} rport {self.related_port}"
-        return line
-
-
-@dataclass(frozen=True)
 class OfferParams:
     session_id: int
     ice_ufrag: str
@@ -101,7 +88,7 @@ def _media_common(lines: list[str], p: OfferParams, mid: str, address: str, port
     lines.append(f"c=IN IP4 {address}")
     lines.append("a=rtcp:9 IN IP4 0.0.0.0")
     for cand in p.candidates:
-        lines.append("a=" + cand.to_sdp())
+        lines.append("a=candidate:" + cand.to_sdp())
     lines.append("a=end-of-candidates")
     lines.append(f"a=ice-ufrag:{p.ice_ufrag}")
     lines.append(f"a=ice-pwd:{p.ice_pwd}")
@@ -204,6 +191,76 @@ def build_offer(p: OfferParams) -> str:
 
 # ---------------------------------------------------------------- answers
 
+_TOKEN = re.compile(r"^[A-Za-z0-9+/=_.\-:#~]+$")
+
+# aiortc 1.16's parser refuses attributes after an extmap's URI (RFC 8285
+# extension attributes such as ``vad=on``); they say nothing the SFT uses.
+_EXTMAP_ATTRIBUTES = re.compile(r"^(a=extmap:\S+ \S+)[ \t]+\S.*$")
+
+# What aiortc's parser raises on input it cannot read: whatever its code trips
+# over (asserts, int(), dict and list lookups, next() without a default).
+_AIORTC_PARSE_ERRORS = (ValueError, LookupError, AssertionError, AttributeError, TypeError,
+                        StopIteration)
+
+
+def _digits(text: str) -> bool:
+    """ASCII decimal digits that ``int()`` surely converts (``str.isdigit`` also
+    accepts e.g. "²", and ``int`` refuses more than 4300 digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= 20
+
+
+def without_extmap_attributes(sdp: str) -> str:
+    """``sdp`` with extmap extension attributes (``vad=on``) taken out, the one
+    change aiortc's parser needs in an SFT offer; line endings are kept."""
+    eol = "\r\n" if "\r\n" in sdp else "\n"
+    return eol.join(_EXTMAP_ATTRIBUTES.sub(r"\1", line) for line in sdp.splitlines()) + eol
+
+
+@dataclass
+class ParsedSdp:
+    """aiortc's reading of an SDP, and each m-section's ``a=`` lines as
+    (name, value) for what aiortc does not keep (``a=rid``, ``a=simulcast``, raw
+    candidate lines)."""
+
+    session: SessionDescription
+    section_attributes: list[list[tuple[str, str]]]
+
+
+def parse_sdp(text: str) -> ParsedSdp:
+    """An SDP (offer or answer) read by aiortc; ``SdpError`` if it cannot be."""
+    numbered = [(number, _EXTMAP_ATTRIBUTES.sub(r"\1", raw.strip()))
+                for number, raw in enumerate(text.splitlines(), 1) if raw.strip()]
+    sections: list[list[tuple[str, str]]] = []
+    for _number, line in numbered:
+        if line.startswith("m="):
+            sections.append([])
+        elif sections and line.startswith("a="):
+            name, _, value = line[2:].partition(":")
+            sections[-1].append((name, value))
+    try:
+        session = SessionDescription.parse("\r\n".join(line for _, line in numbered))
+    except _AIORTC_PARSE_ERRORS as exc:
+        raise SdpError(f"{_unreadable_part(numbered)} cannot be read as SDP "
+                       f"({type(exc).__name__}: {str(exc)[:60]})") from None
+    return ParsedSdp(session, sections)
+
+
+def _unreadable_part(numbered: list[tuple[int, str]]) -> str:
+    """Which part of an SDP aiortc refuses: the session part, or the first
+    m-section (named by its line) that it refuses when parsed alone. Each line
+    is parsed once more, so a large hostile SDP costs no more than twice."""
+    starts = [i for i, (_, line) in enumerate(numbered) if line.startswith("m=")]
+    for part, (begin, end) in enumerate(zip([0, *starts], [*starts, len(numbered)])):
+        try:
+            SessionDescription.parse("\r\n".join(line for _, line in numbered[begin:end]))
+        except _AIORTC_PARSE_ERRORS:
+            if part == 0:
+                return "the session part"
+            number, line = numbered[begin]
+            return f"the m-section of line {number} ({line[:40]!r})"
+    return "the SDP"
+
+
 @dataclass
 class AnswerMedia:
     kind: str
@@ -217,6 +274,24 @@ class AnswerMedia:
     extmaps: dict[str, int] = field(default_factory=dict)  # uri -> id
     payload_types: list[int] = field(default_factory=list)
     sctp_port: int | None = None
+
+    @classmethod
+    def from_aiortc(cls, media: MediaDescription,
+                    attributes: list[tuple[str, str]]) -> AnswerMedia:
+        rids = [value.split() for name, value in attributes if name == "rid"]
+        return cls(
+            kind=media.kind, mid=media.rtp.muxId or "", port=media.port,
+            direction=media.direction or "sendrecv",
+            ssrcs=[info.ssrc for info in media.ssrc],
+            ssrc_groups=[(group.semantic, [int(item) for item in group.items])
+                         for group in media.ssrc_group],
+            rids=[(bits[0], bits[1]) for bits in rids if len(bits) >= 2],
+            simulcast=next((value for name, value in reversed(attributes)
+                            if name == "simulcast"), ""),
+            extmaps={ext.uri: ext.id for ext in media.rtp.headerExtensions},
+            payload_types=[int(fmt) for fmt in media.fmt if _digits(str(fmt))],
+            sctp_port=media.sctp_port if media.sctp_port is not None
+            else next(iter(media.sctpmap), None))
 
 
 @dataclass
@@ -265,26 +340,18 @@ class Answer:
         )
 
 
-_TOKEN = re.compile(r"^[A-Za-z0-9+/=_.\-:#~]+$")
-
-
-def _digits(text: str) -> bool:
-    """ASCII decimal digits that ``int()`` surely converts (``str.isdigit`` also
-    accepts e.g. "²", and ``int`` refuses more than 4300 digits)."""
-    return text.isascii() and text.isdigit() and len(text) <= 20
-
-
 def parse_candidate(value: str) -> Candidate:
+    """One ``a=candidate:`` value, read by aioice; refused unless its type, port
+    and component are ones ICE can use."""
     bits = value.split()
     if len(bits) < 8 or bits[6] != "typ":
         raise SdpError(f"bad candidate line {value[:80]!r}: expected "
                        "'foundation component transport priority address port typ type'")
     try:
-        cand = Candidate(foundation=bits[0].removeprefix("candidate:"), component=int(bits[1]),
-                         transport=bits[2].lower(), priority=int(bits[3]), host=bits[4],
-                         port=int(bits[5]), type=bits[7])
+        cand = Candidate.from_sdp(" ".join([bits[0].removeprefix("candidate:"), *bits[1:]]))
     except ValueError:
         raise SdpError(f"bad number in candidate {value[:80]!r}") from None
+    cand.transport = cand.transport.lower()
     if cand.type not in ("host", "srflx", "prflx", "relay"):
         raise SdpError(f"candidate {value[:80]!r} has unknown type {cand.type!r}")
     if not (0 < cand.port < 65536) or cand.component not in (1, 2):
@@ -292,17 +359,56 @@ def parse_candidate(value: str) -> Candidate:
     return cand
 
 
+def _candidate_identity(cand: Candidate) -> tuple[object, ...]:
+    return (cand.foundation, cand.component, cand.transport, cand.priority, cand.host,
+            cand.port, cand.type, cand.related_address, cand.related_port)
+
+
+# aiortc's parser looks codecs and SSRCs up by a linear search per line (and
+# copies each wildcard rtcp-fb to every codec), so these lines cost the square
+# of their number. An answer has as many m-sections as our offer, each with the
+# one codec we offered there and a few SSRCs: these caps are far above that.
+MAX_ANSWER_SECTIONS = 3 + AUDIO_SLOTS + MAX_VSTREAMS
+MAX_LINES_PER_SECTION = {"rtpmap": 4, "fmtp": 4, "rtcp-fb": 16, "ssrc": 64}
+
+
+def _check_attribute(number: int, name: str, arg: str, in_media: bool) -> None:
+    """The strict layer over aiortc: values the SFT relies on, refused with a
+    message naming the line."""
+    if name == "fingerprint" and not arg.partition(" ")[2]:
+        raise SdpError(f"line {number}: fingerprint without a digest")
+    if name == "setup" and arg not in ("active", "passive"):
+        raise SdpError(f"answer a=setup:{arg} must be 'active' or 'passive'")
+    if not in_media:
+        return
+    if name == "ssrc":
+        ssrc_text = arg.split(" ", 1)[0]
+        if not _digits(ssrc_text) or int(ssrc_text) > 0xFFFFFFFF:
+            raise SdpError(f"line {number}: bad SSRC {ssrc_text!r}")
+    elif name == "ssrc-group":
+        bits = arg.split()
+        if not bits or not all(_digits(b) and int(b) <= 0xFFFFFFFF for b in bits[1:]):
+            raise SdpError(f"line {number}: bad ssrc-group {arg[:60]!r}")
+    elif name == "extmap":
+        ext_id_text, _, rest = arg.partition(" ")
+        ext_id_text = ext_id_text.split("/")[0]
+        if not _digits(ext_id_text) or not 1 <= int(ext_id_text) <= 255 or \
+                not rest.split(" ")[0]:
+            raise SdpError(f"line {number}: bad extmap {arg[:60]!r}")
+    elif name in ("sctp-port", "sctpmap"):
+        port_text = arg.split(" ")[0]
+        if not _digits(port_text):
+            raise SdpError(f"line {number}: bad SCTP port {port_text!r}")
+
+
 def parse_answer(text: str) -> Answer:
     if len(text) > MAX_SDP_BYTES:
         raise SdpError(f"SDP of {len(text)} bytes exceeds {MAX_SDP_BYTES}")
-    session: dict[str, str] = {}
     fingerprints: list[tuple[str, str]] = []
-    candidates: list[Candidate] = []
-    media: list[AnswerMedia] = []
-    current: AnswerMedia | None = None
-    attrs = session
-    ice_lite = False
-    saw_version = False
+    candidates: dict[tuple[object, ...], Candidate] = {}
+    in_section: collections.Counter[str] = collections.Counter()  # lines per name
+    saw_version, section_count = False, 0
+    ice_lite = False  # aiortc reads it at session level only; clients put it anywhere
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line:
@@ -316,82 +422,48 @@ def parse_answer(text: str) -> Answer:
             bits = value.split()
             if len(bits) < 3 or not _digits(bits[1]):
                 raise SdpError(f"line {number}: bad m= line {line[:60]!r}")
-            current = AnswerMedia(kind=bits[0], mid="", port=int(bits[1]))
-            for fmt in bits[3:]:
-                if _digits(fmt):
-                    current.payload_types.append(int(fmt))
-            media.append(current)
-            attrs = {}
+            section_count += 1
+            if section_count > MAX_ANSWER_SECTIONS:
+                raise SdpError(f"line {number}: more m= sections than any offer of ours has "
+                               f"({MAX_ANSWER_SECTIONS})")
+            in_section.clear()
         elif key == "a":
             name, _, arg = value.partition(":")
-            if name == "ice-lite":
-                ice_lite = True
-            elif name in ("ice-ufrag", "ice-pwd", "setup"):
-                attrs[name] = arg
-                if current is None or name not in session:
-                    session.setdefault(name, arg)
-            elif name == "fingerprint":
+            _check_attribute(number, name, arg, section_count > 0)
+            in_section[name] += 1
+            if in_section[name] > MAX_LINES_PER_SECTION.get(name, in_section[name]):
+                raise SdpError(f"line {number}: more than {MAX_LINES_PER_SECTION[name]} "
+                               f"a={name} lines in one m-section")
+            ice_lite |= name == "ice-lite"
+            if name == "fingerprint":
                 algorithm, _, digest = arg.partition(" ")
-                if not digest:
-                    raise SdpError(f"line {number}: fingerprint without a digest")
                 if (algorithm.lower(), digest.upper()) not in fingerprints:
                     fingerprints.append((algorithm.lower(), digest.upper()))
             elif name == "candidate":
                 cand = parse_candidate(arg)
-                if cand.transport == "udp" and cand.component == 1 and cand not in candidates:
-                    candidates.append(cand)
-            elif current is None:
-                continue
-            elif name == "mid":
-                current.mid = arg
-            elif name in ("sendrecv", "sendonly", "recvonly", "inactive"):
-                current.direction = name
-            elif name == "ssrc":
-                ssrc_text = arg.split(" ", 1)[0]
-                if not _digits(ssrc_text) or int(ssrc_text) > 0xFFFFFFFF:
-                    raise SdpError(f"line {number}: bad SSRC {ssrc_text!r}")
-                if int(ssrc_text) not in current.ssrcs:
-                    current.ssrcs.append(int(ssrc_text))
-            elif name == "ssrc-group":
-                bits = arg.split()
-                if not bits or not all(_digits(b) and int(b) <= 0xFFFFFFFF for b in bits[1:]):
-                    raise SdpError(f"line {number}: bad ssrc-group {arg[:60]!r}")
-                current.ssrc_groups.append((bits[0], [int(b) for b in bits[1:]]))
-            elif name == "rid":
-                bits = arg.split()
-                if len(bits) >= 2:
-                    current.rids.append((bits[0], bits[1]))
-            elif name == "simulcast":
-                current.simulcast = arg
-            elif name == "extmap":
-                ext_id_text, _, rest = arg.partition(" ")
-                ext_id_text = ext_id_text.split("/")[0]
-                uri = rest.split(" ")[0]
-                if not _digits(ext_id_text) or not 1 <= int(ext_id_text) <= 255 or not uri:
-                    raise SdpError(f"line {number}: bad extmap {arg[:60]!r}")
-                current.extmaps[uri] = int(ext_id_text)
-            elif name == "sctp-port" or name == "sctpmap":
-                port_text = arg.split(" ")[0]
-                if not _digits(port_text):
-                    raise SdpError(f"line {number}: bad SCTP port {port_text!r}")
-                current.sctp_port = int(port_text)
-        # other line types (o, s, t, c, b) carry nothing we use
+                if cand.transport == "udp" and cand.component == 1:
+                    candidates.setdefault(_candidate_identity(cand), cand)
     if not saw_version:
         raise SdpError("not an SDP body: no 'v=' line")
-    if not media:
+    if not section_count:
         raise SdpError("answer has no m= sections")
-    ufrag, pwd = session.get("ice-ufrag", ""), session.get("ice-pwd", "")
+    parsed = parse_sdp(text)
+    sections = parsed.session.media
+    ice = next((m.ice for m in sections if m.ice and m.ice.usernameFragment), None)
+    ufrag = (ice.usernameFragment or "") if ice else ""
+    pwd = next((m.ice.password for m in sections if m.ice and m.ice.password), "")
     if not ufrag or not pwd:
         raise SdpError("answer lacks a=ice-ufrag / a=ice-pwd")
     if not (4 <= len(ufrag) <= 256 and 22 <= len(pwd) <= 256) or not _TOKEN.match(ufrag + pwd):
         raise SdpError("answer has an invalid ICE ufrag/pwd (RFC 8839: 4+ / 22+ ice-chars)")
     if not fingerprints:
         raise SdpError("answer lacks a=fingerprint (DTLS is mandatory)")
-    setup = session.get("setup", "active")
-    if setup not in ("active", "passive"):
-        raise SdpError(f"answer a=setup:{setup} must be 'active' or 'passive'")
+    dtls = next((m.dtls for m in sections if m.dtls is not None), None)
+    setup = DTLS_ROLE_SETUP[dtls.role] if dtls is not None and dtls.role else "active"
+    media = [AnswerMedia.from_aiortc(m, attributes)
+             for m, attributes in zip(sections, parsed.section_attributes)]
     for m in media:
         if not m.mid:
             raise SdpError(f"m={m.kind} section without a=mid")
     return Answer(ice_ufrag=ufrag, ice_pwd=pwd, fingerprints=fingerprints, setup=setup,
-                  candidates=candidates, media=media, ice_lite=ice_lite)
+                  candidates=list(candidates.values()), media=media, ice_lite=ice_lite)

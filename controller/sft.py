@@ -30,7 +30,7 @@ from .dataplane import (
     SlotSource,
     StreamKind,
 )
-from .leg import Leg, LegIceConnection, PortRange, PortsExhausted
+from .leg import ParticipantLeg, LegIceConnection, PortRange, PortsExhausted
 from .media_watch import MediaWatch
 from .model import Conference, Participant, ParticipantKey, StreamRequest, update_speakers
 from .sdp import (
@@ -349,8 +349,8 @@ class Sft:
         return None
 
     def _new_leg(self, leg_id: int, turn: dict[str, Any] | None = None,
-                 ice: LegIceConnection | None = None) -> Leg:
-        return Leg(leg_id, certificate=self.certificate, ports=self.ports,
+                 ice: LegIceConnection | None = None) -> ParticipantLeg:
+        return ParticipantLeg(leg_id, certificate=self.certificate, ports=self.ports,
                    addresses=self.config.media_addresses,
                    advertised=self.config.advertised_address,
                    srtp_profiles=self.dataplane.srtp_profiles, turn=turn,
@@ -391,7 +391,7 @@ class Sft:
         return JoinResult(200, econn.confconn_status(msg.sessid, econn.STATUS_OK))
 
     # ---------------------------------------------------------------- legs
-    def _on_connected(self, leg: Leg) -> None:
+    def _on_connected(self, leg: ParticipantLeg) -> None:
         participant = self.by_leg.get(leg.leg_id)
         pair = leg.selected_pair()
         if participant is None or pair is None or leg.srtp_keys is None:
@@ -424,14 +424,14 @@ class Sft:
         # learns it (RID, keystream): ask for a keyframe once it is flowing.
         asyncio.get_running_loop().call_later(KEYFRAME_AFTER_CONNECT, self._send_fir, participant)
 
-    def _on_path_changed(self, leg: Leg) -> None:
+    def _on_path_changed(self, leg: ParticipantLeg) -> None:
         """ICE restart done, or the peer moved to another validated pair."""
         pair = leg.selected_pair()
         if pair is not None and leg.leg_id in self.by_leg:
             self.dataplane.update_leg_address(leg.leg_id, pair[1], pair[2])
             log.info("participant %s now at %s:%d", self.by_leg[leg.leg_id].key, *pair[1])
 
-    def _on_leg_closed(self, leg: Leg) -> None:
+    def _on_leg_closed(self, leg: ParticipantLeg) -> None:
         participant = self.by_leg.get(leg.leg_id)
         if participant is not None and participant.restarting and participant.state != "ended":
             # the client let its old connection go after asking for an update:
@@ -446,10 +446,10 @@ class Sft:
     def _on_unvalidated(self, data: bytes) -> None:
         self.dataplane.handle_packet(UNVALIDATED_SOURCE, data)  # counted, never forwarded
 
-    def _on_rtp(self, leg: Leg, data: bytes) -> None:
+    def _on_rtp(self, leg: ParticipantLeg, data: bytes) -> None:
         self.dataplane.handle_packet(leg.leg_id, data)
 
-    def _on_rtcp(self, leg: Leg, data: bytes) -> None:
+    def _on_rtcp(self, leg: ParticipantLeg, data: bytes) -> None:
         plain = leg.unprotect_rtcp(data)
         if plain is None:
             return
@@ -532,7 +532,7 @@ class Sft:
                     self.on_idle()
 
     # ---------------------------------------------------------------- data channel
-    def _on_message(self, leg: Leg, text: str) -> None:
+    def _on_message(self, leg: ParticipantLeg, text: str) -> None:
         participant = self.by_leg.get(leg.leg_id)
         if participant is None:
             return

@@ -32,7 +32,7 @@ from .dataplane import (
     SlotSource,
     StreamKind,
 )
-from .leg import srtp_session
+from .srtp import srtp_session
 from .twcc import MAX_PENDING_ARRIVALS
 
 log = logging.getLogger("sftd.userspace")
@@ -48,7 +48,7 @@ _REPLAY_ERRORS = frozenset(pylibsrtp.ERRORS[status] for status in (9, 10))
 
 
 @dataclass
-class _Slot:
+class UserspaceSlotState:
     ssrc: int
     kind: StreamKind
     source: SlotSource | None = None
@@ -62,14 +62,14 @@ class _Slot:
 
 
 @dataclass
-class _Leg:
+class UserspaceLegState:
     spec: LegSpec
     rx: pylibsrtp.Session
     tx: pylibsrtp.Session
     remote_addr: tuple[str, int]
     transport: asyncio.DatagramTransport | None
-    audio_slots: list[_Slot]
-    video_slots: list[_Slot]
+    audio_slots: list[UserspaceSlotState]
+    video_slots: list[UserspaceSlotState]
     audio_ssrcs: set[int] = field(default_factory=set)
     video_layers: dict[int, Layer] = field(default_factory=dict)  # ssrc -> layer
     layer_media_at: dict[Layer, float] = field(default_factory=dict)  # last media packet
@@ -140,9 +140,10 @@ class UserspaceDataPlane:
         self._layer_paused_after = layer_paused_after
         self._slot_initial_ts = slot_initial_ts
         self._switch_ts_gap = switch_ts_gap or _wall_clock_gap
-        self._legs: dict[int, _Leg] = {}
+        self._legs: dict[int, UserspaceLegState] = {}
         # publisher leg -> slots currently or soon forwarding it, per kind
-        self._routes: dict[tuple[int, StreamKind], list[tuple[_Leg, _Slot]]] = defaultdict(list)
+        self._routes: dict[tuple[int, StreamKind],
+                           list[tuple[UserspaceLegState, UserspaceSlotState]]] = defaultdict(list)
         self._counters = [0] * len(Counter)
         self._conference_packets: dict[int, int] = defaultdict(int)
         self._streams_refused = 0
@@ -154,7 +155,7 @@ class UserspaceDataPlane:
     def add_leg(self, spec: LegSpec) -> None:
         if spec.srtp.profile not in self.srtp_profiles:
             raise ValueError(f"SRTP profile {spec.srtp.profile} not supported by {self.name}")
-        self._legs[spec.leg_id] = _Leg(
+        self._legs[spec.leg_id] = UserspaceLegState(
             spec=spec,
             rx=srtp_session(spec.srtp.profile, spec.srtp.rx, inbound=True),
             tx=srtp_session(spec.srtp.profile, spec.srtp.tx, inbound=False),
@@ -162,8 +163,8 @@ class UserspaceDataPlane:
             audio_slots=[self._new_slot(s, StreamKind.AUDIO) for s in spec.audio_slot_ssrcs],
             video_slots=[self._new_slot(s, StreamKind.VIDEO) for s in spec.video_slot_ssrcs])
 
-    def _new_slot(self, ssrc: int, kind: StreamKind) -> _Slot:
-        slot = _Slot(ssrc, kind)
+    def _new_slot(self, ssrc: int, kind: StreamKind) -> UserspaceSlotState:
+        slot = UserspaceSlotState(ssrc, kind)
         if self._slot_initial_index is not None:
             slot.last_seq = (self._slot_initial_index() - 1) & 0xFFFF
         if self._slot_initial_ts is not None:
@@ -183,7 +184,7 @@ class UserspaceDataPlane:
         if leg is None:
             return
         for kind in StreamKind:
-            for sub, slot in self._routes.pop((leg_id, kind), []):
+            for _subscriber, slot in self._routes.pop((leg_id, kind), []):
                 slot.source, slot.input_ssrc = None, None
         for slot in leg.audio_slots + leg.video_slots:
             self._unroute(leg, slot)
@@ -211,7 +212,7 @@ class UserspaceDataPlane:
         if source is not None:
             self._routes[(source.publisher, kind)].append((leg, slot))
 
-    def _unroute(self, leg: _Leg, slot: _Slot) -> None:
+    def _unroute(self, leg: UserspaceLegState, slot: UserspaceSlotState) -> None:
         if slot.source is None:
             return
         routes = self._routes.get((slot.source.publisher, slot.kind))
@@ -219,7 +220,7 @@ class UserspaceDataPlane:
             routes[:] = [(lg, s) for lg, s in routes if s is not slot]
 
     @staticmethod
-    def _count_received(leg: _Leg, view: rtp.RtpView) -> None:
+    def _count_received(leg: UserspaceLegState, view: rtp.RtpView) -> None:
         kind = StreamKind.AUDIO if view.ssrc in leg.audio_ssrcs else StreamKind.VIDEO
         now = time.monotonic()
         counter = leg.received.get(view.ssrc)
@@ -303,7 +304,7 @@ class UserspaceDataPlane:
         if not rtp.RTP_HEADER <= len(data) <= MAX_SRTP_BYTES or data[0] >> 6 != 2:
             counters[Counter.DROP_MALFORMED] += 1
             return
-        new_ssrc = int.from_bytes(data[8:12], "big")
+        new_ssrc: int | None = int.from_bytes(data[8:12], "big")
         if new_ssrc in leg.ssrcs_seen:
             new_ssrc = None
         elif len(leg.ssrcs_seen) >= MAX_SSRCS_PER_LEG:  # before libsrtp makes state for it
@@ -345,7 +346,7 @@ class UserspaceDataPlane:
             leg.video_layers[ssrc] = layer
         self._forward_video(leg, plain, view, layer)
 
-    def _record_arrival(self, leg: _Leg, plain: bytes, view: rtp.RtpView) -> None:
+    def _record_arrival(self, leg: UserspaceLegState, plain: bytes, view: rtp.RtpView) -> None:
         """The transport-wide sequence number of an authentic packet (padding probes
         included: the sender's estimate counts them) for the feedback loop."""
         value = rtp.find_extension(plain, view, leg.spec.extensions.transport_cc)
@@ -357,7 +358,7 @@ class UserspaceDataPlane:
             return
         records.append(((value[0] << 8) | value[1], time.monotonic_ns()))
 
-    def _forward_audio(self, leg: _Leg, plain: bytes, view: rtp.RtpView) -> None:
+    def _forward_audio(self, leg: UserspaceLegState, plain: bytes, view: rtp.RtpView) -> None:
         level = rtp.audio_level(plain, view, leg.spec.extensions.audio_level)
         if level is not None:
             leg.level = LEVEL_SMOOTHING * leg.level + (1 - LEVEL_SMOOTHING) * level
@@ -371,7 +372,8 @@ class UserspaceDataPlane:
                 self._switch(slot, view, StreamKind.AUDIO, self._switch_ts_gap)
             self._send(sub, slot, plain, view)
 
-    def _forward_video(self, leg: _Leg, plain: bytes, view: rtp.RtpView, layer: Layer) -> None:
+    def _forward_video(self, leg: UserspaceLegState, plain: bytes, view: rtp.RtpView,
+                       layer: Layer) -> None:
         leg.layer_media_at[layer] = time.monotonic()
         routes = self._routes.get((leg.spec.leg_id, StreamKind.VIDEO))
         if not routes:
@@ -393,7 +395,7 @@ class UserspaceDataPlane:
         if not sent:
             self._counters[Counter.DROP_NOT_READY] += 1
 
-    def _skip_sequence_number(self, leg: _Leg, view: rtp.RtpView) -> None:
+    def _skip_sequence_number(self, leg: UserspaceLegState, view: rtp.RtpView) -> None:
         """A dropped padding packet must not leave a gap in the slots' sequence
         (receivers would wait for it): later packets of that source move down by one."""
         for kind in StreamKind:
@@ -401,7 +403,7 @@ class UserspaceDataPlane:
                 if slot.input_ssrc == view.ssrc:
                     slot.seq_offset = (slot.seq_offset - 1) & 0xFFFF
 
-    def _wanted_layer(self, leg: _Leg, slot: _Slot) -> Layer:
+    def _wanted_layer(self, leg: UserspaceLegState, slot: UserspaceSlotState) -> Layer:
         """The slot's preferred layer if the publisher sends it, else what it
         has; a paused preferred layer gives way to one that is flowing."""
         assert slot.source is not None
@@ -419,7 +421,7 @@ class UserspaceDataPlane:
         return preferred
 
     @staticmethod
-    def _switch(slot: _Slot, view: rtp.RtpView, kind: StreamKind,
+    def _switch(slot: UserspaceSlotState, view: rtp.RtpView, kind: StreamKind,
                 ts_gap: Callable[[StreamKind, float | None], int] = _wall_clock_gap) -> None:
         """Continue the slot's sequence and timestamp from the new source."""
         now = time.monotonic()
@@ -428,7 +430,8 @@ class UserspaceDataPlane:
         slot.ts_offset = (slot.last_ts + elapsed - view.timestamp) & 0xFFFFFFFF
         slot.input_ssrc = view.ssrc
 
-    def _send(self, sub: _Leg, slot: _Slot, plain: bytes, view: rtp.RtpView) -> None:
+    def _send(self, sub: UserspaceLegState, slot: UserspaceSlotState, plain: bytes,
+              view: rtp.RtpView) -> None:
         assert slot.source is not None
         seq = (view.seq + slot.seq_offset) & 0xFFFF
         ts = (view.timestamp + slot.ts_offset) & 0xFFFFFFFF

@@ -231,7 +231,7 @@ def _route_fir_by_fci(dtls_transport: Any) -> None:
 class _TaggingQueue(queue.Queue):  # type: ignore[type-arg]
     """The receiver's decoder queue, remembering which CSRC each frame came from."""
 
-    def __init__(self, slot: _Slot) -> None:
+    def __init__(self, slot: ClientSlot) -> None:
         super().__init__()
         self._slot = slot
 
@@ -242,7 +242,7 @@ class _TaggingQueue(queue.Queue):  # type: ignore[type-arg]
         super().put(item, block, timeout)
 
 
-class _Slot:
+class ClientSlot:
     """One receiving m-line (a forwarding slot, or our upstream mid)."""
 
     def __init__(self, client: WireClient, transceiver: RTCRtpTransceiver) -> None:
@@ -392,7 +392,7 @@ class WireClient:
         self.pc: RTCPeerConnection | None = None
         self.channel: Any = None
         self._http: aiohttp.ClientSession | None = None
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, ClientSlot] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._audio_people: dict[int, Person] = {}
         self._video_people: dict[int, Person] = {}
@@ -533,7 +533,7 @@ class WireClient:
         for tr in pc.getTransceivers():
             if tr.mid is None:
                 continue
-            slot = _Slot(self, tr)
+            slot = ClientSlot(self, tr)
             slot.install()
             self._slots[slot.mid] = slot
 

@@ -16,27 +16,21 @@ Left alone because aiortc copes: the legacy ``DTLS/SCTP 5000`` + ``a=sctpmap``
 data m-line (aiortc answers in the same legacy syntax), ``a=rid``/
 ``a=simulcast`` lines (ignored by aiortc's parser; the client writes RID ``h``
 itself, see ``client.RID_URI``), ``a=extmap-allow-mixed``.
+
+Offers and answers are read with the server's own SDP reading
+(:func:`sftd.controller.sdp.parse_sdp`, aiortc's parser).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+from sftd.controller.sdp import URI_AUDIO_LEVEL, URI_RID, parse_sdp, without_extmap_attributes
 
-_EXTMAP_EXTRA = re.compile(r"^(a=extmap:\S+ \S+)[ \t]+\S.*$")
+AUDIO_LEVEL_URI = URI_AUDIO_LEVEL
+RID_URI = URI_RID
 
-
-def munge_offer_for_aiortc(sdp: str) -> str:
-    """Return the offer with extmap extension attributes (``vad=on``) removed."""
-    eol = "\r\n" if "\r\n" in sdp else "\n"
-    out = []
-    for line in sdp.splitlines():
-        match = _EXTMAP_EXTRA.match(line)
-        out.append(match.group(1) if match else line)
-    return eol.join(out) + eol
+munge_offer_for_aiortc = without_extmap_attributes
 
 
 @dataclass
@@ -53,7 +47,6 @@ class MLine:
     extmaps: dict[str, int] = field(default_factory=dict)  # uri -> id
     payload_types: list[str] = field(default_factory=list)
     rids: list[str] = field(default_factory=list)
-    attributes: list[str] = field(default_factory=list)  # every a= line, raw
 
 
 @dataclass
@@ -81,45 +74,21 @@ class SessionSummary:
         return out
 
 
-_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
-
-
 def summarize(sdp: str) -> SessionSummary:
-    """Parse the parts of an SDP that tests and the client look at."""
-    bundle: list[str] = []
-    mlines: list[MLine] = []
-    candidates: list[str] = []
-    current: MLine | None = None
-    for raw in sdp.splitlines():
-        line = raw.strip()
-        if line.startswith("m="):
-            parts = line[2:].split()
-            current = MLine(index=len(mlines), kind=parts[0], port=int(parts[1]),
-                            profile=parts[2], payload_types=parts[3:])
-            mlines.append(current)
-            continue
-        if not line.startswith("a="):
-            continue
-        attr = line[2:]
-        name, _, value = attr.partition(":")
-        if current is None:
-            if name == "group" and value.startswith("BUNDLE"):
-                bundle = value.split()[1:]
-            continue
-        current.attributes.append(line)
-        if name == "mid":
-            current.mid = value
-        elif name in _DIRECTIONS and not value:
-            current.direction = name
-        elif name == "ssrc":
-            ssrc = int(value.split()[0])
-            if ssrc not in current.ssrcs:
-                current.ssrcs.append(ssrc)
-        elif name == "extmap":
-            ext_id, uri = value.split()[:2]
-            current.extmaps[uri] = int(ext_id.split("/")[0])
-        elif name == "rid":
-            current.rids.append(value.split()[0])
-        elif name == "candidate":
-            candidates.append(value)
-    return SessionSummary(bundle=bundle, mlines=mlines, candidates=candidates)
+    """The parts of an SDP that tests and the client look at."""
+    parsed = parse_sdp(sdp)
+    bundle = [[str(item) for item in group.items]
+              for group in parsed.session.group if group.semantic == "BUNDLE"]
+    mlines = [MLine(index=index, kind=media.kind, mid=media.rtp.muxId or "",
+                    direction=media.direction or "sendrecv", port=media.port,
+                    profile=media.profile, ssrcs=[info.ssrc for info in media.ssrc],
+                    extmaps={ext.uri: ext.id for ext in media.rtp.headerExtensions},
+                    payload_types=[str(fmt) for fmt in media.fmt],
+                    rids=[value.split()[0] for name, value in attributes
+                          if name == "rid" and value.split()])
+              for index, (media, attributes)
+              in enumerate(zip(parsed.session.media, parsed.section_attributes))]
+    candidates = [value for attributes in parsed.section_attributes
+                  for name, value in attributes if name == "candidate"]
+    return SessionSummary(bundle=bundle[-1] if bundle else [], mlines=mlines,
+                          candidates=candidates)

@@ -187,6 +187,10 @@ class LoadGenerator:
         for c in self.clients:
             self._release(c)
         await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
+        self._stop_fast_path()
+
+    def _stop_fast_path(self) -> None:
+        """Cancel the background tasks and stop and close the native fast path."""
         for t in self._tasks:
             t.cancel()
         if self._loop is not None:
@@ -195,19 +199,24 @@ class LoadGenerator:
         self.fp.close()
 
     # ------------------------------------------------------------ legs
-    def attach(self, client: LoadClient, dtls: Any) -> None:
-        """DTLS is done: export keys, take the socket, start publishing."""
+    def _take_leg(self, dtls: Any) -> tuple[int, int, Any, bytes, bytes]:
+        """A leg whose DTLS is done: its SRTP keys (ours, theirs) exported, its
+        ICE-selected socket handed to the fast path: (leg, fd, protocol, ours, theirs)."""
         profile = dtls._ssl.get_selected_srtp_profile().decode()
         material = dtls._ssl.export_keying_material(
             b"EXTRACTOR-dtls_srtp", 2 * (media.KEY_LEN + media.SALT_LEN))
         ours, theirs = media.srtp_pair(profile, material, dtls._role)
         pair = dtls.transport._connection._nominated[1]
         protocol = pair.protocol
-        sock = protocol.transport.get_extra_info("socket")
-        fd = sock.fileno()
+        fd = protocol.transport.get_extra_info("socket").fileno()
         assert self._loop is not None
         self._loop._remove_reader(fd)  # type: ignore[attr-defined]  # C reads it now
         leg = self.fp.add_leg(fd, pair.remote_addr)
+        return leg, fd, protocol, ours, theirs
+
+    def attach(self, client: LoadClient, dtls: Any) -> None:
+        """DTLS is done: export keys, take the socket, start publishing."""
+        leg, fd, protocol, ours, theirs = self._take_leg(dtls)
         offer = sdpmod.summarize(client.offer or "")
         slot_kind: dict[int, int] = {}
         for m in offer.mlines:

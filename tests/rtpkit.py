@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import struct
 
-from sftd.controller.leg import srtp_session
+from sftd.controller.srtp import srtp_session
 
 
 def make_rtp(ssrc: int, seq: int, ts: int, payload: bytes, *, pt: int = 111,

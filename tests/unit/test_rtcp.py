@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import struct
 
+from aiortc.rtp import RTCP_RR, RTCP_SR
+
 from sftd.controller import rtcp
 from sftd.controller.dataplane import ReceiveStats
 
 SR = rtcp.SenderReport(ssrc=0xABCD, ntp_middle=0x12345678)
 
 
-def fields(block: bytes) -> tuple[int, int, int, int, int]:
-    ssrc, loss, highest, jitter, lsr, _dlsr = struct.unpack("!IIIIII", block)
+def fields(block: object) -> tuple[int, int, int, int, int]:
+    ssrc, loss, highest, jitter, lsr, _dlsr = struct.unpack("!IIIIII", bytes(block))
     assert ssrc == SR.ssrc and lsr == SR.ntp_middle
     cumulative = loss & 0xFFFFFF
     return loss >> 24, cumulative - (1 << 24) if cumulative & 0x800000 else cumulative, \
@@ -46,7 +48,14 @@ def test_nothing_counted_yet_reports_zeroes():
 def test_keyframe_requests_name_the_media_ssrcs():
     pli = rtcp.pli(1, 0x11)
     fir = rtcp.fir(1, [0x22, 0x33], 7)
-    sr = struct.pack("!BBHIIIIII", 0x80, rtcp.PT_SR, 6, 9, 0, 0, 0, 0, 0)
+    sr = struct.pack("!BBHIIIIII", 0x80, RTCP_SR, 6, 9, 0, 0, 0, 0, 0)
     assert rtcp.parse_keyframe_requests(sr + pli + fir) == {0x11, 0x22, 0x33}
     assert rtcp.parse_keyframe_requests(pli[:-4]) == set()  # truncated: ignored
     assert rtcp.parse_keyframe_requests(b"\xff" * 40) == set()
+
+
+def test_receiver_report_is_one_block_after_our_ssrc():
+    block = rtcp.report_block(SR, 0.0, ReceiveStats(90, 1000, 1099, 37), rtcp.ReportState())
+    packet = rtcp.receiver_report(0x5151, block)
+    assert packet[:8] == struct.pack("!BBHI", 0x81, RTCP_RR, 7, 0x5151)
+    assert packet[8:] == bytes(block) and len(packet) == 32

@@ -163,6 +163,9 @@ def test_sim_group_orders_layers_and_excludes_rtx():
     (lambda s: s.split("m=audio")[0], "no m="),
     (lambda s: s.replace("a=extmap:4 ", "a=extmap:400 "), "extmap"),
     (lambda s: s * 1000, "exceeds"),
+    # what only aiortc's parser refuses names the m-section: an fmtp without rtpmap
+    (lambda s: s.replace("a=mid:audio\r\n", "a=mid:audio\r\na=fmtp:96 x=1\r\n"),
+     "m-section of line 6 "),
 ])
 def test_bad_answers_say_what_is_wrong(mutate, reason):
     with pytest.raises(SdpError, match=reason):
