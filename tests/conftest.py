@@ -3,6 +3,9 @@
 ``sftd``            one server with the default test arguments, plus any given by
                     ``@pytest.mark.sftd_args("--ping-timeout", "3")`` on the test.
 ``sftd_factory``    start more servers: ``await sftd_factory("--demo")``.
+``sftd_on_plane``   one server per data plane in PLANES (the test runs once per plane);
+                    on a veth plane the test process is the client host, in its own
+                    network namespace, and the plane's media counters are checked at the end.
 ``wire_client``     ``await wire_client(server, convid, userid=..., **WireClient kwargs)``
                     returns a joined :class:`sftclient.WireClient`; all are closed at teardown.
 ``browser_page``    ``await browser_page(url)``: a Playwright page in its own fresh
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import os
 import random
@@ -30,6 +34,7 @@ import tempfile
 import time
 import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,17 +91,21 @@ def free_udp_range(size: int = 200) -> tuple[int, int]:
 class SftServer:
     """One ``sftd`` subprocess on free ports, logging to a file."""
 
-    def __init__(self, extra_args: tuple[str, ...], logdir: Path) -> None:
+    def __init__(self, extra_args: tuple[str, ...], logdir: Path, *,
+                 address: str = "127.0.0.1", interface: str = "lo",
+                 dataplane: str = "userspace") -> None:
         self.port = free_tcp_port()
         self.metrics_port = free_tcp_port()
         self.media_ports = free_udp_range()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self.url = f"http://{address}:{self.port}"
+        self.metrics_url = f"http://{address}:{self.metrics_port}/metrics"
+        # the host addresses clients gather ICE candidates on to reach this server
+        self.client_addresses: tuple[str, ...] = ("127.0.0.1",)
         self.args = [
-            str(SFTD), "-I", "127.0.0.1", "-p", str(self.port),
-            "-M", "127.0.0.1", "-r", str(self.metrics_port), "-O", "lo",
+            str(SFTD), "-I", address, "-p", str(self.port),
+            "-M", address, "-r", str(self.metrics_port), "-O", interface,
             "--media-ports", f"{self.media_ports[0]}-{self.media_ports[1]}",
-            "--dataplane", "userspace", *extra_args,
+            "--dataplane", dataplane, *extra_args,
         ]
         self.log_path = logdir / f"sftd-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -179,8 +188,8 @@ async def sftd_factory(request: pytest.FixtureRequest,
     servers: list[SftServer] = []
     request.node._sftd_servers = servers
 
-    async def start(*extra_args: str) -> SftServer:
-        server = SftServer(tuple(extra_args), tmp_path)
+    async def start(*extra_args: str, **options: str) -> SftServer:
+        server = SftServer(tuple(extra_args), tmp_path, **options)
         servers.append(server)
         return await server.start()
 
@@ -189,13 +198,126 @@ async def sftd_factory(request: pytest.FixtureRequest,
         server.stop()
 
 
-@pytest.fixture
-async def sftd(request: pytest.FixtureRequest,
-               sftd_factory: Callable[..., Awaitable[SftServer]]) -> SftServer:
+def _sftd_args(request: pytest.FixtureRequest) -> list[str]:
     extra: list[str] = []
     for marker in request.node.iter_markers("sftd_args"):
         extra.extend(str(a) for a in marker.args)
-    return await sftd_factory(*extra)
+    return extra
+
+
+@pytest.fixture
+async def sftd(request: pytest.FixtureRequest,
+               sftd_factory: Callable[..., Awaitable[SftServer]]) -> SftServer:
+    return await sftd_factory(*_sftd_args(request))
+
+
+@dataclass(frozen=True)
+class PlaneSetup:
+    """How the end-to-end tests run ``sftd`` on one data plane."""
+
+    dataplane: str  # sftd --dataplane
+    # False: sftd and clients on loopback (-O lo). True: sftd on the host end of a
+    # veth pair (-O that end), the clients in a network namespace at the other end,
+    # so every media packet crosses the interface the plane serves.
+    veth: bool
+    # The plane forwards media itself: at the end of every test sftd must report
+    # that no media packet went through the Python interpreter (USERSPACE_MEDIA 0)
+    # and that the plane sent copies (TX_PACKETS > 0).
+    media_outside_python: bool
+
+
+# Adding a plane to the conformance tests is one entry here.
+PLANES = {
+    "userspace": PlaneSetup("userspace", veth=False, media_outside_python=False),
+    "kernel": PlaneSetup("kernel", veth=True, media_outside_python=True),
+}
+_veth_count = itertools.count()
+
+
+class VethTopology:
+    """A veth pair: one end in this namespace with ``host_ip``, the other in a new
+    namespace with ``client_ip``. Names (prefix ``e2``) and the /24 are unique to
+    this process and call, so parallel test runs never share a link or a route."""
+
+    def __init__(self) -> None:
+        n = next(_veth_count)
+        tag = f"{os.getpid() % 100000}x{n}"
+        self.netns, self.host_if, self.client_if = f"e2n{tag}", f"e2h{tag}", f"e2c{tag}"
+        block = (os.getpid() * 8 + n) % (64 * 256)  # a /24 in 100.64.0.0/10
+        prefix = f"100.{64 + block // 256}.{block % 256}"
+        self.host_ip, self.client_ip = f"{prefix}.1", f"{prefix}.2"
+
+    @staticmethod
+    def _run(*args: str) -> None:
+        subprocess.run(args, check=True, capture_output=True)
+
+    def __enter__(self) -> VethTopology:
+        self._run("ip", "netns", "add", self.netns)
+        try:
+            self._run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name",
+                      self.client_if, "netns", self.netns)
+            self._run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
+            self._run("ip", "link", "set", self.host_if, "up")
+            self._run("ip", "-n", self.netns, "addr", "add", f"{self.client_ip}/24", "dev",
+                      self.client_if)
+            for dev in (self.client_if, "lo"):
+                self._run("ip", "-n", self.netns, "link", "set", dev, "up")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
+
+
+async def _check_media_stayed_outside_python(server: SftServer, setup: PlaneSetup) -> None:
+    metrics = await server.metrics()
+    info = f'sft_dataplane_info{{dataplane="{setup.dataplane}"}}'
+    assert metrics.get(info) == 1, f"sftd does not run the {setup.dataplane} plane: {info}"
+    through_python = metrics['sft_dataplane_detail_total{counter="USERSPACE_MEDIA"}']
+    sent = metrics['sft_dataplane_packets_total{counter="TX_PACKETS"}']
+    assert through_python == 0, (
+        f"{through_python:.0f} media packets went through the interpreter on the "
+        f"{setup.dataplane} plane")
+    assert sent > 0, f"the {setup.dataplane} plane forwarded no media"
+
+
+def _plane_params() -> list[Any]:
+    return [pytest.param(name, marks=[pytest.mark.kernel] if setup.veth else [], id=name)
+            for name, setup in PLANES.items()]
+
+
+@pytest.fixture(params=_plane_params())
+async def sftd_on_plane(request: pytest.FixtureRequest,
+                        sftd_factory: Callable[..., Awaitable[SftServer]]
+                        ) -> AsyncIterator[SftServer]:
+    """``sftd`` on each data plane in turn; clients made by ``wire_client`` for it
+    reach it the way that plane needs. ``@pytest.mark.sftd_args`` applies."""
+    setup = PLANES[request.param]
+    extra = _sftd_args(request)
+    if not setup.veth:
+        yield await sftd_factory(*extra, dataplane=setup.dataplane)
+        return
+    if os.geteuid() != 0:
+        pytest.skip(f"the {setup.dataplane} plane needs root (BPF, network namespaces)")
+    from pyroute2 import netns
+
+    with VethTopology() as topo:
+        server = await sftd_factory("--instance", topo.netns, *extra, address=topo.host_ip,
+                                    interface=topo.host_if, dataplane=setup.dataplane)
+        server.client_addresses = (topo.client_ip,)
+        # From here this test's sockets (HTTP, ICE, metrics) live in the clients'
+        # namespace: the test process is the client host. sftd started before.
+        netns.pushns(topo.netns)
+        try:
+            yield server
+            if setup.media_outside_python:
+                await _check_media_stayed_outside_python(server, setup)
+        finally:
+            netns.popns()
+            server.stop()  # detaches from the veth before it goes away
 
 
 @pytest.fixture
@@ -206,6 +328,7 @@ async def wire_client() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
 
     async def make(server: SftServer, convid: str, userid: str | None = None, *,
                    join: bool = True, **kwargs: Any) -> WireClient:
+        kwargs.setdefault("local_addresses", server.client_addresses)
         client = WireClient(server.url, convid, userid, **kwargs)
         clients.append(client)
         if join:

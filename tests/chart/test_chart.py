@@ -281,7 +281,7 @@ COMMAND_EXPECTATIONS = {
     "umbrella-crt": ({"-s": ["/secrets/sftTokenSecret.txt"], "-a": [True], "--dataplane": ["auto"],
                       "--media-ports": ["32768-61000"], "--drain-timeout": ["3570"],
                       "--log-format": ["text"], "-A": ["203.0.113.7"]}, None),
-    "umbrella-multisft": ({"-T": [True], "-t": ["turn:turn.wire.example.com:3478?transport=udp"],
+    "umbrella-multisft": ({"-t": ["turn:turn.wire.example.com:3478?transport=udp"],
                            "-s": ["/secrets/zrest_secret.txt"], "--dataplane": ["auto"],
                            "--media-ports": ["32768-61000"], "--drain-timeout": ["8"],
                            "--log-format": ["text"]}, None),
@@ -335,6 +335,19 @@ def test_no_external_ip_means_no_advertised_address(render, tmp_path):
     argv = run_sftd_command(sftd_container(sts), tmp_path,
                             {"ip": "10.0.0.9", "name": "prod-sftd-0", "namespace": "calling"}, "")
     assert "-A" not in argv
+
+
+def test_turn_discovery_renders_no_t(helm, yaml, tmp_path):
+    """Wire's turnDiscoveryEnabled adds sftd -T there; this sftd refuses -T, so a
+    pod rendered with it would never start. The value is accepted and ignored."""
+    from sftd.signalling.cli import build_parser
+
+    run, docs = render_standalone(helm, yaml, *BASE_SETS, "turnDiscoveryEnabled=true")
+    assert run.returncode == 0, run.stderr
+    argv = run_sftd_command(sftd_container(one(docs, "StatefulSet")), tmp_path,
+                            {"ip": "10.0.0.9", "name": "sftd-0", "namespace": "default"}, "")
+    assert "-T" not in argv
+    assert build_parser().parse_args(argv).use_turn is False  # what sftd's main() refuses
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -658,4 +671,4 @@ def test_wire_values_file_renders_unchanged(helm, yaml, tmp_path):
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "fast"
     assert one(docs, "Ingress")["spec"]["ingressClassName"] == "internal-nginx"
     assert "exec sftd \"$@\" -q" in c["command"][2] and "ulimit -c unlimited" in c["command"][2]
-    assert "-T" in c["args"] and "-a" in c["args"]
+    assert "-T" not in c["args"] and "-a" in c["args"]  # -T: see test_turn_discovery_renders_no_t

@@ -9,10 +9,17 @@ import asyncio
 import time
 from types import SimpleNamespace
 
+import pytest
+
 from sftd.controller.dataplane import SlotSource, StreamKind
 from sftd.controller.media_watch import MediaWatch
 from sftd.controller.model import Participant, ParticipantKey
-from tests.dataplane.test_userspace_contract import AUDIO_SSRC, audio, h  # noqa: F401 (fixture)
+from tests.dataplane.test_contract import AUDIO_SSRC, audio
+
+# Userspace only: the failures staged here (a leg's socket closed) are that plane's.
+# The kernel plane's counterpart, media on a path its programs do not see, is
+# tests/kernel/test_unseen_path.py; tests/e2e/test_media_watch.py runs on both.
+pytestmark = pytest.mark.parametrize("h", ["userspace"], indirect=True)
 
 AFTER = 0.5  # the watch's window, short for the test
 
@@ -28,7 +35,7 @@ def participant(leg_id: int, sources: list[SlotSource | None]) -> Participant:
     return p
 
 
-async def test_legs_without_media_are_reported_once_working_ones_never(h):  # noqa: F811
+async def test_legs_without_media_are_reported_once_working_ones_never(h):
     for leg_id in (1, 2, 3):
         await h.leg(leg_id, audio=1, video=0)
     h.plane.set_publisher(1, (AUDIO_SSRC,), {})
@@ -55,11 +62,11 @@ async def test_legs_without_media_are_reported_once_working_ones_never(h):  # no
     assert media[2].slot_packets[0] > 20 and media[3].slot_packets[0] > 20
     assert watch.found == {"silent": 0, "not_forwarded": 0, "not_received": 0}
 
-    h.legs[3][4].close()  # leg 3's socket: nothing reaches that subscriber any more
+    h.legs[3].sft_transport.close()  # leg 3's socket: nothing reaches that subscriber any more
     await run(3 * AFTER)
     assert watch.found == {"silent": 0, "not_forwarded": 0, "not_received": 1}
 
-    h.legs[2][4].close()  # now none of the publisher's media reaches anyone
+    h.legs[2].sft_transport.close()  # now none of the publisher's media reaches anyone
     await run(3 * AFTER)
     assert watch.found == {"silent": 0, "not_forwarded": 1, "not_received": 2}
 
@@ -67,7 +74,7 @@ async def test_legs_without_media_are_reported_once_working_ones_never(h):  # no
     assert watch.found == {"silent": 0, "not_forwarded": 1, "not_received": 2}
 
 
-async def test_a_publisher_that_stops_is_no_black_hole(h):  # noqa: F811
+async def test_a_publisher_that_stops_is_no_black_hole(h):
     for leg_id in (1, 2):
         await h.leg(leg_id, audio=1, video=0)
     h.plane.set_publisher(1, (AUDIO_SSRC,), {})
@@ -79,7 +86,7 @@ async def test_a_publisher_that_stops_is_no_black_hole(h):  # noqa: F811
         h.send(1, audio(seq))
         await asyncio.sleep(0.02)
         watch.check(time.monotonic(), people, h.plane)
-    h.legs[2][4].close()  # the last packet, if any, is lost; then the publisher stops
+    h.legs[2].sft_transport.close()  # the last packet, if any, is lost; then the publisher stops
     h.send(1, audio(40))
     for _ in range(int(4 * AFTER / 0.02)):
         await asyncio.sleep(0.02)

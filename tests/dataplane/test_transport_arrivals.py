@@ -8,9 +8,12 @@ import asyncio
 import struct
 import time
 
+import pytest
+
 from sftd.controller.dataplane import ExtensionIds
 from sftd.controller.twcc import MAX_PENDING_ARRIVALS
-from tests.dataplane.test_userspace_contract import AUDIO_SSRC, EXT, VIDEO_SSRC, h  # noqa: F401 (fixture)
+from tests.dataplane.planes import EXT
+from tests.dataplane.test_contract import AUDIO_SSRC, VIDEO_SSRC
 from tests.rtpkit import make_rtp
 
 
@@ -21,7 +24,7 @@ def _packet(seq: int, twcc_seq: int | None, ssrc: int = VIDEO_SSRC, payload: byt
                     padding=padding)
 
 
-async def test_authentic_packets_are_recorded_in_order_with_their_arrival(h):  # noqa: F811
+async def test_authentic_packets_are_recorded_in_order_with_their_arrival(h):
     pub = await h.leg(1)
     h.plane.set_publisher(1, (AUDIO_SSRC,), {})
     before = time.monotonic_ns()
@@ -36,11 +39,11 @@ async def test_authentic_packets_are_recorded_in_order_with_their_arrival(h):  #
     assert h.plane.read_transport_arrivals() == {}
 
 
-async def test_forged_replayed_and_unmarked_packets_are_not_recorded(h):  # noqa: F811
+async def test_forged_replayed_and_unmarked_packets_are_not_recorded(h):
     await h.leg(1)
     genuine = h.send(1, _packet(20, 7))
     h.send(1, genuine, protect=False)  # replay
-    forged = bytearray(h.legs[1][1].protect(_packet(21, 8)))
+    forged = bytearray(h.legs[1].peer.protect(_packet(21, 8)))
     forged[-1] ^= 1
     h.send(1, bytes(forged), protect=False)
     h.send(1, _packet(22, None))
@@ -50,7 +53,7 @@ async def test_forged_replayed_and_unmarked_packets_are_not_recorded(h):  # noqa
     assert [seq for seq, _ in h.plane.read_transport_arrivals()[1]] == [7, 9]
 
 
-async def test_legs_are_kept_apart_and_a_removed_leg_forgotten(h):  # noqa: F811
+async def test_legs_are_kept_apart_and_a_removed_leg_forgotten(h):
     await h.leg(1)
     await h.leg(2)
     await h.leg(3)
@@ -64,13 +67,23 @@ async def test_legs_are_kept_apart_and_a_removed_leg_forgotten(h):  # noqa: F811
     assert got == {1: [11], 2: [12]}
 
 
-async def test_the_negotiated_id_is_used_and_a_backlog_is_bounded(h):  # noqa: F811
+async def test_the_negotiated_id_is_used(h):
     spec = await h.leg(1)
     assert spec.extensions.transport_cc == EXT.transport_cc == ExtensionIds().transport_cc
     h.send(1, _packet(1, 5, ext_id=9))  # not the negotiated id
     await asyncio.sleep(0.1)
     assert h.plane.read_transport_arrivals() == {}
+    h.send(1, _packet(2, 6))
+    await asyncio.sleep(0.1)
+    assert [s for s, _ in h.plane.read_transport_arrivals()[1]] == [6]
+
+
+# MAX_PENDING_ARRIVALS bounds the userspace plane's list; the kernel plane's ring
+# is bounded by its size (tests/kernel/test_kernel_transport_arrivals.py).
+@pytest.mark.parametrize("h", ["userspace"], indirect=True)
+async def test_a_backlog_is_bounded(h):
+    await h.leg(1)
     for i in range(MAX_PENDING_ARRIVALS + 3):
-        h.plane.handle_packet(1, h.legs[1][1].protect(_packet(100 + i, i)))
+        h.plane.handle_packet(1, h.legs[1].peer.protect(_packet(100 + i, i)))
     assert len(h.plane.read_transport_arrivals()[1]) == MAX_PENDING_ARRIVALS
     assert h.plane.read_detail_counters()["TWCC_RECORDS_DROPPED"] == 3

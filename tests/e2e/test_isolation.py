@@ -29,7 +29,8 @@ def ssrcs_of(observer, members) -> tuple[set[int], set[int]]:
     return audio, video
 
 
-async def test_two_conferences_never_leak(sftd, wire_client):
+async def test_two_conferences_never_leak(sftd_on_plane, wire_client):
+    sftd = sftd_on_plane
     conv1, conv2 = new_convid(), new_convid()
     # Different sizes, so a leak would also show as an extra source on a slot.
     one = [await wire_client(sftd, conv1, f"one-{i}") for i in range(2)]
@@ -62,7 +63,8 @@ async def test_two_conferences_never_leak(sftd, wire_client):
             assert len(sources) == 2 * (len(group) - 1), (rx.userid, sources)
 
 
-async def test_media_needs_mutual_authorisation(sftd, wire_client):
+async def test_media_needs_mutual_authorisation(sftd_on_plane, wire_client):
+    sftd = sftd_on_plane
     conv = new_convid()
     a = await wire_client(sftd, conv, "a")
     b = await wire_client(sftd, conv, "b", refuse={"a"})  # b does not authorise a

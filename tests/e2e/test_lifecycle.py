@@ -26,7 +26,8 @@ def last_media_from(rx, tx) -> float:
     return max(stats.last_audio or 0.0, stats.last_video or 0.0)
 
 
-async def test_hangup_removes_participant_and_stops_media(sftd, wire_client):
+async def test_hangup_removes_participant_and_stops_media(sftd_on_plane, wire_client):
+    sftd = sftd_on_plane
     conv = new_convid()
     a, b, c = [await wire_client(sftd, conv, name) for name in ("a", "b", "c")]
     everyone = [a, b, c]

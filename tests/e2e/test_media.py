@@ -17,7 +17,8 @@ from .helpers import (
 pytestmark = pytest.mark.timeout(60)
 
 
-async def test_three_clients_receive_each_other(sftd, wire_client):
+async def test_three_clients_receive_each_other(sftd_on_plane, wire_client):
+    sftd = sftd_on_plane
     conv = new_convid()
     clients = [await wire_client(sftd, conv, f"user{i}") for i in range(3)]
 
@@ -66,7 +67,8 @@ async def test_three_clients_receive_each_other(sftd, wire_client):
           [round(j * 1000) for j in joins if j is not None])
 
 
-async def test_late_joiner_gets_media(sftd, wire_client):
+async def test_late_joiner_gets_media(sftd_on_plane, wire_client):
+    sftd = sftd_on_plane
     conv = new_convid()
     a = await wire_client(sftd, conv, "early-a")
     b = await wire_client(sftd, conv, "early-b")

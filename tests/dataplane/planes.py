@@ -1,0 +1,227 @@
+"""Harnesses of the data-plane contract tests, one per data plane in
+PLANE_HARNESSES: real UDP sockets as the legs' clients, libsrtp at both ends.
+
+userspace  the sockets and the plane's own sockets on loopback; packets reach
+           the plane through ``handle_packet`` as sftd's leg sockets deliver them.
+kernel     the plane's programs on the host end of a veth pair; the client
+           sockets in a network namespace at the other end, so every packet
+           crosses the interface the programs serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from sftd.controller.dataplane import SRTP_AES_CM_128_HMAC_SHA1_80, ExtensionIds, LegSpec, SrtpKeys
+from tests.conftest import VethTopology
+from tests.rtpkit import Peer
+
+EXT = ExtensionIds()
+KERNEL_PORTS = (40000, 40999)
+_instances = itertools.count()
+
+
+class _Collect(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.packets.append(data)
+
+
+class _SftSide(asyncio.DatagramProtocol):
+    def __init__(self, plane: Any, leg_id: int) -> None:
+        self.plane, self.leg_id = plane, leg_id
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.plane.handle_packet(self.leg_id, data)
+
+
+@dataclass
+class HarnessLeg:
+    spec: LegSpec
+    peer: Peer  # the client's SRTP ends
+    client: _Collect  # what the client received
+    client_transport: asyncio.DatagramTransport
+    sft_transport: asyncio.DatagramTransport | None  # the leg's own socket (userspace plane)
+
+
+class Harness:
+    """Legs of one data plane, each with a client socket that sends and receives."""
+
+    plane_name = ""
+    plane: Any
+    # True: every packet arriving for a leg reaches the plane (the userspace plane
+    # reads the leg's socket) and what it drops is counted in read_counters.
+    # False: the plane takes SRTP from known legs' addresses only and leaves the
+    # rest (STUN, DTLS, junk, a removed leg's packets) to the leg's socket, whose
+    # demultiplexer in sftd sorts them; media it finds there is counted in
+    # read_userspace_media_drops.
+    sees_every_packet = True
+
+    def __init__(self) -> None:
+        self.transports: list[asyncio.BaseTransport] = []
+        self.legs: dict[int, HarnessLeg] = {}
+
+    async def _endpoints(self, leg_id: int) -> tuple[tuple[str, int], Any,
+                                                      asyncio.DatagramTransport, _Collect]:
+        """(the SFT's address for the leg, its transport or None, the client's)."""
+        raise NotImplementedError
+
+    async def leg(self, leg_id: int, conference: int = 1, audio: int = 5, video: int = 2,
+                  profile: str = SRTP_AES_CM_128_HMAC_SHA1_80) -> LegSpec:
+        local_addr, sft_transport, client_t, client = await self._endpoints(leg_id)
+        key_len = (28 if "128" in profile else 44) if "GCM" in profile else 30
+        keys = SrtpKeys(profile, rx=os.urandom(key_len), tx=os.urandom(key_len))
+        slots = [int.from_bytes(os.urandom(4), "big") | 1 for _ in range(audio + video)]
+        spec = LegSpec(leg_id=leg_id, conference_id=conference, local_addr=local_addr,
+                       remote_addr=client_t.get_extra_info("sockname"), srtp=keys,
+                       audio_slot_ssrcs=tuple(slots[:audio]),
+                       video_slot_ssrcs=tuple(slots[audio:]), extensions=EXT,
+                       transport=sft_transport)
+        self.plane.add_leg(spec)
+        self.legs[leg_id] = HarnessLeg(spec, Peer(profile, keys.rx, keys.tx), client, client_t,
+                                        sft_transport)
+        return spec
+
+    def send(self, leg_id: int, packet: bytes, protect: bool = True) -> bytes:
+        leg = self.legs[leg_id]
+        data = leg.peer.protect(packet) if protect else packet
+        leg.client_transport.sendto(data, leg.spec.local_addr)
+        return data
+
+    # Packets open_stream sent that the plane does not forward (in RX_PACKETS and
+    # DROP_NOT_READY); always 0 on a plane that forwards a stream's first packet.
+    primers = 0
+
+    async def open_stream(self, leg_id: int, packet: bytes) -> None:
+        """Where a plane cannot forward a publisher stream's first packet, sends
+        ``packet`` (one sequence number before the test's first) and waits until
+        the stream is ready; elsewhere nothing."""
+
+    async def received(self, leg_id: int, settle: float = 0.15) -> list[bytes]:
+        await asyncio.sleep(settle)
+        leg = self.legs[leg_id]
+        out = [leg.peer.unprotect(p) for p in leg.client.packets]
+        leg.client.packets.clear()
+        return out
+
+    def close(self) -> None:
+        for t in self.transports:
+            t.close()
+        self.plane.close()
+
+
+class UserspaceHarness(Harness):
+    plane_name = "userspace"
+
+    def __init__(self) -> None:
+        from sftd.controller.userspace import UserspaceDataPlane
+
+        super().__init__()
+        self.plane = UserspaceDataPlane()
+
+    async def _endpoints(self, leg_id: int) -> tuple[tuple[str, int], Any,
+                                                      asyncio.DatagramTransport, _Collect]:
+        loop = asyncio.get_running_loop()
+        sft_t, _ = await loop.create_datagram_endpoint(
+            lambda: _SftSide(self.plane, leg_id), local_addr=("127.0.0.1", 0))
+        client_t, client = await loop.create_datagram_endpoint(
+            _Collect, local_addr=("127.0.0.1", 0))
+        self.transports += [sft_t, client_t]
+        return sft_t.get_extra_info("sockname"), sft_t, client_t, client
+
+
+class KernelHarness(Harness):
+    """The kernel plane on a veth's host end, with sftd's production ring sizes."""
+
+    plane_name = "kernel"
+    sees_every_packet = False
+
+    def __init__(self) -> None:
+        from sftd.bpf.dataplane import KernelDataPlane, kernel_available
+        from sftd.signalling.cli import (
+            KEYSTREAM_AUDIO_RING,
+            KEYSTREAM_INGRESS_RING_FACTOR,
+            KEYSTREAM_VIDEO_RING,
+        )
+
+        ok, reason = kernel_available()
+        assert ok, reason  # root but unusable is a failure, never a skip
+        super().__init__()
+        self.topology = VethTopology().__enter__()
+        try:
+            # a wire, not a local socket: packets leave the client end with full checksums
+            subprocess.run(["ip", "netns", "exec", self.topology.netns, "ethtool", "-K",
+                            self.topology.client_if, "tx", "off"], check=True,
+                           capture_output=True)
+            client_mac = subprocess.run(
+                ["ip", "-n", self.topology.netns, "-br", "link", "show",
+                 self.topology.client_if], check=True, capture_output=True,
+                text=True).stdout.split()[2]
+            subprocess.run(["ip", "neigh", "replace", self.topology.client_ip, "lladdr",
+                            client_mac, "dev", self.topology.host_if, "nud", "permanent"],
+                           check=True, capture_output=True)
+            self.plane = KernelDataPlane(
+                (self.topology.host_if,), KERNEL_PORTS,
+                instance=f"e2dp{os.getpid()}x{next(_instances)}",
+                audio_ring=KEYSTREAM_AUDIO_RING, video_ring=KEYSTREAM_VIDEO_RING,
+                ingress_ring_factor=KEYSTREAM_INGRESS_RING_FACTOR)
+        except BaseException:
+            self.topology.__exit__()
+            raise
+
+    async def _endpoints(self, leg_id: int) -> tuple[tuple[str, int], Any,
+                                                      asyncio.DatagramTransport, _Collect]:
+        from pyroute2 import netns
+
+        netns.pushns(self.topology.netns)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        finally:
+            netns.popns()
+        sock.bind((self.topology.client_ip, 0))
+        client_t, client = await asyncio.get_running_loop().create_datagram_endpoint(
+            _Collect, sock=sock)
+        self.transports.append(client_t)
+        return (self.topology.host_ip, KERNEL_PORTS[0] + leg_id), None, client_t, client
+
+    async def open_stream(self, leg_id: int, packet: bytes) -> None:
+        """By design the kernel plane drops a publisher stream's first packet
+        (DROP_NOT_READY): that packet tells the controller the stream's SRTP
+        index, and only then is the stream's keystream ring filled from there."""
+        ssrc = int.from_bytes(packet[8:12], "big")
+        self.send(leg_id, packet)
+        self.primers += 1
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with self.plane._lock:  # filled by the plane's maintenance thread
+                leg = self.plane._legs.get(leg_id)
+                stream = leg.streams.get(ssrc) if leg is not None else None
+                if stream is not None and stream[2].filled_until > 0:
+                    return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"leg {leg_id} SSRC {ssrc:#x}: no keystream 5 s after its "
+                             f"first packet: {self.plane.read_detail_counters()}")
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.topology.__exit__()
+
+
+# Adding a plane to the contract tests is one entry here (and one class above).
+PLANE_HARNESSES: dict[str, tuple[type[Harness], list[pytest.MarkDecorator]]] = {
+    "userspace": (UserspaceHarness, []),
+    "kernel": (KernelHarness, [pytest.mark.kernel]),
+}
