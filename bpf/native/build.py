@@ -23,15 +23,20 @@ def cdef_text() -> str:
     return "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
 
 
-def ffibuilder():  # type: ignore[no-untyped-def]
+def _source(path: Path, absolute: bool) -> str:
+    """setuptools (pip wheel) refuses absolute source paths and runs from the
+    project root; ffi.compile() changes into its tmpdir and needs them absolute."""
+    return str(path) if absolute else os.path.relpath(path)
+
+
+def ffibuilder(absolute_paths: bool = False):  # type: ignore[no-untyped-def]
     from cffi import FFI
 
     ffi = FFI()
     ffi.cdef(cdef_text())
     ffi.set_source(
         "sftd.bpf._keystream", '#include "keystream.h"',
-        # relative: setuptools refuses absolute source paths in a wheel build
-        sources=[os.path.relpath(HERE / "keystream.c")],
+        sources=[_source(HERE / "keystream.c", absolute_paths)],
         include_dirs=[str(HERE)],
         extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
         libraries=["crypto"])
@@ -40,7 +45,7 @@ def ffibuilder():  # type: ignore[no-untyped-def]
 
 def build(verbose: bool = False) -> Path:
     TMPDIR.mkdir(parents=True, exist_ok=True)
-    out = Path(ffibuilder().compile(tmpdir=str(TMPDIR), verbose=verbose))
+    out = Path(ffibuilder(absolute_paths=True).compile(tmpdir=str(TMPDIR), verbose=verbose))
     dest = PACKAGE / out.name
     tmp = dest.with_suffix(".tmp")
     tmp.write_bytes(out.read_bytes())
