@@ -35,13 +35,18 @@ def cdef_text(header: Path) -> str:
     return "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
 
 
-def keystream_builder() -> FFI:
+def _source(path: Path, absolute: bool) -> str:
+    """setuptools (pip wheel) refuses absolute source paths and runs from the
+    project root; ffi.compile() changes into its tmpdir and needs them absolute."""
+    return str(path) if absolute else os.path.relpath(path)
+
+
+def keystream_builder(absolute_paths: bool = False) -> FFI:
     ffi = FFI()
     ffi.cdef(cdef_text(HERE / "keystream.h"))
     ffi.set_source(
         "sftd.bpf._keystream", '#include "keystream.h"',
-        # relative: setuptools refuses absolute source paths in a wheel build
-        sources=[os.path.relpath(HERE / "keystream.c")],
+        sources=[_source(HERE / "keystream.c", absolute_paths)],
         include_dirs=[str(HERE), str(PACKAGE / "include")],
         extra_compile_args=_STRICT,
         libraries=["crypto"])
@@ -106,7 +111,7 @@ def check_layouts(module: Path, name: str, cdef_header: Path) -> None:
 
 def build(verbose: bool = False) -> list[Path]:
     TMPDIR.mkdir(parents=True, exist_ok=True)
-    keystream = _compile(keystream_builder(), verbose)
+    keystream = _compile(keystream_builder(absolute_paths=True), verbose)
     check_layouts(keystream, "sftd.bpf._keystream", HERE / "keystream.h")
     libbpf = _compile(libbpf_builder(), verbose)
     check_layouts(libbpf, "sftd.bpf._libbpf", HERE / "libbpf_cdef.h")

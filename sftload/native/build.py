@@ -23,15 +23,20 @@ def cdef_text() -> str:
     return "\n".join(lines)
 
 
-def ffibuilder():  # type: ignore[no-untyped-def]
+def _source(path: Path, absolute: bool) -> str:
+    """setuptools (pip wheel) refuses absolute source paths and runs from the
+    project root; ffi.compile() changes into its tmpdir and needs them absolute."""
+    return str(path) if absolute else os.path.relpath(path)
+
+
+def ffibuilder(absolute_paths: bool = False):  # type: ignore[no-untyped-def]
     from cffi import FFI
 
     ffi = FFI()
     ffi.cdef(cdef_text())
     ffi.set_source(
         "sftd.sftload._fastpath", '#include "fastpath.h"',
-        # relative: setuptools refuses absolute source paths in a wheel build
-        sources=[os.path.relpath(HERE / "fastpath.c")],
+        sources=[_source(HERE / "fastpath.c", absolute_paths)],
         include_dirs=[str(HERE)],
         extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
         libraries=["pthread"])
@@ -39,7 +44,8 @@ def ffibuilder():  # type: ignore[no-untyped-def]
 
 
 def build(verbose: bool = False) -> Path:
-    out = Path(ffibuilder().compile(tmpdir=str(HERE / "_build"), verbose=verbose))
+    ffi = ffibuilder(absolute_paths=True)
+    out = Path(ffi.compile(tmpdir=str(HERE / "_build"), verbose=verbose))
     dest = PACKAGE / out.name
     tmp = dest.with_suffix(".tmp")
     tmp.write_bytes(out.read_bytes())
