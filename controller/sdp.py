@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from aioice import Candidate
 from aiortc.sdp import DTLS_ROLE_SETUP, MediaDescription, SessionDescription
 
+from sftd.econn import MAX_VSTREAMS
+
 from .dataplane import ExtensionIds
 
 AUDIO_SLOTS = 5

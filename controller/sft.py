@@ -30,7 +30,7 @@ from .dataplane import (
     SlotSource,
     StreamKind,
 )
-from .leg import ParticipantLeg, LegIceConnection, PortRange, PortsExhausted
+from .leg import LegIceConnection, ParticipantLeg, PortRange, PortsExhausted
 from .media_watch import MediaWatch
 from .model import Conference, Participant, ParticipantKey, StreamRequest, update_speakers
 from .sdp import (
