@@ -51,6 +51,7 @@ def test_wheel_holds_every_native_part(wheel: Path) -> None:
     assert "sftd/bpf/build/sft.bpf.o" in names
     assert "sftd/bpf/build/sft_abi.cdef" in names
     assert any(n.startswith("sftd/bpf/_keystream") and n.endswith(".so") for n in names)
+    assert any(n.startswith("sftd/bpf/_libbpf") and n.endswith(".so") for n in names)
     assert any(n.startswith("sftd/sftload/_fastpath") and n.endswith(".so") for n in names)
     # one namespace: nothing installs as a top-level `controller`, `bpf`, ...
     top = {n.split("/")[0] for n in names if not n.startswith("sftd_ebpf-")}
@@ -69,8 +70,9 @@ def test_installed_wheel_runs_without_the_source_tree(wheel: Path, tmp_path: Pat
     deps = [p for p in sys.path if p.endswith("site-packages")]
     probe = (
         "import sys; target, *deps = sys.argv[1:]; sys.path[:0] = [target, *deps]\n"
-        "import sftd.bpf.native as native, sftd.bpf.abi, sftd.signalling.cli as cli\n"
-        "assert native.keystream() is not None\n"
+        "import sftd.bpf.keystream as ks, sftd.bpf.libbpf, sftd.bpf.abi\n"
+        "import sftd.signalling.cli as cli\n"
+        "native = ks.native_module()\n"
         "assert native.__file__.startswith(target), native.__file__\n"
         "print(cli.version())\n")
     run = subprocess.run([sys.executable, "-I", "-c", probe, str(target), *deps],
