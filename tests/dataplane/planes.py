@@ -149,7 +149,7 @@ class KernelHarness(Harness):
 
     def __init__(self) -> None:
         from sftd.bpf.dataplane import KernelDataPlane, kernel_available
-        from sftd.signalling.cli import (
+        from sftd.bpf.sizing import (
             KEYSTREAM_AUDIO_RING,
             KEYSTREAM_INGRESS_RING_FACTOR,
             KEYSTREAM_VIDEO_RING,
