@@ -27,11 +27,13 @@ RUN make -C bpf \
 # (bpf/build/sft_abi.cdef; without it bpf.abi would need cpp at run time). The
 # copy covers package-data patterns that miss a generated file; -I keeps /src
 # off sys.path so the installed package is the one inspected.
-# The native keystream fill (bpf/_keystream*.so, cffi + AES-NI/OpenSSL) is built
-# before the install so that package data picks it up.
+# The native keystream fill (bpf/_keystream*.so, cffi + AES-NI/OpenSSL) and the
+# native data plane's engine (engine/_engine*.so, OpenSSL) are built before the
+# install so that package data picks them up.
 RUN python3 -m venv /opt/sftd/venv \
     && /opt/sftd/venv/bin/pip install --no-cache-dir --upgrade pip cffi \
     && /opt/sftd/venv/bin/python -m sftd.bpf.native.build \
+    && /opt/sftd/venv/bin/python engine/build.py \
     && /opt/sftd/venv/bin/pip install --no-cache-dir . \
     && pkg=$(/opt/sftd/venv/bin/python -I -c "import bpf, pathlib; print(pathlib.Path(bpf.__file__).parent)") \
     && mkdir -p "$pkg/build" \
