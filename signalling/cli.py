@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-a", dest="auth", action="store_true",
                    help="require CONFCONN username/credential tokens (needs -s)")
     p.add_argument("-w", dest="workers", type=int, default=16, metavar="N",
-                   help="worker count (default 16; accepted for compatibility: signalling runs "
-                        "on one event loop, media runs in the data plane)")
+                   help="worker count (default 16): the native data plane's media threads, "
+                        "at most one per CPU; signalling runs on one event loop")
     p.add_argument("-k", dest="fir_interval", type=int, default=1000, metavar="MS",
                    help="send RTCP FIR to every video sender every MS ms (default 1000)")
     p.add_argument("-v", "--version", action="version", version=f"version: {version()}",
@@ -97,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer CORS (incl. OPTIONS preflight) for this origin, e.g. https://app.wire.com")
     p.add_argument("--media-ports", type=_port_range, default=(32768, 61000), metavar="LO-HI",
                    help="UDP port range for media legs (default 32768-61000)")
-    p.add_argument("--dataplane", choices=("auto", "userspace", "kernel"), default="auto",
-                   help="auto: kernel when BPF can be loaded here, else userspace (default auto)")
+    p.add_argument("--dataplane", choices=("auto", "userspace", "kernel", "native"),
+                   default="auto",
+                   help="auto: kernel when BPF can be loaded here, else userspace; native: the "
+                        "C engine on the legs' sockets, -w threads (default auto)")
     p.add_argument("--instance", default="default", metavar="NAME",
                    help="instance name: BPF pins live under /sys/fs/bpf/sftd/NAME (default 'default')")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
@@ -207,6 +209,13 @@ def choose_dataplane(args: argparse.Namespace) -> DataPlane:
     if args.dataplane == "userspace":
         log.info("data plane: userspace (--dataplane userspace)")
         return UserspaceDataPlane()
+    if args.dataplane == "native":
+        from sftd.engine.dataplane import EngineUnavailable, NativeDataPlane
+
+        try:
+            return NativeDataPlane(workers=args.workers)
+        except EngineUnavailable as exc:
+            raise SystemExit(f"sftd: --dataplane native requested but unavailable: {exc}")
     reason = ""
     try:
         from sftd.bpf.dataplane import KernelDataPlane, kernel_available
@@ -345,7 +354,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"sftd: no IPv4 address on media interfaces {names or 'non-loopback'}; "
                          "pass -O with an interface that has one (e.g. -O lo for local tests)")
     args.interface_names = names or _interfaces_of(args.media_addresses)
-    log.debug("-w %d accepted; this server runs one signalling loop", args.workers)
     try:
         return asyncio.run(serve(args))
     except KeyboardInterrupt:
