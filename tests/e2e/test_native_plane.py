@@ -31,14 +31,13 @@ async def test_three_clients_through_the_native_engine(sftd, wire_client):
     # receiver reports and PINGs need RTCP and the data channel: upcalls work
     await wait_until(lambda: all(c.received.pongs >= 1 for c in clients), 10, "PING echoes")
 
+    received = sum(s.audio_packets + s.video_packets  # before the metrics: media goes on
+                   for c in clients for s in c.received.by_person.values())
     metrics = await sftd.metrics()
     assert metrics['sft_dataplane_info{dataplane="native"}'] == 1
     assert metrics[DETAIL.format("USERSPACE_MEDIA")] == 0  # the interpreter forwarded nothing
     assert metrics[DETAIL.format("UPCALLS")] > 0  # STUN consent, DTLS, RTCP went back
     assert metrics[DETAIL.format("UPCALLS_DROPPED")] == 0
-    forwarded = metrics[PACKETS.format("TX_PACKETS")]
-    received = sum(s.audio_packets + s.video_packets
-                   for c in clients for s in c.received.by_person.values())
-    assert forwarded >= received > 0
+    assert metrics[PACKETS.format("TX_PACKETS")] >= received > 0
     assert metrics[PACKETS.format("DROP_AUTH")] == 0
     assert metrics[PACKETS.format("DROP_REPLAY")] == 0
