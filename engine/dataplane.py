@@ -111,8 +111,9 @@ class _Stats:
 
 
 class NativeDataPlane:
-    name = "native"
-    srtp_profiles = (SRTP_AES_CM_128_HMAC_SHA1_80, SRTP_AEAD_AES_128_GCM, SRTP_AEAD_AES_256_GCM)
+    name: str = "native"
+    srtp_profiles: tuple[str, ...] = (SRTP_AES_CM_128_HMAC_SHA1_80, SRTP_AEAD_AES_128_GCM,
+                                      SRTP_AEAD_AES_256_GCM)
 
     def __init__(self, *, workers: int | None = None,
                  slot_initial_index: Callable[[], int] | None = None,

@@ -215,7 +215,8 @@ def choose_dataplane(args: argparse.Namespace) -> DataPlane:
         try:
             return NativeDataPlane(workers=args.workers)
         except EngineUnavailable as exc:
-            raise SystemExit(f"sftd: --dataplane native requested but unavailable: {exc}")
+            raise SystemExit(
+                f"sftd: --dataplane native requested but unavailable: {exc}") from exc
     reason = ""
     try:
         from sftd.bpf.dataplane import KernelDataPlane, kernel_available
