@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #define SRTP_REPLAY_WINDOW 1024
 #define SRTP_MAX_TAG 16
@@ -28,8 +29,10 @@ struct srtp_ctx {
 	int decrypt;       /* direction of the GCM context */
 	size_t tag_len;
 	uint8_t salt[14];  /* session salt: 14 bytes (CM) or 12 (GCM) */
-	EVP_CIPHER_CTX *cipher; /* AES-CTR or AES-GCM, session key set */
-	EVP_MAC_CTX *mac;       /* HMAC-SHA1, session auth key set (CM only) */
+	EVP_CIPHER_CTX *cipher; /* CM: AES-ECB making the CTR keystream; or AES-GCM */
+	/* CM: HMAC-SHA1 with the session auth key, the key's inner and outer pads
+	 * hashed once (the per-packet HMAC copies these states) */
+	SHA_CTX hmac_inner, hmac_outer;
 };
 
 /* Receive state of one SSRC: the highest SRTP index and which of the 1024
