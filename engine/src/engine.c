@@ -21,13 +21,6 @@
 #include "io.h"
 #include "srtp.h"
 
-/* Counter of controller/dataplane.py */
-enum counter {
-	RX_PACKETS = 0, RX_BYTES = 1, TX_PACKETS = 2, TX_BYTES = 3, DROP_AUTH = 4,
-	DROP_REPLAY = 5, DROP_UNKNOWN_LEG = 6, DROP_MALFORMED = 7, DROP_NO_ROUTE = 8,
-	DROP_PADDING = 9, DROP_NOT_READY = 10, DROP_SSRC_LIMIT = 11, DROP_UNKNOWN_SSRC = 15,
-};
-
 #define KIND_AUDIO 0
 #define KIND_VIDEO 1
 #define LAYER_LOW 0
@@ -433,7 +426,7 @@ static void send_copy(struct worker *w, struct sfte_leg *sub, struct slot *slot,
 		slot->last_time = now;
 	}
 	if (len > MAX_PROTECT_BYTES) { /* grew past a datagram with the CSRC */
-		count(w, DROP_MALFORMED, 1);
+		count(w, SFTE_DROP_MALFORMED, 1);
 		return;
 	}
 	if (w->n_tx == IO_TX_BATCH)
@@ -450,11 +443,11 @@ static void send_copy(struct worker *w, struct sfte_leg *sub, struct slot *slot,
 	header = 16 + (v->payload_offset - v->ext_offset);
 	out = srtp_protect(&sub->tx, &slot->tx_index, t->data, len, header);
 	if (out == 0) {
-		count(w, DROP_MALFORMED, 1);
+		count(w, SFTE_DROP_MALFORMED, 1);
 		return;
 	}
 	if (sub->fd < 0) {
-		count(w, DROP_NO_ROUTE, 1);
+		count(w, SFTE_DROP_NO_ROUTE, 1);
 		return;
 	}
 	t->fd = sub->fd;
@@ -463,8 +456,8 @@ static void send_copy(struct worker *w, struct sfte_leg *sub, struct slot *slot,
 	t->len = out;
 	w->n_tx++;
 	STORE(&slot->sent, slot->sent + 1);
-	count(w, TX_PACKETS, 1);
-	count(w, TX_BYTES, out);
+	count(w, SFTE_TX_PACKETS, 1);
+	count(w, SFTE_TX_BYTES, out);
 	STORE(&w->conference_packets[sub->conference_id],
 	      w->conference_packets[sub->conference_id] + 1);
 }
@@ -581,7 +574,7 @@ static void forward(struct worker *w, struct sfte_leg *leg, int kind, const uint
 	int keyframe = -1, sent = 0;
 
 	if (r->n == 0) {
-		count(w, DROP_NO_ROUTE, 1);
+		count(w, SFTE_DROP_NO_ROUTE, 1);
 		return;
 	}
 	for (uint32_t i = 0; i < r->n; i++) {
@@ -601,7 +594,7 @@ static void forward(struct worker *w, struct sfte_leg *leg, int kind, const uint
 		sent = 1;
 	}
 	if (kind == KIND_VIDEO && !sent)
-		count(w, DROP_NOT_READY, 1);
+		count(w, SFTE_DROP_NOT_READY, 1);
 }
 
 /* One SRTP packet from a leg (or for no leg), as UserspaceDataPlane.handle_packet.
@@ -616,14 +609,14 @@ static void handle_media(struct worker *w, struct sfte_leg *leg, uint8_t *pkt, s
 	uint32_t ssrc;
 	int layer;
 
-	count(w, RX_PACKETS, 1);
-	count(w, RX_BYTES, len);
+	count(w, SFTE_RX_PACKETS, 1);
+	count(w, SFTE_RX_BYTES, len);
 	if (leg == NULL) {
-		count(w, DROP_UNKNOWN_LEG, 1);
+		count(w, SFTE_DROP_UNKNOWN_LEG, 1);
 		return;
 	}
 	if (len < 12 || len > MAX_SRTP_BYTES || pkt[0] >> 6 != 2) {
-		count(w, DROP_MALFORMED, 1);
+		count(w, SFTE_DROP_MALFORMED, 1);
 		return;
 	}
 	ssrc = be32(pkt + 8);
@@ -631,12 +624,12 @@ static void handle_media(struct worker *w, struct sfte_leg *leg, uint8_t *pkt, s
 		if (leg->streams[i].ssrc == ssrc)
 			stream = &leg->streams[i];
 	if (stream == NULL && leg->n_streams >= SFTE_MAX_SSRCS_PER_LEG) {
-		count(w, DROP_SSRC_LIMIT, 1); /* before any state is made for it */
+		count(w, SFTE_DROP_SSRC_LIMIT, 1); /* before any state is made for it */
 		return;
 	}
 	result = srtp_unprotect(&leg->rx, stream ? &stream->state : NULL, pkt, &len, &delta);
 	if (result != SRTP_OK) {
-		count(w, result == SRTP_FAIL_REPLAY ? DROP_REPLAY : DROP_AUTH, 1);
+		count(w, result == SRTP_FAIL_REPLAY ? SFTE_DROP_REPLAY : SFTE_DROP_AUTH, 1);
 		return;
 	}
 	if (stream == NULL) { /* authentic: the SSRC gets state */
@@ -646,14 +639,14 @@ static void handle_media(struct worker *w, struct sfte_leg *leg, uint8_t *pkt, s
 	}
 	srtp_rx_commit(&stream->state, delta);
 	if (rtp_parse(pkt, len, &v) != 0) {
-		count(w, DROP_MALFORMED, 1);
+		count(w, SFTE_DROP_MALFORMED, 1);
 		return;
 	}
 	count_received(leg, &v, now);
 	record_arrival(w, leg, pkt, &v, now);
 	if (v.padding && v.payload_end == v.payload_offset) {
 		/* later packets of the source move down by one: no gap for receivers */
-		count(w, DROP_PADDING, 1);
+		count(w, SFTE_DROP_PADDING, 1);
 		for (int kind = 0; kind < 2; kind++)
 			for (uint32_t i = 0; i < leg->routes[kind].n; i++) {
 				struct slot *slot = leg->routes[kind].items[i].slot;
@@ -683,7 +676,7 @@ static void handle_media(struct worker *w, struct sfte_leg *leg, uint8_t *pkt, s
 		if (n == 1 && (rid[0] == 'l' || rid[0] == 'h'))
 			layer = rid[0] == 'l' ? LAYER_LOW : LAYER_HIGH;
 		if (layer < 0) {
-			count(w, DROP_UNKNOWN_SSRC, 1);
+			count(w, SFTE_DROP_UNKNOWN_SSRC, 1);
 			return;
 		}
 		set_video_layer(leg, v.ssrc, layer);

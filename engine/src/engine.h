@@ -35,7 +35,16 @@
 #define SFTE_MAX_CONFERENCES 65536  /* conference ids 0..65535 */
 #define SFTE_MAX_PACKET 2048        /* receive buffer; media above 1500 bytes is malformed */
 #define SFTE_ARRIVALS 8192          /* MAX_PENDING_ARRIVALS of controller/twcc.py */
-#define SFTE_COUNTERS 16            /* enum Counter of controller/dataplane.py */
+#define SFTE_COUNTERS 16            /* enum sfte_counter */
+
+/* Counter of controller/dataplane.py, value for value (a test compares them) */
+enum sfte_counter {
+	SFTE_RX_PACKETS = 0, SFTE_RX_BYTES = 1, SFTE_TX_PACKETS = 2, SFTE_TX_BYTES = 3,
+	SFTE_DROP_AUTH = 4, SFTE_DROP_REPLAY = 5, SFTE_DROP_UNKNOWN_LEG = 6,
+	SFTE_DROP_MALFORMED = 7, SFTE_DROP_NO_ROUTE = 8, SFTE_DROP_PADDING = 9,
+	SFTE_DROP_NOT_READY = 10, SFTE_DROP_SSRC_LIMIT = 11, SFTE_DROP_LEASE_EXPIRED = 12,
+	SFTE_DROP_LEG_REPLACED = 13, SFTE_DROP_ADJUST_FAILED = 14, SFTE_DROP_UNKNOWN_SSRC = 15,
+};
 
 enum sfte_detail {
 	SFTE_DETAIL_UPCALLS = 0,         /* non-media datagrams handed to the controller */
