@@ -22,5 +22,6 @@ setup(
         "bpf/native/build.py:keystream_builder",
         "bpf/native/build.py:libbpf_builder",
         "sftload/native/build.py:ffibuilder",
+        "engine/build.py:ffibuilder",
     ],
 )

@@ -41,11 +41,13 @@ extras=""
 .venv/bin/pip install -q --upgrade pip "setuptools>=77" wheel cffi >/dev/null
 .venv/bin/pip install -q -e ".${extras}"
 
-# Native parts built with cffi and gcc: the load generator's sender/receiver, and
-# the kernel data plane's keystream fill (AES-NI or OpenSSL) and libbpf binding
-# (compiled against libbpf-dev's headers).
+# Native parts built with cffi and gcc: the load generator's sender/receiver, the
+# kernel data plane's keystream fill (AES-NI or OpenSSL) and libbpf binding
+# (compiled against libbpf-dev's headers), and the native data plane's engine
+# (--dataplane native, OpenSSL).
 .venv/bin/python -m sftd.sftload.native.build >/dev/null
 .venv/bin/python -m sftd.bpf.native.build >/dev/null
+.venv/bin/python -m sftd.engine.build >/dev/null
 
 # BPF objects are built here, once; nodes running a built package or image need no compiler.
 if [ -f bpf/Makefile ]; then

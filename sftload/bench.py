@@ -1,6 +1,6 @@
 """``sft-bench``: participants per vCPU, measured side by side (docs/benchmark.md).
 
-For each system (``userspace``/``kernel`` data plane of sftd, ``janus``
+For each system (``userspace``/``kernel``/``native`` data plane of sftd, ``janus``
 VideoRoom as the peer) in the same run: start it in its own network namespace
 pinned to core 0, start ``sft-load --control`` in a second namespace pinned to
 core 1, ramp the number of participants (whole conferences at a time), and at
@@ -259,13 +259,13 @@ class SftSystem(System):
 
 
 def make_system(name: str, topo: Topology, workdir: Path) -> System:
-    if name in ("userspace", "kernel"):
+    if name in ("userspace", "kernel", "native"):
         return SftSystem(topo, workdir, name)
     if name == "janus":
         from .janus import JanusSystem
 
         return JanusSystem(topo, workdir)
-    raise ValueError(f"unknown system {name!r} (userspace, kernel, janus)")
+    raise ValueError(f"unknown system {name!r} (userspace, kernel, native, janus)")
 
 
 def system_available(name: str) -> tuple[bool, str]:
@@ -279,6 +279,10 @@ def system_available(name: str) -> tuple[bool, str]:
             return kernel_available()
         except Exception as exc:  # not built / not importable yet
             return False, f"sftd.bpf.dataplane unavailable: {exc}"
+    if name == "native":
+        from sftd.engine.dataplane import native_available
+
+        return native_available()
     if name == "janus":
         from . import janus
 
@@ -494,7 +498,8 @@ def summary(runs: list[Run]) -> dict[str, Any]:
             "join_ms_p50": best["join_ms"]["p50"], "join_ms_p99": best["join_ms"]["p99"],
             "loss": best["loss"]}
     ratios = {}
-    for a, b in (("kernel", "userspace"), ("kernel", "janus"), ("userspace", "janus")):
+    for a, b in (("kernel", "userspace"), ("kernel", "janus"), ("userspace", "janus"),
+                 ("native", "userspace"), ("native", "kernel"), ("native", "janus")):
         if out.get(a) and out.get(b):
             ratios[f"{a}/{b}"] = round(out[a]["participants_per_vcpu"]
                                        / out[b]["participants_per_vcpu"], 2)
@@ -537,7 +542,7 @@ def plot(runs: list[Run], path: Path, title: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="sft-bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--systems", default="userspace,kernel,janus",
-                   help="comma-separated: userspace, kernel, janus (unavailable ones are "
+                   help="comma-separated: userspace, kernel, native, janus (unavailable ones are "
                    "skipped with the reason)")
     p.add_argument("--quick", action="store_true",
                    help="a handful of participants, short windows (CI): < 2 minutes")

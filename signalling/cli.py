@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-a", dest="auth", action="store_true",
                    help="require CONFCONN username/credential tokens (needs -s)")
     p.add_argument("-w", dest="workers", type=int, default=16, metavar="N",
-                   help="worker count (default 16; accepted for compatibility: signalling runs "
-                        "on one event loop, media runs in the data plane)")
+                   help="worker count (default 16): the native data plane's media threads, "
+                        "at most one per CPU; signalling runs on one event loop")
     p.add_argument("-k", dest="fir_interval", type=int, default=1000, metavar="MS",
                    help="send RTCP FIR to every video sender every MS ms (default 1000)")
     p.add_argument("-v", "--version", action="version", version=f"version: {version()}",
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--media-ports", type=_port_range, default=(32768, 61000), metavar="LO-HI",
                    help="UDP port range for media legs (default 32768-61000)")
     p.add_argument("--dataplane", choices=("auto", *DATAPLANES), default="auto",
-                   help="auto: kernel when BPF can be loaded here, else userspace (default auto)")
+                   help="auto: kernel when BPF can be loaded here, else userspace; native: the "
+                        "C engine on the legs' sockets, -w threads (default auto)")
     p.add_argument("--instance", default="default", metavar="NAME",
                    help="instance name: BPF pins live under /sys/fs/bpf/sftd/NAME "
                         "(default 'default')")
@@ -212,6 +213,7 @@ def config_from_args(args: argparse.Namespace, media_addresses: list[str],
         listen=(args.listen_addr, args.listen_port),
         metrics_listen=(args.metrics_addr, args.metrics_port),
         dataplane=args.dataplane, interface_names=interface_names, instance=args.instance,
+        workers=args.workers,
         tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
         drain_timeout=args.drain_timeout)
 
@@ -252,7 +254,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"sftd: no IPv4 address on media interfaces {names or 'non-loopback'}; "
                          "pass -O with an interface that has one (e.g. -O lo for local tests)")
     config = config_from_args(args, addresses, names or _interfaces_of(addresses))
-    log.debug("-w %d accepted; this server runs one signalling loop", args.workers)
     try:
         return asyncio.run(serve(config))
     except KeyboardInterrupt:

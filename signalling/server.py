@@ -43,6 +43,7 @@ class ServerConfig:
     instance: str = "default"  # BPF pins under /sys/fs/bpf/sftd/<instance>
     tls: tuple[str, str] | None = None  # (certificate, key) files: HTTPS signalling
     drain_timeout: float = 0.0  # after SIGTERM, exit after this long (0: last call)
+    workers: int = 16  # -w: the native plane's media threads (at most one per CPU)
 
 
 DataPlaneFactory = Callable[[ServerConfig], DataPlane]
@@ -76,11 +77,23 @@ def _kernel(config: ServerConfig) -> DataPlane:
     return plane
 
 
+def _native(config: ServerConfig) -> DataPlane:
+    try:
+        from sftd.engine.dataplane import EngineUnavailable, NativeDataPlane
+    except ImportError as exc:
+        raise DataPlaneUnavailable(f"native data plane not installed ({exc})") from exc
+    try:
+        return NativeDataPlane(workers=config.workers)
+    except EngineUnavailable as exc:
+        raise DataPlaneUnavailable(str(exc)) from exc
+
+
 # --dataplane NAME -> how to make it; a factory raises DataPlaneUnavailable
 # when its plane cannot run here. A new plane registers with one entry.
 DATAPLANES: dict[str, DataPlaneFactory] = {
     "userspace": _userspace,
     "kernel": _kernel,
+    "native": _native,
 }
 AUTO_ORDER = ("kernel", "userspace")  # --dataplane auto: the first that runs here
 

@@ -166,9 +166,8 @@ class Plane:
         self.plane.close()
 
 
-@pytest.fixture(params=[SRTP_AES_CM_128_HMAC_SHA1_80, SRTP_AEAD_AES_128_GCM])
-async def plane(request):
-    p = Plane(request.param)
+async def prepare(p: Plane) -> Plane:
+    """The fuzz's legs: a publisher, its subscriber, another publisher, a ghost."""
     for leg_id in (PUB, SUB, OTHER):
         await p.add(leg_id)
     await p.add(GHOST, register=False)
@@ -176,6 +175,12 @@ async def plane(request):
     p.plane.set_publisher(OTHER, (OTHER_SSRC,), {})
     p.plane.set_slot(SUB, StreamKind.AUDIO, 0, SlotSource(PUB, CSRC_AUDIO))
     p.plane.set_slot(SUB, StreamKind.VIDEO, 0, SlotSource(PUB, CSRC_VIDEO))
+    return p
+
+
+@pytest.fixture(params=[SRTP_AES_CM_128_HMAC_SHA1_80, SRTP_AEAD_AES_128_GCM])
+async def plane(request):
+    p = await prepare(Plane(request.param))
     yield p
     p.close()
 

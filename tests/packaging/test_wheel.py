@@ -52,6 +52,7 @@ def test_wheel_holds_every_native_part(wheel: Path) -> None:
     assert "sftd/bpf/build/sft_abi.cdef" in names
     assert any(n.startswith("sftd/bpf/_keystream") and n.endswith(".so") for n in names)
     assert any(n.startswith("sftd/bpf/_libbpf") and n.endswith(".so") for n in names)
+    assert any(n.startswith("sftd/engine/_engine") and n.endswith(".so") for n in names)
     assert any(n.startswith("sftd/sftload/_fastpath") and n.endswith(".so") for n in names)
     # one namespace: nothing installs as a top-level `controller`, `bpf`, ...
     top = {n.split("/")[0] for n in names if not n.startswith("sftd_ebpf-")}

@@ -1,0 +1,1454 @@
+/* SPDX-License-Identifier: AGPL-3.0-or-later */
+/* Workers, commands and the per-packet path of the native engine; see engine.h.
+ * The per-packet semantics are those of controller/userspace.py, step by step. */
+#define _GNU_SOURCE
+#include "engine.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include "io.h"
+#include "srtp.h"
+
+#define KIND_AUDIO 0
+#define KIND_VIDEO 1
+#define LAYER_LOW 0
+#define LAYER_HIGH 1
+#define MAX_SRTP_BYTES 1500
+#define MAX_PROTECT_BYTES (1500 - 144) /* pylibsrtp: 1500-byte buffer less the trailer room */
+#define AUDIO_LEVEL_SILENT 127.0
+#define LEVEL_SMOOTHING 0.5
+#define MAX_VIDEO_LAYERS (2 * SFTE_MAX_SSRCS_PER_LEG)
+#define UPCALL_RING 256
+#define RECEIVE_ROUNDS 4 /* batches from one socket before the others get a turn */
+
+static const uint32_t CLOCK_RATE[2] = {48000, 90000};
+
+struct slot {
+	uint32_t ssrc;
+	int kind;
+	int has_source;
+	uint32_t publisher_id;
+	struct sfte_leg *publisher; /* NULL while that leg is not added */
+	uint32_t csrc;
+	int layer;
+	int has_input;
+	uint32_t input_ssrc;
+	uint16_t seq_offset;
+	uint32_t ts_offset;
+	uint16_t last_seq;
+	uint32_t last_ts;
+	int64_t last_time; /* ns, 0: nothing sent yet */
+	uint64_t tx_index; /* SRTP index of the slot's SSRC */
+	uint64_t sent;     /* atomic: read by the controller */
+};
+
+struct route {
+	struct sfte_leg *subscriber;
+	struct slot *slot;
+};
+
+struct routes {
+	struct route *items;
+	uint32_t n, cap;
+};
+
+struct rx_stream {
+	uint32_t ssrc;
+	struct srtp_rx_stream state;
+};
+
+struct receive_counter { /* RFC 3550 A.1 / A.8, as userspace.py's _ReceiveCounter */
+	uint32_t ssrc;
+	int kind;
+	uint64_t received;
+	int64_t first_seq, highest_seq, jitter_q4, last_transit;
+	int has_transit;
+};
+
+struct video_layer {
+	uint32_t ssrc;
+	int layer;
+};
+
+struct sfte_leg {
+	struct sfte_engine *engine;
+	int worker;
+	uint32_t id, conference_id;
+	int fd;          /* our dup of the leg's socket */
+	int take_receive;
+	int in_epoll;
+	struct sockaddr_storage remote;
+	socklen_t remote_len;
+	struct srtp_ctx rx, tx;
+	uint8_t ext_audio_level, ext_rid, ext_frame_descriptor, ext_transport_cc;
+	uint32_t n_slots, audio_slots;
+	struct slot slots[SFTE_MAX_SLOTS];
+	uint32_t audio_ssrcs[SFTE_MAX_SSRCS_PER_LEG];
+	uint32_t n_audio;
+	struct video_layer video[MAX_VIDEO_LAYERS];
+	uint32_t n_video;
+	int64_t layer_media_at[2];
+	struct rx_stream streams[SFTE_MAX_SSRCS_PER_LEG];
+	uint32_t n_streams;
+	struct routes routes[2]; /* slots forwarding this leg, by kind */
+	/* read by the controller */
+	uint32_t stats_seq; /* seqlock over counters/n_counters */
+	struct receive_counter counters[SFTE_MAX_COUNTED_STREAMS];
+	uint32_t n_counters;
+	uint64_t level_bits; /* double */
+	int64_t level_time;
+	uint64_t received[2];
+	uint16_t *arrival_seq;
+	int64_t *arrival_ns;
+	uint64_t arrivals_head, arrivals_tail;
+	int removed;  /* by its worker; memory still valid */
+	int released; /* the worker is done with it: the controller may free it */
+};
+
+enum cmd_type { CMD_ADD, CMD_ADDRESS, CMD_REMOVE, CMD_PUBLISHER, CMD_SLOT, CMD_PACKET, CMD_SYNC };
+
+struct cmd {
+	struct cmd *next;
+	enum cmd_type type;
+	struct sfte_leg *leg;
+	union {
+		struct {
+			struct sockaddr_storage remote;
+			socklen_t remote_len;
+			int fd, take_receive;
+		} address;
+		struct {
+			uint32_t audio[SFTE_MAX_SSRCS_PER_LEG], video[SFTE_MAX_SSRCS_PER_LEG];
+			uint8_t layers[SFTE_MAX_SSRCS_PER_LEG];
+			uint32_t n_audio, n_video;
+		} publisher;
+		struct {
+			int kind, has_source, layer;
+			uint32_t index, publisher_id, csrc;
+			struct sfte_leg *publisher;
+		} slot;
+		uint64_t ticket;
+	} u;
+	size_t len;
+	uint8_t data[];
+};
+
+struct worker {
+	struct sfte_engine *engine;
+	int index;
+	pthread_t thread;
+	int started;
+	int epfd, wakefd;
+	pthread_mutex_t lock;
+	struct cmd *head, *tail;
+	/* single writer (this worker), read by the controller */
+	uint64_t counters[SFTE_COUNTERS];
+	uint64_t details[SFTE_DETAILS];
+	uint64_t *conference_packets;
+	uint64_t synced;
+	struct sfte_leg **legs;
+	uint32_t n_legs, cap_legs;
+	struct io_rx rx[IO_BATCH];
+	struct io_tx tx[IO_TX_BATCH];
+	struct io_tx *txp[IO_TX_BATCH];
+	int n_tx;
+	struct sfte_leg **releasing; /* removed this round, released after its events */
+	uint32_t n_releasing, cap_releasing;
+	struct sfte_upcall *upcalls; /* SPSC ring: this worker -> controller */
+	uint64_t upcall_head, upcall_tail;
+	int upcalls_pending;
+};
+
+struct sfte_engine {
+	int threads; /* 0: inline */
+	int n_workers;
+	struct worker *workers;
+	int64_t layer_paused_ns;
+	uint32_t ts_gap[2];
+	int dry_run;
+	int upcall_fd;
+	int stop;
+	uint64_t sync_ticket;
+	pthread_mutex_t sync_lock;
+	pthread_cond_t synced;
+	uint32_t upcall_next; /* controller's round-robin over workers */
+};
+
+static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+/* a private reference to a socket, close-on-exec */
+static int fcntl_dup(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, 3); }
+
+static inline int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+#define STORE(p, v) __atomic_store_n(p, v, __ATOMIC_RELAXED)
+#define LOAD(p) __atomic_load_n(p, __ATOMIC_RELAXED)
+static inline void count(struct worker *w, int c, uint64_t n) { STORE(&w->counters[c], w->counters[c] + n); }
+static inline void detail(struct worker *w, int d, uint64_t n) { STORE(&w->details[d], w->details[d] + n); }
+
+/* ------------------------------------------------------------------ RTP */
+
+struct rtp_view { /* controller/rtp.py RtpView */
+	int padding, extension;
+	uint16_t seq;
+	uint32_t timestamp, ssrc;
+	size_t ext_offset, payload_offset, payload_end;
+};
+
+static int rtp_parse(const uint8_t *d, size_t len, struct rtp_view *v)
+{
+	size_t offset;
+
+	if (len < 12 || d[0] >> 6 != 2)
+		return -1;
+	offset = 12 + 4 * (size_t)(d[0] & 0x0F);
+	v->ext_offset = offset;
+	if (d[0] & 0x10) {
+		if (len < offset + 4)
+			return -1;
+		offset += 4 + 4 * (size_t)be16(d + offset + 2);
+	}
+	if (offset > len)
+		return -1;
+	v->payload_end = len;
+	if (d[0] & 0x20) {
+		uint8_t pad = d[len - 1];
+		if (pad == 0 || len - pad < offset)
+			return -1;
+		v->payload_end -= pad;
+	}
+	v->padding = !!(d[0] & 0x20);
+	v->extension = !!(d[0] & 0x10);
+	v->seq = be16(d + 2);
+	v->timestamp = be32(d + 4);
+	v->ssrc = be32(d + 8);
+	v->payload_offset = offset;
+	return 0;
+}
+
+/* RFC 8285 one- or two-byte header extension ``id``; its length, -1 if absent. */
+static int find_extension(const uint8_t *d, const struct rtp_view *v, int id, const uint8_t **value)
+{
+	uint16_t profile;
+	size_t pos, end;
+
+	if (!v->extension || id <= 0)
+		return -1;
+	profile = be16(d + v->ext_offset);
+	pos = v->ext_offset + 4;
+	end = pos + 4 * (size_t)be16(d + v->ext_offset + 2);
+	if (profile == 0xBEDE) {
+		while (pos < end) {
+			int elem, length;
+			if (d[pos] == 0) {
+				pos++;
+				continue;
+			}
+			elem = d[pos] >> 4;
+			length = (d[pos] & 0x0F) + 1;
+			if (elem == 15 || pos + 1 + (size_t)length > end)
+				return -1;
+			if (elem == id) {
+				*value = d + pos + 1;
+				return length;
+			}
+			pos += 1 + (size_t)length;
+		}
+	} else if (profile >> 4 == 0x100) {
+		while (pos + 1 < end) {
+			int length;
+			if (d[pos] == 0) {
+				pos++;
+				continue;
+			}
+			length = d[pos + 1];
+			if (pos + 2 + (size_t)length > end)
+				return -1;
+			if (d[pos] == id) {
+				*value = d + pos + 2;
+				return length;
+			}
+			pos += 2 + (size_t)length;
+		}
+	}
+	return -1;
+}
+
+static int vp8_keyframe(const uint8_t *p, size_t len)
+{
+	size_t pos = 1;
+
+	if (len < 2 || !(p[0] & 0x10) || (p[0] & 0x07))
+		return 0;
+	if (p[0] & 0x80) {
+		uint8_t x = p[1];
+		pos = 2;
+		if (x & 0x80) {
+			if (pos >= len)
+				return 0;
+			pos += p[pos] & 0x80 ? 2 : 1;
+		}
+		if (x & 0x40)
+			pos++;
+		if (x & 0x30)
+			pos++;
+	}
+	return pos < len && !(p[pos] & 0x01);
+}
+
+static int is_keyframe(const uint8_t *d, const struct rtp_view *v, int frame_descriptor)
+{
+	const uint8_t *fd;
+	int n = find_extension(d, v, frame_descriptor, &fd);
+
+	if (n > 0)
+		return (fd[0] & 0x80) && !(fd[0] & 0x08);
+	return vp8_keyframe(d + v->payload_offset, v->payload_end - v->payload_offset);
+}
+
+/* ---------------------------------------------------------------- routes */
+
+static void route_add(struct sfte_leg *pub, int kind, struct sfte_leg *sub, struct slot *slot)
+{
+	struct routes *r = &pub->routes[kind];
+
+	if (r->n == r->cap) {
+		uint32_t cap = r->cap ? 2 * r->cap : 8;
+		struct route *items = realloc(r->items, cap * sizeof(*items));
+		if (items == NULL)
+			return; /* out of memory: the slot stays unrouted (no media), nothing breaks */
+		r->items = items;
+		r->cap = cap;
+	}
+	r->items[r->n++] = (struct route){sub, slot};
+}
+
+static void route_remove(struct sfte_leg *pub, int kind, const struct slot *slot)
+{
+	struct routes *r = &pub->routes[kind];
+	uint32_t k = 0;
+
+	for (uint32_t i = 0; i < r->n; i++)
+		if (r->items[i].slot != slot)
+			r->items[k++] = r->items[i];
+	r->n = k;
+}
+
+/* ----------------------------------------------------------- per packet */
+
+static void flush_tx(struct worker *w)
+{
+	struct sfte_engine *e = w->engine;
+	int n = w->n_tx;
+
+	if (n == 0)
+		return;
+	/* Stable order by socket, so that one sendmmsg carries a subscriber's copies. */
+	for (int i = 0; i < n; i++) {
+		struct io_tx *t = &w->tx[i];
+		int j = i;
+		while (j > 0 && w->txp[j - 1]->fd > t->fd) {
+			w->txp[j] = w->txp[j - 1];
+			j--;
+		}
+		w->txp[j] = t;
+	}
+	if (!e->dry_run) {
+		uint64_t calls = 0;
+		int refused = io_udp_send(w->txp, n, &calls);
+		detail(w, SFTE_DETAIL_TX_BATCHES, calls);
+		if (refused)
+			detail(w, SFTE_DETAIL_SEND_ERRORS, (uint64_t)refused);
+	}
+	w->n_tx = 0;
+}
+
+static int64_t switch_gap(struct sfte_engine *e, const struct slot *slot, int64_t now)
+{
+	int64_t gap;
+
+	if (e->ts_gap[slot->kind])
+		return e->ts_gap[slot->kind];
+	if (slot->last_time == 0)
+		return 1;
+	gap = (int64_t)((double)(now - slot->last_time) / 1e9 * CLOCK_RATE[slot->kind]);
+	return gap > 1 ? gap : 1;
+}
+
+static void switch_source(struct sfte_engine *e, struct slot *slot, const struct rtp_view *v,
+			  int64_t now)
+{
+	int64_t gap = switch_gap(e, slot, now);
+
+	slot->seq_offset = (uint16_t)(slot->last_seq + 1 - v->seq);
+	slot->ts_offset = (uint32_t)((int64_t)slot->last_ts + gap - v->timestamp);
+	slot->has_input = 1;
+	slot->input_ssrc = v->ssrc;
+}
+
+static void send_copy(struct worker *w, struct sfte_leg *sub, struct slot *slot,
+		      const uint8_t *plain, size_t plain_len, const struct rtp_view *v, int64_t now)
+{
+	uint16_t seq = (uint16_t)(v->seq + slot->seq_offset);
+	uint32_t ts = v->timestamp + slot->ts_offset;
+	size_t len = 16 + (plain_len - v->ext_offset), header, out;
+	struct io_tx *t;
+
+	if ((uint16_t)(seq - slot->last_seq) < 0x8000) {
+		slot->last_seq = seq;
+		slot->last_ts = ts;
+		slot->last_time = now;
+	}
+	if (len > MAX_PROTECT_BYTES) { /* grew past a datagram with the CSRC */
+		count(w, SFTE_DROP_MALFORMED, 1);
+		return;
+	}
+	if (w->n_tx == IO_TX_BATCH)
+		flush_tx(w);
+	t = &w->tx[w->n_tx];
+	/* the slot's header: CC=1, its SSRC, sequence, timestamp and CSRC */
+	t->data[0] = (uint8_t)((plain[0] & 0xF0) | 1);
+	t->data[1] = plain[1];
+	put16(t->data + 2, seq);
+	put32(t->data + 4, ts);
+	put32(t->data + 8, slot->ssrc);
+	put32(t->data + 12, slot->csrc);
+	memcpy(t->data + 16, plain + v->ext_offset, plain_len - v->ext_offset);
+	header = 16 + (v->payload_offset - v->ext_offset);
+	out = srtp_protect(&sub->tx, &slot->tx_index, t->data, len, header);
+	if (out == 0) {
+		count(w, SFTE_DROP_MALFORMED, 1);
+		return;
+	}
+	if (sub->fd < 0) {
+		count(w, SFTE_DROP_NO_ROUTE, 1);
+		return;
+	}
+	t->fd = sub->fd;
+	memcpy(&t->dest, &sub->remote, sub->remote_len);
+	t->dest_len = sub->remote_len;
+	t->len = out;
+	w->n_tx++;
+	STORE(&slot->sent, slot->sent + 1);
+	count(w, SFTE_TX_PACKETS, 1);
+	count(w, SFTE_TX_BYTES, out);
+	STORE(&w->conference_packets[sub->conference_id],
+	      w->conference_packets[sub->conference_id] + 1);
+}
+
+static int is_audio_ssrc(const struct sfte_leg *leg, uint32_t ssrc)
+{
+	for (uint32_t i = 0; i < leg->n_audio; i++)
+		if (leg->audio_ssrcs[i] == ssrc)
+			return 1;
+	return 0;
+}
+
+static int video_layer(const struct sfte_leg *leg, uint32_t ssrc)
+{
+	for (uint32_t i = 0; i < leg->n_video; i++)
+		if (leg->video[i].ssrc == ssrc)
+			return leg->video[i].layer;
+	return -1;
+}
+
+static void set_video_layer(struct sfte_leg *leg, uint32_t ssrc, int layer)
+{
+	for (uint32_t i = 0; i < leg->n_video; i++)
+		if (leg->video[i].ssrc == ssrc) {
+			leg->video[i].layer = layer;
+			return;
+		}
+	if (leg->n_video < MAX_VIDEO_LAYERS)
+		leg->video[leg->n_video++] = (struct video_layer){ssrc, layer};
+}
+
+static void count_received(struct sfte_leg *leg, const struct rtp_view *v, int64_t now)
+{
+	int kind = is_audio_ssrc(leg, v->ssrc) ? KIND_AUDIO : KIND_VIDEO;
+	struct receive_counter *c = NULL;
+	int64_t transit;
+
+	for (uint32_t i = 0; i < leg->n_counters; i++)
+		if (leg->counters[i].ssrc == v->ssrc)
+			c = &leg->counters[i];
+	if (c == NULL && leg->n_counters == SFTE_MAX_COUNTED_STREAMS)
+		return;
+	STORE(&leg->received[kind], leg->received[kind] + 1);
+	STORE(&leg->stats_seq, leg->stats_seq + 1); /* odd: being written */
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	if (c == NULL) {
+		c = &leg->counters[leg->n_counters];
+		memset(c, 0, sizeof(*c));
+		c->ssrc = v->ssrc;
+		c->received = 1;
+		c->first_seq = c->highest_seq = v->seq;
+		leg->n_counters++;
+	} else {
+		int64_t candidate = (c->highest_seq & ~(int64_t)0xFFFF) | v->seq;
+		if (candidate - c->highest_seq > 0x8000)
+			candidate -= 0x10000;
+		else if (c->highest_seq - candidate > 0x8000)
+			candidate += 0x10000;
+		if (candidate > c->highest_seq)
+			c->highest_seq = candidate;
+		c->received++;
+	}
+	c->kind = kind;
+	transit = (int64_t)(((int64_t)((double)now / 1e9 * CLOCK_RATE[kind]) - v->timestamp) &
+			    0xFFFFFFFF);
+	if (c->has_transit) {
+		int64_t d = ((transit - c->last_transit + 0x80000000LL) & 0xFFFFFFFFLL) - 0x80000000LL;
+		if (d < 0)
+			d = -d;
+		c->jitter_q4 += d - ((c->jitter_q4 + 8) >> 4);
+	}
+	c->last_transit = transit;
+	c->has_transit = 1;
+	__atomic_store_n(&leg->stats_seq, leg->stats_seq + 1, __ATOMIC_RELEASE);
+}
+
+static void record_arrival(struct worker *w, struct sfte_leg *leg, const uint8_t *d,
+			   const struct rtp_view *v, int64_t now)
+{
+	const uint8_t *value;
+	uint64_t head = leg->arrivals_head;
+
+	if (find_extension(d, v, leg->ext_transport_cc, &value) < 2)
+		return;
+	if (head - __atomic_load_n(&leg->arrivals_tail, __ATOMIC_ACQUIRE) >= SFTE_ARRIVALS) {
+		detail(w, SFTE_DETAIL_TWCC_DROPPED, 1);
+		return;
+	}
+	leg->arrival_seq[head % SFTE_ARRIVALS] = be16(value);
+	leg->arrival_ns[head % SFTE_ARRIVALS] = now;
+	__atomic_store_n(&leg->arrivals_head, head + 1, __ATOMIC_RELEASE);
+}
+
+static int wanted_layer(struct sfte_engine *e, const struct sfte_leg *pub, const struct slot *slot,
+			int64_t now)
+{
+	int preferred = slot->layer, other = preferred == LAYER_HIGH ? LAYER_LOW : LAYER_HIGH;
+	int has[2] = {0, 0};
+
+	for (uint32_t i = 0; i < pub->n_video; i++)
+		has[pub->video[i].layer] = 1;
+	if (!has[preferred])
+		return has[other] ? other : preferred;
+	if (has[other] && now - pub->layer_media_at[preferred] > e->layer_paused_ns &&
+	    now - pub->layer_media_at[other] <= e->layer_paused_ns)
+		return other;
+	return preferred;
+}
+
+static void forward(struct worker *w, struct sfte_leg *leg, int kind, const uint8_t *plain,
+		    size_t len, const struct rtp_view *v, int layer, int64_t now)
+{
+	struct routes *r = &leg->routes[kind];
+	int keyframe = -1, sent = 0;
+
+	if (r->n == 0) {
+		count(w, SFTE_DROP_NO_ROUTE, 1);
+		return;
+	}
+	for (uint32_t i = 0; i < r->n; i++) {
+		struct slot *slot = r->items[i].slot;
+		if (!slot->has_input || slot->input_ssrc != v->ssrc) {
+			if (kind == KIND_VIDEO) { /* video switches on a keyframe of the wanted layer */
+				if (wanted_layer(w->engine, leg, slot, now) != layer)
+					continue;
+				if (keyframe < 0)
+					keyframe = is_keyframe(plain, v, leg->ext_frame_descriptor);
+				if (!keyframe)
+					continue;
+			}
+			switch_source(w->engine, slot, v, now);
+		}
+		send_copy(w, r->items[i].subscriber, slot, plain, len, v, now);
+		sent = 1;
+	}
+	if (kind == KIND_VIDEO && !sent)
+		count(w, SFTE_DROP_NOT_READY, 1);
+}
+
+/* One SRTP packet from a leg (or for no leg), as UserspaceDataPlane.handle_packet.
+ * ``pkt`` is decrypted in place. */
+static void handle_media(struct worker *w, struct sfte_leg *leg, uint8_t *pkt, size_t len,
+			 int64_t now)
+{
+	struct rx_stream *stream = NULL;
+	struct rtp_view v;
+	enum srtp_result result;
+	int32_t delta = 0;
+	uint32_t ssrc;
+	int layer;
+
+	count(w, SFTE_RX_PACKETS, 1);
+	count(w, SFTE_RX_BYTES, len);
+	if (leg == NULL) {
+		count(w, SFTE_DROP_UNKNOWN_LEG, 1);
+		return;
+	}
+	if (len < 12 || len > MAX_SRTP_BYTES || pkt[0] >> 6 != 2) {
+		count(w, SFTE_DROP_MALFORMED, 1);
+		return;
+	}
+	ssrc = be32(pkt + 8);
+	for (uint32_t i = 0; i < leg->n_streams; i++)
+		if (leg->streams[i].ssrc == ssrc)
+			stream = &leg->streams[i];
+	if (stream == NULL && leg->n_streams >= SFTE_MAX_SSRCS_PER_LEG) {
+		count(w, SFTE_DROP_SSRC_LIMIT, 1); /* before any state is made for it */
+		return;
+	}
+	result = srtp_unprotect(&leg->rx, stream ? &stream->state : NULL, pkt, &len, &delta);
+	if (result != SRTP_OK) {
+		count(w, result == SRTP_FAIL_REPLAY ? SFTE_DROP_REPLAY : SFTE_DROP_AUTH, 1);
+		return;
+	}
+	if (stream == NULL) { /* authentic: the SSRC gets state */
+		stream = &leg->streams[leg->n_streams++];
+		memset(stream, 0, sizeof(*stream));
+		stream->ssrc = ssrc;
+	}
+	srtp_rx_commit(&stream->state, delta);
+	if (rtp_parse(pkt, len, &v) != 0) {
+		count(w, SFTE_DROP_MALFORMED, 1);
+		return;
+	}
+	count_received(leg, &v, now);
+	record_arrival(w, leg, pkt, &v, now);
+	if (v.padding && v.payload_end == v.payload_offset) {
+		/* later packets of the source move down by one: no gap for receivers */
+		count(w, SFTE_DROP_PADDING, 1);
+		for (int kind = 0; kind < 2; kind++)
+			for (uint32_t i = 0; i < leg->routes[kind].n; i++) {
+				struct slot *slot = leg->routes[kind].items[i].slot;
+				if (slot->has_input && slot->input_ssrc == v.ssrc)
+					slot->seq_offset--;
+			}
+		return;
+	}
+	if (is_audio_ssrc(leg, v.ssrc)) {
+		const uint8_t *level;
+		if (find_extension(pkt, &v, leg->ext_audio_level, &level) > 0) {
+			double old, smoothed;
+			memcpy(&old, &leg->level_bits, sizeof(old));
+			smoothed = LEVEL_SMOOTHING * old + (1 - LEVEL_SMOOTHING) * (level[0] & 0x7F);
+			uint64_t bits;
+			memcpy(&bits, &smoothed, sizeof(bits));
+			STORE(&leg->level_bits, bits);
+			STORE(&leg->level_time, now);
+		}
+		forward(w, leg, KIND_AUDIO, pkt, len, &v, 0, now);
+		return;
+	}
+	layer = video_layer(leg, v.ssrc);
+	if (layer < 0) {
+		const uint8_t *rid;
+		int n = find_extension(pkt, &v, leg->ext_rid, &rid);
+		if (n == 1 && (rid[0] == 'l' || rid[0] == 'h'))
+			layer = rid[0] == 'l' ? LAYER_LOW : LAYER_HIGH;
+		if (layer < 0) {
+			count(w, SFTE_DROP_UNKNOWN_SSRC, 1);
+			return;
+		}
+		set_video_layer(leg, v.ssrc, layer);
+	}
+	leg->layer_media_at[layer] = now;
+	forward(w, leg, KIND_VIDEO, pkt, len, &v, layer, now);
+}
+
+static void upcall(struct worker *w, struct sfte_leg *leg, const struct io_rx *rx)
+{
+	uint64_t head = w->upcall_head;
+	struct sfte_upcall *u;
+
+	if (head - __atomic_load_n(&w->upcall_tail, __ATOMIC_ACQUIRE) >= UPCALL_RING) {
+		detail(w, SFTE_DETAIL_UPCALLS_DROPPED, 1);
+		return;
+	}
+	u = &w->upcalls[head % UPCALL_RING];
+	u->leg_id = leg->id;
+	u->len = (uint32_t)rx->len;
+	memcpy(u->data, rx->data, rx->len);
+	u->host[0] = 0;
+	u->port = 0;
+	if (rx->source.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&rx->source;
+		inet_ntop(AF_INET, &a->sin_addr, u->host, sizeof(u->host));
+		u->port = ntohs(a->sin_port);
+	} else if (rx->source.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&rx->source;
+		inet_ntop(AF_INET6, &a->sin6_addr, u->host, sizeof(u->host));
+		u->port = ntohs(a->sin6_port);
+	}
+	__atomic_store_n(&w->upcall_head, head + 1, __ATOMIC_RELEASE);
+	detail(w, SFTE_DETAIL_UPCALLS, 1);
+	w->upcalls_pending = 1;
+}
+
+static int same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return 0;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+		return x->sin6_port == y->sin6_port &&
+		       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+	}
+	return 0;
+}
+
+/* Media (RFC 7983: first byte 128-191, not RTCP) from the validated address is
+ * ours; everything else goes to the controller's socket protocol. */
+static void receive_leg(struct worker *w, struct sfte_leg *leg)
+{
+	for (int round = 0; round < RECEIVE_ROUNDS; round++) {
+		int n = io_udp_receive(leg->fd, w->rx, IO_BATCH);
+		int64_t now;
+		if (n == 0)
+			return;
+		detail(w, SFTE_DETAIL_RX_BATCHES, 1);
+		now = now_ns();
+		for (int i = 0; i < n; i++) {
+			struct io_rx *rx = &w->rx[i];
+			uint8_t first = rx->len ? rx->data[0] : 0;
+			int rtcp = rx->len > 1 && rx->data[1] > 191 && rx->data[1] < 224;
+			if (rx->len == 0)
+				continue;
+			if (first > 127 && first < 192 && !rtcp && same_address(&rx->source, &leg->remote))
+				handle_media(w, leg, rx->data, rx->len, now);
+			else
+				upcall(w, leg, rx);
+		}
+		if (n < IO_BATCH)
+			return;
+	}
+}
+
+/* -------------------------------------------------------------- commands */
+
+static void epoll_watch(struct worker *w, struct sfte_leg *leg)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = leg};
+
+	if (w->epfd < 0 || !leg->take_receive || leg->fd < 0 || leg->in_epoll)
+		return;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, leg->fd, &ev) == 0)
+		leg->in_epoll = 1;
+}
+
+static void epoll_unwatch(struct worker *w, struct sfte_leg *leg)
+{
+	if (leg->in_epoll)
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, leg->fd, NULL);
+	leg->in_epoll = 0;
+}
+
+static struct slot *slot_of(struct sfte_leg *leg, int kind, uint32_t index)
+{
+	uint32_t base = kind == KIND_AUDIO ? 0 : leg->audio_slots;
+	uint32_t n = kind == KIND_AUDIO ? leg->audio_slots : leg->n_slots - leg->audio_slots;
+
+	return index < n ? &leg->slots[base + index] : NULL;
+}
+
+static void apply_add(struct worker *w, struct sfte_leg *leg)
+{
+	if (w->n_legs == w->cap_legs) {
+		uint32_t cap = w->cap_legs ? 2 * w->cap_legs : 16;
+		struct sfte_leg **legs = realloc(w->legs, cap * sizeof(*legs));
+		if (legs == NULL)
+			return; /* sfte_leg_new reserved room; not reached */
+		w->legs = legs;
+		w->cap_legs = cap;
+	}
+	w->legs[w->n_legs++] = leg;
+	if (w->cap_releasing < w->cap_legs) {
+		struct sfte_leg **releasing = realloc(w->releasing, w->cap_legs * sizeof(*releasing));
+		if (releasing != NULL) {
+			w->releasing = releasing;
+			w->cap_releasing = w->cap_legs;
+		}
+	}
+	epoll_watch(w, leg);
+	/* slots pointed at this leg before it was added */
+	for (uint32_t i = 0; i < w->n_legs; i++) {
+		struct sfte_leg *sub = w->legs[i];
+		for (uint32_t s = 0; s < sub->n_slots; s++) {
+			struct slot *slot = &sub->slots[s];
+			if (slot->has_source && slot->publisher == NULL && slot->publisher_id == leg->id) {
+				slot->publisher = leg;
+				route_add(leg, slot->kind, sub, slot);
+			}
+		}
+	}
+}
+
+static void apply_remove(struct worker *w, struct sfte_leg *leg)
+{
+	for (int kind = 0; kind < 2; kind++) { /* slots forwarding it go empty */
+		for (uint32_t i = 0; i < leg->routes[kind].n; i++) {
+			struct slot *slot = leg->routes[kind].items[i].slot;
+			slot->has_source = slot->has_input = 0;
+			slot->publisher = NULL;
+		}
+		leg->routes[kind].n = 0;
+	}
+	for (uint32_t s = 0; s < leg->n_slots; s++) {
+		struct slot *slot = &leg->slots[s];
+		if (slot->has_source && slot->publisher != NULL)
+			route_remove(slot->publisher, slot->kind, slot);
+		slot->has_source = 0;
+		slot->publisher = NULL;
+	}
+	for (uint32_t i = 0; i < w->n_legs; i++)
+		if (w->legs[i] == leg) {
+			w->legs[i] = w->legs[--w->n_legs];
+			break;
+		}
+	epoll_unwatch(w, leg);
+	if (leg->fd >= 0)
+		close(leg->fd);
+	leg->fd = -1;
+	leg->removed = 1;
+	/* epoll events of this round may still name it: released once they are done */
+	if (w->engine->threads && w->n_releasing < w->cap_releasing)
+		w->releasing[w->n_releasing++] = leg;
+	else
+		__atomic_store_n(&leg->released, 1, __ATOMIC_RELEASE);
+}
+
+static void release_removed(struct worker *w)
+{
+	for (uint32_t i = 0; i < w->n_releasing; i++)
+		__atomic_store_n(&w->releasing[i]->released, 1, __ATOMIC_RELEASE); /* last touch */
+	w->n_releasing = 0;
+}
+
+static void apply_slot(struct cmd *c)
+{
+	struct sfte_leg *sub = c->leg;
+	struct slot *slot = slot_of(sub, c->u.slot.kind, c->u.slot.index);
+
+	if (slot == NULL)
+		return;
+	if (slot->has_source == c->u.slot.has_source &&
+	    (!slot->has_source || (slot->publisher_id == c->u.slot.publisher_id &&
+				   slot->csrc == c->u.slot.csrc && slot->layer == c->u.slot.layer)))
+		return;
+	if (slot->has_source && slot->publisher != NULL)
+		route_remove(slot->publisher, slot->kind, slot);
+	slot->has_source = c->u.slot.has_source;
+	slot->publisher_id = c->u.slot.publisher_id;
+	slot->publisher = c->u.slot.publisher;
+	slot->csrc = c->u.slot.csrc;
+	slot->layer = c->u.slot.layer;
+	if (slot->kind == KIND_AUDIO || !slot->has_source)
+		slot->has_input = 0; /* audio switches at once; video waits for a keyframe */
+	if (slot->has_source && slot->publisher != NULL)
+		route_add(slot->publisher, slot->kind, sub, slot);
+}
+
+static void apply_publisher(struct cmd *c)
+{
+	struct sfte_leg *leg = c->leg;
+
+	leg->n_audio = c->u.publisher.n_audio;
+	memcpy(leg->audio_ssrcs, c->u.publisher.audio, sizeof(uint32_t) * leg->n_audio);
+	for (uint32_t i = 0; i < c->u.publisher.n_video; i++)
+		set_video_layer(leg, c->u.publisher.video[i], c->u.publisher.layers[i]);
+}
+
+static void apply(struct worker *w, struct cmd *c)
+{
+	struct sfte_engine *e = w->engine;
+
+	switch (c->type) {
+	case CMD_ADD:
+		apply_add(w, c->leg);
+		break;
+	case CMD_ADDRESS:
+		memcpy(&c->leg->remote, &c->u.address.remote, sizeof(c->leg->remote));
+		c->leg->remote_len = c->u.address.remote_len;
+		if (c->u.address.fd >= 0) {
+			epoll_unwatch(w, c->leg);
+			if (c->leg->fd >= 0)
+				close(c->leg->fd);
+			c->leg->fd = c->u.address.fd;
+			c->leg->take_receive = c->u.address.take_receive;
+			epoll_watch(w, c->leg);
+		}
+		break;
+	case CMD_REMOVE:
+		apply_remove(w, c->leg);
+		break;
+	case CMD_PUBLISHER:
+		apply_publisher(c);
+		break;
+	case CMD_SLOT:
+		apply_slot(c);
+		break;
+	case CMD_PACKET:
+		detail(w, SFTE_DETAIL_INJECTED, 1);
+		handle_media(w, c->leg, c->data, c->len, now_ns());
+		break;
+	case CMD_SYNC:
+		flush_tx(w);
+		pthread_mutex_lock(&e->sync_lock);
+		__atomic_store_n(&w->synced, c->u.ticket, __ATOMIC_RELEASE);
+		pthread_cond_broadcast(&e->synced);
+		pthread_mutex_unlock(&e->sync_lock);
+		break;
+	}
+}
+
+static void post(struct sfte_engine *e, int worker, struct cmd *c)
+{
+	struct worker *w = &e->workers[worker];
+	uint64_t one = 1;
+
+	c->next = NULL;
+	if (!e->threads) { /* inline: the caller is the worker */
+		apply(w, c);
+		flush_tx(w);
+		free(c);
+		return;
+	}
+	pthread_mutex_lock(&w->lock);
+	if (w->tail)
+		w->tail->next = c;
+	else
+		w->head = c;
+	w->tail = c;
+	pthread_mutex_unlock(&w->lock);
+	if (write(w->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		perror("sftd engine: waking a worker");
+}
+
+static struct cmd *new_cmd(enum cmd_type type, struct sfte_leg *leg, size_t data_len)
+{
+	struct cmd *c = calloc(1, sizeof(*c) + data_len);
+
+	if (c == NULL) {
+		fprintf(stderr, "sftd engine: out of memory for a command\n");
+		abort(); /* the controller's view and the workers' would part ways */
+	}
+	c->type = type;
+	c->leg = leg;
+	c->len = data_len;
+	return c;
+}
+
+static void run_commands(struct worker *w)
+{
+	struct cmd *c, *next;
+
+	pthread_mutex_lock(&w->lock);
+	c = w->head;
+	w->head = w->tail = NULL;
+	pthread_mutex_unlock(&w->lock);
+	for (; c != NULL; c = next) {
+		next = c->next;
+		apply(w, c);
+		free(c);
+	}
+}
+
+static void notify_upcalls(struct worker *w)
+{
+	uint64_t one = 1;
+
+	if (!w->upcalls_pending)
+		return;
+	w->upcalls_pending = 0;
+	if (write(w->engine->upcall_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		perror("sftd engine: notifying the controller");
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct sfte_engine *e = w->engine;
+	struct epoll_event events[64];
+
+	while (!__atomic_load_n(&e->stop, __ATOMIC_ACQUIRE)) {
+		int n = epoll_wait(w->epfd, events, 64, -1), wake = 0;
+		if (n < 0 && errno != EINTR) {
+			perror("sftd engine: epoll_wait");
+			break;
+		}
+		/* Commands first: a packet read after remove_leg returned must not be
+		 * forwarded. A leg they remove stays allocated until this round's events
+		 * are done (release_removed). */
+		for (int i = 0; i < n; i++)
+			wake |= events[i].data.ptr == w;
+		if (wake) {
+			uint64_t value;
+			if (read(w->wakefd, &value, sizeof(value)) < 0 && errno != EAGAIN)
+				perror("sftd engine: reading the wake-up");
+			run_commands(w);
+		}
+		for (int i = 0; i < n; i++) {
+			struct sfte_leg *leg = events[i].data.ptr;
+			if (events[i].data.ptr != w && !leg->removed)
+				receive_leg(w, leg);
+		}
+		flush_tx(w);
+		release_removed(w);
+		notify_upcalls(w);
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------- API */
+
+static void pin(pthread_t thread, int index)
+{
+	cpu_set_t allowed, one;
+	int n = 0, cpu = -1;
+
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0 || CPU_COUNT(&allowed) == 0)
+		return;
+	for (int c = 0, k = index % CPU_COUNT(&allowed); c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &allowed) && n++ == k) {
+			cpu = c;
+			break;
+		}
+	if (cpu < 0)
+		return;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	pthread_setaffinity_np(thread, sizeof(one), &one);
+}
+
+struct sfte_engine *sfte_new(int workers, int64_t layer_paused_ns, uint32_t ts_gap_audio,
+			     uint32_t ts_gap_video, int dry_run, char *err, size_t errlen)
+{
+	struct sfte_engine *e = calloc(1, sizeof(*e));
+
+	if (e == NULL || workers < 0 || workers > 1024) {
+		snprintf(err, errlen, "cannot make an engine of %d workers", workers);
+		free(e);
+		return NULL;
+	}
+	e->threads = workers;
+	e->n_workers = workers ? workers : 1;
+	e->layer_paused_ns = layer_paused_ns;
+	e->ts_gap[KIND_AUDIO] = ts_gap_audio;
+	e->ts_gap[KIND_VIDEO] = ts_gap_video;
+	e->dry_run = dry_run;
+	e->upcall_fd = -1;
+	pthread_mutex_init(&e->sync_lock, NULL);
+	pthread_cond_init(&e->synced, NULL);
+	e->workers = calloc((size_t)e->n_workers, sizeof(*e->workers));
+	if (e->workers == NULL)
+		goto fail;
+	if (workers && (e->upcall_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+		goto fail;
+	for (int i = 0; i < e->n_workers; i++) {
+		struct worker *w = &e->workers[i];
+		w->engine = e;
+		w->index = i;
+		w->epfd = w->wakefd = -1;
+		pthread_mutex_init(&w->lock, NULL);
+		w->conference_packets = calloc(SFTE_MAX_CONFERENCES, sizeof(uint64_t));
+		w->upcalls = calloc(UPCALL_RING, sizeof(*w->upcalls));
+		if (w->conference_packets == NULL || w->upcalls == NULL)
+			goto fail;
+	}
+	for (int i = 0; workers && i < e->n_workers; i++) {
+		struct worker *w = &e->workers[i];
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w};
+		w->epfd = epoll_create1(EPOLL_CLOEXEC);
+		w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (w->epfd < 0 || w->wakefd < 0 || epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wakefd, &ev))
+			goto fail;
+		if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+			goto fail;
+		w->started = 1;
+		pin(w->thread, i);
+	}
+	return e;
+fail:
+	snprintf(err, errlen, "cannot start the engine's workers: %s", strerror(errno));
+	sfte_free(e);
+	return NULL;
+}
+
+void sfte_free(struct sfte_engine *e)
+{
+	if (e == NULL)
+		return;
+	__atomic_store_n(&e->stop, 1, __ATOMIC_RELEASE);
+	for (int i = 0; e->workers && i < e->n_workers; i++) {
+		struct worker *w = &e->workers[i];
+		uint64_t one = 1;
+		if (w->started) {
+			if (write(w->wakefd, &one, sizeof(one)) < 0)
+				perror("sftd engine: stopping a worker");
+			pthread_join(w->thread, NULL);
+		}
+	}
+	for (int i = 0; e->workers && i < e->n_workers; i++) {
+		struct worker *w = &e->workers[i];
+		struct cmd *c = w->head, *next;
+		for (; c != NULL; c = next) {
+			next = c->next;
+			free(c);
+		}
+		while (w->n_legs > 0) /* legs still added: let go of them */
+			apply_remove(w, w->legs[0]);
+		release_removed(w);
+		free(w->releasing);
+		if (w->epfd >= 0)
+			close(w->epfd);
+		if (w->wakefd >= 0)
+			close(w->wakefd);
+		free(w->legs);
+		free(w->conference_packets);
+		free(w->upcalls);
+	}
+	if (e->upcall_fd >= 0)
+		close(e->upcall_fd);
+	free(e->workers);
+	free(e);
+}
+
+int sfte_workers(struct sfte_engine *e) { return e->threads; }
+int sfte_upcall_fd(struct sfte_engine *e) { return e->upcall_fd; }
+
+int sfte_upcall_pop(struct sfte_engine *e, struct sfte_upcall *out)
+{
+	for (int k = 0; k < e->n_workers; k++) {
+		struct worker *w = &e->workers[(e->upcall_next + (uint32_t)k) % (uint32_t)e->n_workers];
+		uint64_t tail = w->upcall_tail;
+		if (tail == __atomic_load_n(&w->upcall_head, __ATOMIC_ACQUIRE))
+			continue;
+		memcpy(out, &w->upcalls[tail % UPCALL_RING], sizeof(*out));
+		__atomic_store_n(&w->upcall_tail, tail + 1, __ATOMIC_RELEASE);
+		e->upcall_next = (uint32_t)(w->index + 1);
+		return 1;
+	}
+	return 0;
+}
+
+static int parse_address(const char *host, uint16_t port, struct sockaddr_storage *out,
+			 socklen_t *len, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	struct sockaddr_in *a4 = (struct sockaddr_in *)out;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)out;
+	if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons(port);
+		*len = sizeof(*a4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons(port);
+		*len = sizeof(*a6);
+		return 0;
+	}
+	snprintf(err, errlen, "remote address %.64s is not an IP address", host);
+	return -1;
+}
+
+struct sfte_leg *sfte_leg_new(struct sfte_engine *e, const struct sfte_leg_config *cfg, int worker,
+			      char *err, size_t errlen)
+{
+	struct sfte_leg *leg;
+
+	if (worker < 0 || worker >= e->n_workers) {
+		snprintf(err, errlen, "worker %d of %d", worker, e->n_workers);
+		return NULL;
+	}
+	if (cfg->audio_slots + cfg->video_slots > SFTE_MAX_SLOTS ||
+	    cfg->conference_id >= SFTE_MAX_CONFERENCES) {
+		snprintf(err, errlen, "leg %u: %u audio + %u video slots (at most %d) or conference "
+			 "id %u (below %d)", cfg->leg_id, cfg->audio_slots, cfg->video_slots,
+			 SFTE_MAX_SLOTS, cfg->conference_id, SFTE_MAX_CONFERENCES);
+		return NULL;
+	}
+	leg = calloc(1, sizeof(*leg));
+	if (leg == NULL) {
+		snprintf(err, errlen, "out of memory for leg %u", cfg->leg_id);
+		return NULL;
+	}
+	leg->engine = e;
+	leg->worker = worker;
+	leg->id = cfg->leg_id;
+	leg->conference_id = cfg->conference_id;
+	leg->fd = -1;
+	leg->arrival_seq = calloc(SFTE_ARRIVALS, sizeof(uint16_t));
+	leg->arrival_ns = calloc(SFTE_ARRIVALS, sizeof(int64_t));
+	if (leg->arrival_seq == NULL || leg->arrival_ns == NULL) {
+		snprintf(err, errlen, "out of memory for leg %u", cfg->leg_id);
+		goto fail;
+	}
+	if (parse_address(cfg->remote_host, cfg->remote_port, &leg->remote, &leg->remote_len, err,
+			  errlen) != 0 ||
+	    srtp_ctx_init(&leg->rx, cfg->profile, cfg->rx_master, cfg->master_len, 1, err, errlen) ||
+	    srtp_ctx_init(&leg->tx, cfg->profile, cfg->tx_master, cfg->master_len, 0, err, errlen))
+		goto fail;
+	if (cfg->fd >= 0 && (leg->fd = fcntl_dup(cfg->fd)) < 0) {
+		snprintf(err, errlen, "leg %u: cannot keep its socket: %s", cfg->leg_id,
+			 strerror(errno));
+		goto fail;
+	}
+	leg->take_receive = cfg->take_receive && e->threads;
+	leg->ext_audio_level = cfg->ext_audio_level;
+	leg->ext_rid = cfg->ext_rid;
+	leg->ext_frame_descriptor = cfg->ext_frame_descriptor;
+	leg->ext_transport_cc = cfg->ext_transport_cc;
+	leg->audio_slots = cfg->audio_slots;
+	leg->n_slots = cfg->audio_slots + cfg->video_slots;
+	for (uint32_t i = 0; i < leg->n_slots; i++) {
+		struct slot *slot = &leg->slots[i];
+		slot->ssrc = cfg->slot_ssrc[i];
+		slot->kind = i < cfg->audio_slots ? KIND_AUDIO : KIND_VIDEO;
+		slot->last_seq = cfg->slot_last_seq[i];
+		slot->last_ts = cfg->slot_last_ts[i];
+	}
+	double silent = AUDIO_LEVEL_SILENT;
+	memcpy(&leg->level_bits, &silent, sizeof(silent));
+	return leg;
+fail:
+	sfte_leg_free(leg);
+	return NULL;
+}
+
+void sfte_leg_free(struct sfte_leg *leg)
+{
+	if (leg == NULL)
+		return;
+	srtp_ctx_free(&leg->rx);
+	srtp_ctx_free(&leg->tx);
+	if (leg->fd >= 0)
+		close(leg->fd);
+	free(leg->routes[0].items);
+	free(leg->routes[1].items);
+	free(leg->arrival_seq);
+	free(leg->arrival_ns);
+	free(leg);
+}
+
+void sfte_add_leg(struct sfte_engine *e, struct sfte_leg *leg)
+{
+	post(e, leg->worker, new_cmd(CMD_ADD, leg, 0));
+}
+
+int sfte_set_address(struct sfte_engine *e, struct sfte_leg *leg, const char *host, uint16_t port,
+		     int fd, int take_receive, char *err, size_t errlen)
+{
+	struct cmd *c = new_cmd(CMD_ADDRESS, leg, 0);
+
+	if (parse_address(host, port, &c->u.address.remote, &c->u.address.remote_len, err,
+			  errlen) != 0) {
+		free(c);
+		return -1;
+	}
+	c->u.address.fd = -1;
+	if (fd >= 0 && (c->u.address.fd = fcntl_dup(fd)) < 0) {
+		snprintf(err, errlen, "leg %u: cannot keep its new socket: %s", leg->id,
+			 strerror(errno));
+		free(c);
+		return -1;
+	}
+	c->u.address.take_receive = take_receive && e->threads;
+	post(e, leg->worker, c);
+	return 0;
+}
+
+void sfte_remove_leg(struct sfte_engine *e, struct sfte_leg *leg)
+{
+	post(e, leg->worker, new_cmd(CMD_REMOVE, leg, 0));
+}
+
+int sfte_leg_released(struct sfte_leg *leg)
+{
+	return __atomic_load_n(&leg->released, __ATOMIC_ACQUIRE);
+}
+
+void sfte_set_publisher(struct sfte_engine *e, struct sfte_leg *leg, const uint32_t *audio,
+			uint32_t n_audio, const uint32_t *video, const uint8_t *layers,
+			uint32_t n_video)
+{
+	struct cmd *c = new_cmd(CMD_PUBLISHER, leg, 0);
+
+	if (n_audio > SFTE_MAX_SSRCS_PER_LEG)
+		n_audio = SFTE_MAX_SSRCS_PER_LEG;
+	if (n_video > SFTE_MAX_SSRCS_PER_LEG)
+		n_video = SFTE_MAX_SSRCS_PER_LEG;
+	memcpy(c->u.publisher.audio, audio, n_audio * sizeof(uint32_t));
+	memcpy(c->u.publisher.video, video, n_video * sizeof(uint32_t));
+	memcpy(c->u.publisher.layers, layers, n_video);
+	c->u.publisher.n_audio = n_audio;
+	c->u.publisher.n_video = n_video;
+	post(e, leg->worker, c);
+}
+
+void sfte_set_slot(struct sfte_engine *e, struct sfte_leg *subscriber, int kind, uint32_t index,
+		   int has_source, struct sfte_leg *publisher, uint32_t publisher_id, uint32_t csrc,
+		   int layer)
+{
+	struct cmd *c = new_cmd(CMD_SLOT, subscriber, 0);
+
+	c->u.slot.kind = kind;
+	c->u.slot.index = index;
+	c->u.slot.has_source = has_source;
+	c->u.slot.publisher = publisher;
+	c->u.slot.publisher_id = publisher_id;
+	c->u.slot.csrc = csrc;
+	c->u.slot.layer = layer;
+	post(e, subscriber->worker, c);
+}
+
+void sfte_packet(struct sfte_engine *e, struct sfte_leg *leg, const uint8_t *data, size_t len)
+{
+	struct cmd *c;
+
+	if (len > SFTE_MAX_PACKET)
+		len = SFTE_MAX_PACKET; /* still past 1500 bytes: counted malformed */
+	c = new_cmd(CMD_PACKET, leg, len);
+	memcpy(c->data, data, len);
+	post(e, leg ? leg->worker : 0, c);
+}
+
+void sfte_sync(struct sfte_engine *e)
+{
+	uint64_t ticket;
+
+	if (!e->threads)
+		return;
+	ticket = ++e->sync_ticket;
+	for (int i = 0; i < e->n_workers; i++) {
+		struct cmd *c = new_cmd(CMD_SYNC, NULL, 0);
+		c->u.ticket = ticket;
+		post(e, i, c);
+	}
+	pthread_mutex_lock(&e->sync_lock);
+	for (int i = 0; i < e->n_workers; i++)
+		while (__atomic_load_n(&e->workers[i].synced, __ATOMIC_ACQUIRE) < ticket)
+			pthread_cond_wait(&e->synced, &e->sync_lock);
+	pthread_mutex_unlock(&e->sync_lock);
+}
+
+void sfte_read_counters(struct sfte_engine *e, uint64_t *counters, uint64_t *details)
+{
+	memset(counters, 0, SFTE_COUNTERS * sizeof(uint64_t));
+	memset(details, 0, SFTE_DETAILS * sizeof(uint64_t));
+	for (int i = 0; i < e->n_workers; i++) {
+		for (int c = 0; c < SFTE_COUNTERS; c++)
+			counters[c] += LOAD(&e->workers[i].counters[c]);
+		for (int d = 0; d < SFTE_DETAILS; d++)
+			details[d] += LOAD(&e->workers[i].details[d]);
+	}
+}
+
+uint64_t sfte_conference_packets(struct sfte_engine *e, uint32_t conference_id)
+{
+	uint64_t sum = 0;
+
+	if (conference_id >= SFTE_MAX_CONFERENCES)
+		return 0;
+	for (int i = 0; i < e->n_workers; i++)
+		sum += LOAD(&e->workers[i].conference_packets[conference_id]);
+	return sum;
+}
+
+int sfte_receive_stats(struct sfte_leg *leg, uint32_t ssrc, struct sfte_receive_stats *out)
+{
+	uint32_t before, after;
+	int found;
+
+	do {
+		before = __atomic_load_n(&leg->stats_seq, __ATOMIC_ACQUIRE);
+		found = 0;
+		if (before & 1)
+			continue;
+		uint32_t n = LOAD(&leg->n_counters);
+		for (uint32_t i = 0; i < n && i < SFTE_MAX_COUNTED_STREAMS; i++) {
+			const struct receive_counter *c = &leg->counters[i];
+			if (c->ssrc == ssrc) {
+				out->received = c->received;
+				out->first_seq = c->first_seq;
+				out->highest_seq = c->highest_seq;
+				out->jitter = c->jitter_q4 >> 4;
+				found = 1;
+				break;
+			}
+		}
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		after = LOAD(&leg->stats_seq);
+	} while ((before & 1) || before != after);
+	return found;
+}
+
+double sfte_audio_level(struct sfte_leg *leg, int64_t *updated_ns)
+{
+	uint64_t bits = LOAD(&leg->level_bits);
+	double level;
+
+	memcpy(&level, &bits, sizeof(level));
+	*updated_ns = LOAD(&leg->level_time);
+	return level;
+}
+
+void sfte_leg_media(struct sfte_leg *leg, struct sfte_leg_media *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->received_audio = LOAD(&leg->received[KIND_AUDIO]);
+	out->received_video = LOAD(&leg->received[KIND_VIDEO]);
+	for (uint32_t i = 0; i < leg->n_slots; i++)
+		out->slot_sent[i] = LOAD(&leg->slots[i].sent);
+}
+
+int sfte_arrivals(struct sfte_leg *leg, uint16_t *seqs, int64_t *ns, int max)
+{
+	uint64_t tail = leg->arrivals_tail;
+	uint64_t head = __atomic_load_n(&leg->arrivals_head, __ATOMIC_ACQUIRE);
+	int n = 0;
+
+	for (; tail != head && n < max; tail++, n++) {
+		seqs[n] = leg->arrival_seq[tail % SFTE_ARRIVALS];
+		ns[n] = leg->arrival_ns[tail % SFTE_ARRIVALS];
+	}
+	__atomic_store_n(&leg->arrivals_tail, tail, __ATOMIC_RELEASE);
+	return n;
+}
+
+int sfte_ssrcs_seen(struct sfte_leg *leg) { return (int)LOAD(&leg->n_streams); }
+int sfte_video_layers(struct sfte_leg *leg) { return (int)LOAD(&leg->n_video); }

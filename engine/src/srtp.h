@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: AGPL-3.0-or-later */
+/* SRTP (RFC 3711, RFC 7714) for the native engine with OpenSSL's libcrypto:
+ * AES-128-CM + HMAC-SHA1-80 and AEAD AES-128/256-GCM, the profiles the userspace
+ * plane negotiates. Behaviour follows libsrtp as the userspace plane configures
+ * it (controller/leg.py srtp_session): one stream per SSRC, replay window of 1024,
+ * outbound repeats allowed; the differential test compares output bytes.
+ *
+ * A context is single-threaded: only the worker that owns its leg calls it. */
+#ifndef SFTE_SRTP_H
+#define SFTE_SRTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#define SRTP_REPLAY_WINDOW 1024
+#define SRTP_MAX_TAG 16
+
+enum srtp_result {
+	SRTP_OK = 0,
+	SRTP_FAIL_AUTH = 1,   /* bad tag, bad header, too short */
+	SRTP_FAIL_REPLAY = 2, /* seen, or older than the window */
+};
+
+struct srtp_ctx {
+	int profile;       /* SFTE_PROFILE_* (engine.h) */
+	int decrypt;       /* direction of the GCM context */
+	size_t tag_len;
+	uint8_t salt[14];  /* session salt: 14 bytes (CM) or 12 (GCM) */
+	EVP_CIPHER_CTX *cipher; /* CM: AES-ECB making the CTR keystream; or AES-GCM */
+	/* CM: HMAC-SHA1 with the session auth key, the key's inner and outer pads
+	 * hashed once (the per-packet HMAC copies these states) */
+	SHA_CTX hmac_inner, hmac_outer;
+};
+
+/* Receive state of one SSRC: the highest SRTP index and which of the 1024
+ * indexes below it arrived (bit i: index - i). */
+struct srtp_rx_stream {
+	uint64_t index;
+	uint64_t window[SRTP_REPLAY_WINDOW / 64];
+};
+
+/* master = key || salt as DTLS exported it (30, 28 or 44 bytes). 0 on success. */
+int srtp_ctx_init(struct srtp_ctx *ctx, int profile, const uint8_t *master, size_t len,
+		  int decrypt, char *err, size_t errlen);
+void srtp_ctx_free(struct srtp_ctx *ctx);
+size_t srtp_master_len(int profile);
+
+/* Verify and decrypt in place. ``stream`` NULL: the SSRC has no state yet (its
+ * first packet; no replay check). On SRTP_OK *len loses the tag and *delta is
+ * what srtp_rx_commit takes. */
+enum srtp_result srtp_unprotect(struct srtp_ctx *ctx, const struct srtp_rx_stream *stream,
+				uint8_t *pkt, size_t *len, int32_t *delta);
+/* Record an authentic packet's index (stream zeroed for a new SSRC). */
+void srtp_rx_commit(struct srtp_rx_stream *stream, int32_t delta);
+
+/* Encrypt in place and append the tag; the buffer has room for SRTP_MAX_TAG more.
+ * ``tx_index`` is the SSRC's outbound index (0 for a new one). Returns the new
+ * length, or 0 if the index is older than the window (libsrtp refuses it). */
+size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size_t len,
+		    size_t header_len);
+
+/* RTP header length as libsrtp validates it (CSRCs, extension), or 0 if it
+ * does not fit ``len``. */
+size_t srtp_header_len(const uint8_t *pkt, size_t len);
+
+#endif

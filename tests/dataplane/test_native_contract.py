@@ -1,0 +1,337 @@
+"""Contract of controller.dataplane.DataPlane, run on the native plane (the C engine,
+with worker threads reading the legs' sockets, and inline) over real UDP sockets on
+loopback, with libsrtp at the clients. The assertions are those of
+test_userspace_contract.py (to be merged into the planes' shared contract suite)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+
+import pytest
+
+from sftd.controller import rtp
+from sftd.controller.dataplane import (
+    LAYER_PAUSED_AFTER,
+    MAX_SSRCS_PER_LEG,
+    SRTP_AES_CM_128_HMAC_SHA1_80,
+    Counter,
+    ExtensionIds,
+    Layer,
+    LegSpec,
+    SlotSource,
+    SrtpKeys,
+    StreamKind,
+)
+from sftd.engine.dataplane import NativeDataPlane, native_available
+from tests.rtpkit import Peer, make_rtp, vp8_payload
+
+EXT = ExtensionIds()
+
+AVAILABLE, WHY_NOT = native_available()
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason=WHY_NOT)
+
+# worker threads reading the sockets; and everything in the test's thread
+PLANES = {"threads": lambda: NativeDataPlane(workers=2),
+          "inline": lambda: NativeDataPlane(workers=0)}
+
+
+class _Collect(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+
+    def datagram_received(self, data, addr):  # noqa: ANN001
+        self.packets.append(data)
+
+
+class _SftSide(asyncio.DatagramProtocol):
+    def __init__(self, plane, leg_id):  # noqa: ANN001
+        self.plane, self.leg_id = plane, leg_id
+
+    def datagram_received(self, data, addr):  # noqa: ANN001
+        self.plane.handle_packet(self.leg_id, data)
+
+
+class Harness:
+    def __init__(self, plane: NativeDataPlane) -> None:
+        self.plane = plane
+        self.transports: list[asyncio.BaseTransport] = []
+        self.legs: dict[int, tuple] = {}
+
+    async def leg(self, leg_id: int, conference: int = 1, audio: int = 5, video: int = 2,
+                  profile: str = SRTP_AES_CM_128_HMAC_SHA1_80):
+        loop = asyncio.get_running_loop()
+        sft_t, _ = await loop.create_datagram_endpoint(
+            lambda: _SftSide(self.plane, leg_id), local_addr=("127.0.0.1", 0))
+        client_t, client = await loop.create_datagram_endpoint(
+            _Collect, local_addr=("127.0.0.1", 0))
+        self.transports += [sft_t, client_t]
+        key_len = (28 if "128" in profile else 44) if "GCM" in profile else 30
+        keys = SrtpKeys(profile, rx=os.urandom(key_len), tx=os.urandom(key_len))
+        slots = [int.from_bytes(os.urandom(4), "big") | 1 for _ in range(audio + video)]
+        spec = LegSpec(leg_id=leg_id, conference_id=conference,
+                       local_addr=sft_t.get_extra_info("sockname"),
+                       remote_addr=client_t.get_extra_info("sockname"), srtp=keys,
+                       audio_slot_ssrcs=tuple(slots[:audio]),
+                       video_slot_ssrcs=tuple(slots[audio:]), extensions=EXT, transport=sft_t)
+        self.plane.add_leg(spec)
+        peer = Peer(profile, keys.rx, keys.tx)
+        self.legs[leg_id] = (spec, peer, client, client_t, sft_t)
+        return spec
+
+    def send(self, leg_id: int, packet: bytes, protect: bool = True) -> bytes:
+        spec, peer, client, client_t, sft_t = self.legs[leg_id]
+        data = peer.protect(packet) if protect else packet
+        client_t.sendto(data, spec.local_addr)
+        return data
+
+    async def received(self, leg_id: int, settle: float = 0.15) -> list[bytes]:
+        await asyncio.sleep(settle)
+        self.plane.sync()
+        await asyncio.sleep(0.02)
+        spec, peer, client, *_ = self.legs[leg_id]
+        out = [peer.unprotect(p) for p in client.packets]
+        client.packets.clear()
+        return out
+
+    def close(self) -> None:
+        for t in self.transports:
+            t.close()
+        self.plane.close()
+
+
+@pytest.fixture(params=sorted(PLANES))
+async def h(request):
+    harness = Harness(PLANES[request.param]())
+    yield harness
+    harness.close()
+
+
+AUDIO_SSRC = 0x1111
+VIDEO_SSRC = 0x2222
+
+
+def audio(seq: int, level: int = 30, payload: bytes = b"\x01" * 100) -> bytes:
+    return make_rtp(AUDIO_SSRC, seq, seq * 960, payload,
+                    extensions={EXT.audio_level: bytes([level])})
+
+
+async def test_audio_rewritten_onto_slot_with_one_csrc(h):
+    pub = await h.leg(1)
+    sub = await h.leg(2)
+    other = await h.leg(3)
+    h.plane.set_publisher(1, (AUDIO_SSRC,), {})
+    h.plane.set_slot(2, StreamKind.AUDIO, 2, SlotSource(publisher=1, csrc=0xCAFE))
+    sent = [audio(100 + i, payload=os.urandom(100)) for i in range(10)]
+    for packet in sent:
+        h.send(1, packet)
+    got = await h.received(2)
+    assert len(got) == 10
+    seqs = []
+    for original, packet in zip(sent, got):
+        view = rtp.parse(packet)
+        assert view.ssrc == sub.audio_slot_ssrcs[2]
+        assert view.csrc_count == 1 and struct.unpack_from("!I", packet, 12)[0] == 0xCAFE
+        assert packet[view.ext_offset:] == original[12:]  # extension and payload untouched
+        seqs.append(view.seq)
+    assert [(s - seqs[0]) & 0xFFFF for s in seqs] == list(range(10))
+    assert await h.received(3) == [] and await h.received(1) == []
+    counters = h.plane.read_counters()
+    assert counters[Counter.RX_PACKETS] == 10 and counters[Counter.TX_PACKETS] == 10
+    assert h.plane.read_conference_packets() == {1: 10}
+    del pub, other
+
+
+async def test_existing_csrcs_are_replaced_by_the_slot_csrc(h):
+    await h.leg(1)
+    await h.leg(2)
+    h.plane.set_publisher(1, (AUDIO_SSRC,), {})
+    h.plane.set_slot(2, StreamKind.AUDIO, 0, SlotSource(1, csrc=7))
+    h.send(1, make_rtp(AUDIO_SSRC, 1, 1, b"x" * 20, csrcs=(1, 2, 3)))
+    (packet,) = await h.received(2)
+    assert packet[0] & 0x0F == 1 and struct.unpack_from("!I", packet, 12)[0] == 7
+    assert packet[16:] == b"x" * 20
+
+
+async def test_no_slot_no_media_and_conferences_stay_apart(h):
+    await h.leg(1, conference=1)
+    await h.leg(2, conference=2)
+    h.plane.set_publisher(1, (AUDIO_SSRC,), {})
+    for i in range(5):
+        h.send(1, audio(i))
+    assert await h.received(2) == []
+    assert h.plane.read_counters()[Counter.DROP_NO_ROUTE] == 5
+
+
+async def test_bad_packets_are_counted_never_forwarded(h):
+    await h.leg(1)
+    await h.leg(2)
+    h.plane.set_publisher(1, (AUDIO_SSRC,), {})
+    h.plane.set_slot(2, StreamKind.AUDIO, 0, SlotSource(1, csrc=1))
+    good = h.send(1, audio(1))
+    h.send(1, good, protect=False)  # replayed
+    tampered = bytearray(h.legs[1][1].protect(audio(2)))
+    tampered[-1] ^= 1
+    h.send(1, bytes(tampered), protect=False)
+    h.send(1, b"\x80\x00", protect=False)  # truncated
+    h.send(1, b"\x40" + os.urandom(40), protect=False)  # RTP version 1
+    h.send(1, make_rtp(AUDIO_SSRC, 3, 3, b"", padding=8))  # padding only
+    h.plane.handle_packet(99, good)  # no such leg
+    got = await h.received(2)
+    assert len(got) == 1
+    c = h.plane.read_counters()
+    assert (c[Counter.DROP_REPLAY], c[Counter.DROP_AUTH], c[Counter.DROP_MALFORMED],
+            c[Counter.DROP_PADDING], c[Counter.DROP_UNKNOWN_LEG]) == (1, 1, 2, 1, 1)
+
+
+async def test_video_starts_on_keyframe_and_switches_source_seamlessly(h):
+    await h.leg(1)
+    await h.leg(3)
+    sub = await h.leg(2)
+    h.plane.set_publisher(1, (), {VIDEO_SSRC: Layer.HIGH})
+    h.plane.set_publisher(3, (), {VIDEO_SSRC + 1: Layer.HIGH})
+    h.plane.set_slot(2, StreamKind.VIDEO, 0, SlotSource(1, csrc=0xA))
+    h.send(1, make_rtp(VIDEO_SSRC, 10, 0, vp8_payload(False), pt=100))
+    assert await h.received(2) == []
+    h.send(1, make_rtp(VIDEO_SSRC, 11, 3000, vp8_payload(True), pt=100))
+    h.send(1, make_rtp(VIDEO_SSRC, 12, 3000, vp8_payload(False), pt=100))
+    first = await h.received(2)
+    assert len(first) == 2
+    last_seq = rtp.parse(first[-1]).seq
+    h.plane.set_slot(2, StreamKind.VIDEO, 0, SlotSource(3, csrc=0xB))
+    h.send(3, make_rtp(VIDEO_SSRC + 1, 500, 90000, vp8_payload(False), pt=100))
+    h.send(1, make_rtp(VIDEO_SSRC, 13, 6000, vp8_payload(False), pt=100))  # old source: gone
+    assert await h.received(2) == []
+    h.send(3, make_rtp(VIDEO_SSRC + 1, 501, 93000, vp8_payload(True), pt=100))
+    (switched,) = await h.received(2)
+    view = rtp.parse(switched)
+    assert view.ssrc == sub.video_slot_ssrcs[0] and view.seq == (last_seq + 1) & 0xFFFF
+    assert struct.unpack_from("!I", switched, 12)[0] == 0xB
+
+
+async def test_simulcast_layer_learned_from_rid(h):
+    await h.leg(1)
+    await h.leg(2)
+    h.plane.set_publisher(1, (), {})
+    h.plane.set_slot(2, StreamKind.VIDEO, 1, SlotSource(1, csrc=5, layer=Layer.LOW))
+    for seq in (1, 2):
+        for ssrc, rid in ((0x50, b"h"), (0x51, b"l")):
+            h.send(1, make_rtp(ssrc, seq, 0, vp8_payload(True), pt=100,
+                               extensions={EXT.rid: rid}))
+    got = await h.received(2)
+    rids = [rtp.find_extension(p, rtp.parse(p), EXT.rid) for p in got]
+    # 'h' stands in until the wanted 'l' layer shows up with a keyframe, then only 'l'
+    assert rids == [b"h", b"l", b"l"]
+    before = h.plane.read_counters()
+    h.send(1, make_rtp(0x52, 1, 0, vp8_payload(True), pt=100))  # no RID, not declared
+    await asyncio.sleep(0.1)
+    after = h.plane.read_counters()
+    assert after[Counter.DROP_UNKNOWN_SSRC] == before[Counter.DROP_UNKNOWN_SSRC] + 1
+    assert after[Counter.DROP_NOT_READY] == before[Counter.DROP_NOT_READY]
+
+
+async def test_paused_preferred_layer_gives_way_to_the_flowing_one(h):
+    """A sender pauses its high layer when its estimate drops: the slot moves to
+    the low layer at its next keyframe and back to high at high's keyframe."""
+    await h.leg(1)
+    await h.leg(2)
+    high, low = 0x60, 0x61
+    h.plane.set_publisher(1, (), {low: Layer.LOW, high: Layer.HIGH})
+    h.plane.set_slot(2, StreamKind.VIDEO, 1, SlotSource(1, csrc=5, layer=Layer.HIGH))
+    seq = {high: 0, low: 0}
+
+    def send(ssrc: int, key: bool) -> None:
+        seq[ssrc] += 1
+        h.send(1, make_rtp(ssrc, seq[ssrc], seq[ssrc] * 3000, vp8_payload(key), pt=100))
+
+    send(high, True)
+    send(low, True)
+    assert [rtp.parse(p).ssrc for p in await h.received(2)] == [h.legs[2][0].video_slot_ssrcs[1]]
+    await asyncio.sleep(LAYER_PAUSED_AFTER + 0.1)  # high pauses, low goes on
+    send(low, False)
+    assert await h.received(2) == []  # waits for low's keyframe
+    send(low, True)
+    send(low, False)
+    assert len(await h.received(2)) == 2
+    send(high, True)  # high resumes with a keyframe: back to high, low no more
+    send(low, False)
+    got = await h.received(2)
+    assert len(got) == 1 and rtp.is_keyframe(got[0], rtp.parse(got[0]), EXT.frame_descriptor)
+
+
+async def test_receive_stats_count_loss_and_jitter(h):
+    """What receiver reports are made of: authentic packets, first and highest
+    extended sequence numbers, interarrival jitter (RFC 3550)."""
+    await h.leg(1)
+    h.plane.set_publisher(1, (AUDIO_SSRC,), {})
+    assert h.plane.read_receive_stats(1, AUDIO_SSRC) is None
+    for seq in (65534, 65535, 0, 2, 3):  # 1 is lost; the sequence wraps
+        h.send(1, make_rtp(AUDIO_SSRC, seq, ((seq - 65534) & 0xFFFF) * 960, b"\x01" * 60))
+        await asyncio.sleep(0.03)  # arrival spacing other than the 20 ms the timestamps say
+    stats = h.plane.read_receive_stats(1, AUDIO_SSRC)
+    assert stats is not None
+    assert (stats.received, stats.first_seq, stats.highest_seq) == (5, 65534, 65536 + 3)
+    assert stats.jitter > 0
+    tampered = bytearray(h.send(1, make_rtp(AUDIO_SSRC, 4, 6 * 960, b"\x01" * 60),
+                                protect=True))
+    tampered[-1] ^= 1
+    h.send(1, bytes(tampered), protect=False)
+    await asyncio.sleep(0.1)
+    assert h.plane.read_receive_stats(1, AUDIO_SSRC).received == 6  # the tampered copy is not
+
+
+async def test_audio_level_is_smoothed_per_publisher(h):
+    await h.leg(1)
+    h.plane.set_publisher(1, (AUDIO_SSRC,), {})
+    for i in range(12):
+        h.send(1, audio(i, level=20))
+    await asyncio.sleep(0.1)
+    level = h.plane.read_audio_levels()[1]
+    assert 20 <= level < 21
+
+
+async def test_removed_publisher_stops_and_slot_is_freed(h):
+    await h.leg(1)
+    await h.leg(2)
+    h.plane.set_publisher(1, (AUDIO_SSRC,), {})
+    h.plane.set_slot(2, StreamKind.AUDIO, 0, SlotSource(1, csrc=1))
+    h.send(1, audio(1))
+    assert len(await h.received(2)) == 1
+    h.plane.remove_leg(1)
+    h.send(1, audio(2))
+    assert await h.received(2) == []
+    assert h.plane.read_counters()[Counter.DROP_UNKNOWN_LEG] == 1
+
+
+@pytest.mark.parametrize("profile", ["SRTP_AEAD_AES_128_GCM", "SRTP_AEAD_AES_256_GCM"])
+async def test_gcm_profiles(h, profile):
+    await h.leg(1, profile=profile)
+    await h.leg(2, profile=profile)
+    h.plane.set_publisher(1, (AUDIO_SSRC,), {})
+    h.plane.set_slot(2, StreamKind.AUDIO, 0, SlotSource(1, csrc=1))
+    h.send(1, audio(1))
+    assert len(await h.received(2)) == 1
+
+
+async def test_ssrcs_past_the_per_leg_cap_are_dropped_without_state(h):
+    await h.leg(1)
+    await h.leg(2)
+    h.plane.set_publisher(1, (AUDIO_SSRC,), {})
+    h.plane.set_slot(2, StreamKind.AUDIO, 0, SlotSource(publisher=1, csrc=0xCAFE))
+    rid = EXT.rid
+    h.send(1, audio(4))
+    assert len(await h.received(2)) == 1
+    for i in range(MAX_SSRCS_PER_LEG + 4):  # new SSRCs, each announcing a simulcast layer
+        h.send(1, make_rtp(0x7000 + i, 1, 90, b"\x10\x00" + b"\x00" * 20,
+                           extensions={rid: b"h"}))
+    h.send(1, audio(5))  # the stream that had state goes on
+    assert len(await h.received(2)) == 1
+    seen, video_layers = h.plane.leg_ssrc_state(1)
+    assert seen == MAX_SSRCS_PER_LEG and video_layers < MAX_SSRCS_PER_LEG
+    counters = h.plane.read_counters()
+    # the audio SSRC had state: MAX - 1 new ones got state, the rest none
+    assert counters[Counter.DROP_SSRC_LIMIT] == 4 + 1
+    # the declared SSRCs of an answer are capped as well, the excess counted
+    h.plane.set_publisher(2, (AUDIO_SSRC,), {0x9000 + i: Layer.HIGH for i in range(12)})
+    assert h.plane.read_detail_counters()["STREAMS_REFUSED"] == 1 + 12 - MAX_SSRCS_PER_LEG
