@@ -46,6 +46,9 @@ SHARED_STRUCTS = (
     "sft_twcc_ring",
 )
 SHARED_ENUMS = ("sft_counter", "sft_kcounter", "sft_stream_kind", "sft_event_type")
+# The same for the steering object (steer.bpf.o).
+STEER_STRUCTS = ("sft_addr_key", "sft_steer_config", "sft_steer_leg")
+STEER_ENUMS = ("sft_steer_counter",)
 
 
 class AbiUnavailable(RuntimeError):

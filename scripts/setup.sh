@@ -41,10 +41,11 @@ extras=""
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e ".${extras}"
 
-# Native parts built with cffi and gcc: the load generator's sender/receiver and
-# the kernel data plane's keystream fill (AES-NI or OpenSSL).
+# Native parts built with cffi and gcc: the load generator's sender/receiver,
+# the kernel data plane's keystream fill (AES-NI or OpenSSL) and the AF_XDP ports.
 .venv/bin/python -m sftd.sftload.native.build >/dev/null
 .venv/bin/python -m sftd.bpf.native.build >/dev/null
+.venv/bin/python -m sftd.engine.xsk_build >/dev/null
 
 # BPF objects are built here, once; nodes running a built package or image need no compiler.
 if [ -f bpf/Makefile ]; then

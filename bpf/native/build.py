@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE.parent  # bpf/
@@ -36,14 +37,19 @@ def ffibuilder():  # type: ignore[no-untyped-def]
     return ffi
 
 
-def build(verbose: bool = False) -> Path:
-    TMPDIR.mkdir(parents=True, exist_ok=True)
-    out = Path(ffibuilder().compile(tmpdir=str(TMPDIR), verbose=verbose))
-    dest = PACKAGE / out.name
+def compile_into(ffi: Any, tmpdir: Path, package: Path, verbose: bool = False) -> Path:
+    """Compiles a cffi API-mode module in tmpdir and moves it into package."""
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    out = Path(ffi.compile(tmpdir=str(tmpdir), verbose=verbose))
+    dest = package / out.name
     tmp = dest.with_suffix(".tmp")
     tmp.write_bytes(out.read_bytes())
-    tmp.replace(dest)  # atomic: a running controller keeps its mapped copy
+    tmp.replace(dest)  # atomic: a running process keeps its mapped copy
     return dest
+
+
+def build(verbose: bool = False) -> Path:
+    return compile_into(ffibuilder(), TMPDIR, PACKAGE, verbose)
 
 
 if __name__ == "__main__":

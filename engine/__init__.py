@@ -1,0 +1,1 @@
+"""Native media engine of sftd (C through cffi, API mode)."""
