@@ -19,9 +19,13 @@ TMPDIR = PACKAGE / "build" / "xsk"
 _INT_DEFINE = re.compile(r"#define\s+\w+\s+\d+\s*$")
 
 
+HEADERS = ("xsk.h", "xsk_loop.h")
+
+
 def cdef_text() -> str:
-    """xsk.h without comments and directives, except its integer #defines."""
-    text = re.sub(r"/\*.*?\*/", "", (SRC / "xsk.h").read_text(), flags=re.S)
+    """The headers without comments and directives, except their integer #defines."""
+    text = "\n".join((SRC / h).read_text() for h in HEADERS)
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
     return "\n".join(ln for ln in text.splitlines()
                      if not ln.startswith("#") or _INT_DEFINE.match(ln))
 
@@ -32,8 +36,8 @@ def ffibuilder() -> Any:
     ffi = FFI()
     ffi.cdef(cdef_text())
     ffi.set_source(
-        "sftd.engine._xsk", '#include "xsk.h"',
-        sources=[str(SRC / "xsk.c")],
+        "sftd.engine._xsk", '#include "xsk.h"\n#include "xsk_loop.h"',
+        sources=[str(SRC / "xsk.c"), str(SRC / "xsk_loop.c")],
         include_dirs=[str(SRC)],
         extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"])
     return ffi

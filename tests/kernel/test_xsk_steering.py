@@ -265,3 +265,13 @@ def test_bad_input_is_passed_or_counted(veth, steering, case, frame, verdict, co
     after = steering.counters()
     changed = {c for c in SteerCounter if after[c] != before[c]}
     assert changed == ({counter} if counter else set()), case
+
+
+
+def test_echo_loop_returns_every_packet_of_the_windowed_sender():
+    """The C loops of xsk_loop.c as benchmarks/xsk_bench.py runs them, for half a second."""
+    from benchmarks.xsk_bench import run as run_bench
+
+    result = run_bench(seconds=0.5, size=100, window=64, ring_size=256)
+    assert result["sent"] > 0
+    assert result["received"] == result["sent"] == result["echoed"] == result["redirected_a"]
