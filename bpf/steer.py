@@ -3,7 +3,7 @@
 One :class:`Steering` per media interface: it loads its own copy of the object
 (its own maps), writes the media port range, attaches in driver mode where the
 driver has it (generic mode otherwise, logged), and pins its maps under
-``/sys/fs/bpf/sftd/steer-<instance>-<ifname>/`` so tools can read them. The
+``/sys/fs/bpf/sftd/steer-<instance>-<ifname>/`` (``bpf/xdpprog.py``). The
 controller registers each live leg's 5-tuple with :meth:`Steering.add_leg`; the
 AF_XDP port of each receive queue enters the ``sft_xsks`` map
 (``xsk_port_attach_map`` with :attr:`Steering.xskmap_fd`).
@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import logging
 import socket
 import struct
 from pathlib import Path
 
 from sftd.bpf import abi as abi_mod
 from sftd.bpf import libbpf
-
-log = logging.getLogger(__name__)
+from sftd.bpf.xdpprog import PinnedXdpProgram, XdpProgramError
 
 OBJECT_PATH = Path(__file__).resolve().parent / "build" / "steer.bpf.o"
-PIN_ROOT = libbpf.BPFFS / "sftd"
 PROGRAM = "sft_steer"
 MAPS = ("sft_steer_config", "sft_steer_legs", "sft_xsks", "sft_steer_counters")
 
@@ -45,7 +42,7 @@ class SteerCounter(enum.IntEnum):
     DROP_BAD_LENGTH = 10
 
 
-class SteeringError(RuntimeError):
+class SteeringError(XdpProgramError):
     """The steering program could not be set up or given a leg."""
 
 
@@ -62,45 +59,25 @@ class Steering:
     """The steering program on one interface, with its own maps and pins."""
 
     def __init__(self, ifname: str, media_ports: tuple[int, int], instance: str) -> None:
-        if not instance or "/" in instance or "/" in ifname:
-            raise SteeringError(f"bad instance {instance!r} or interface {ifname!r}")
         if not 0 < media_ports[0] <= media_ports[1] <= 65535:
             raise SteeringError(f"bad media port range {media_ports}")
-        if not OBJECT_PATH.exists():
-            raise SteeringError(f"{OBJECT_PATH} is not built: run `make -C bpf`")
-        try:
-            self.ifindex = socket.if_nametoindex(ifname)
-        except OSError as exc:
-            raise SteeringError(f"no interface {ifname!r} in this network namespace") from exc
-        self.ifname = ifname
-        self.pin_dir = PIN_ROOT / f"steer-{instance}-{ifname}"
         self._abi = abi_mod.load()
-        self._attachment: libbpf.Attachment | None = None
-        self.obj = libbpf.BpfObject.open(OBJECT_PATH)
+        self.prog = PinnedXdpProgram(OBJECT_PATH, PROGRAM, MAPS, ifname,
+                                     f"steer-{instance}-{ifname}")
+        self.maps = self.prog.maps
         try:
-            self.obj.load((PROGRAM,))
-            self.maps = {name: self.obj.map(name) for name in MAPS}
             self.maps["sft_steer_config"].update(
                 struct.pack("<I", 0),
                 self._abi.pack("sft_steer_config", port_min=media_ports[0],
                                port_max=media_ports[1]))
-            self._remove_pins()  # of a crashed process with this instance name
-            self.pin_dir.mkdir(parents=True, exist_ok=True)
-            for name, m in self.maps.items():
-                self.obj.pin_map(m, self.pin_dir / name)
-            self._attachment = libbpf.attach_xdp(self.ifindex, self.obj.program(PROGRAM))
         except BaseException:
-            self.close()
+            self.prog.close()
             raise
-        if self._attachment.fallback:
-            log.warning("steering on %s runs in generic XDP mode (driver mode refused: %s); "
-                        "AF_XDP then copies every frame through an skb", ifname,
-                        self._attachment.fallback)
+        self.prog.attach()
 
     @property
     def native(self) -> bool:
-        """Whether the program runs in the driver (not generic/skb) mode."""
-        return self._attachment is not None and not self._attachment.fallback
+        return self.prog.native
 
     @property
     def xskmap_fd(self) -> int:
@@ -127,24 +104,16 @@ class Steering:
         return self.maps["sft_steer_legs"].delete(self._key(local, remote))
 
     def counters(self) -> dict[SteerCounter, int]:
-        m = self.maps["sft_steer_counters"]
-        return {c: sum(struct.unpack("<Q", v)[0]
-                       for v in m.lookup_percpu(struct.pack("<I", c.value)))
-                for c in SteerCounter}
+        totals = self.prog.percpu_totals("sft_steer_counters", len(SteerCounter))
+        return {c: totals[c.value] for c in SteerCounter}
 
-    def _remove_pins(self) -> None:
-        for name in MAPS:
-            (self.pin_dir / name).unlink(missing_ok=True)
-        if self.pin_dir.exists():
-            self.pin_dir.rmdir()
+    @property
+    def obj(self) -> libbpf.BpfObject:
+        return self.prog.obj
 
     def close(self) -> None:
         """Detach, unpin (by name) and free; safe to call twice."""
-        if self._attachment is not None:
-            self._attachment.detach()
-            self._attachment = None
-        self._remove_pins()
-        self.obj.close()
+        self.prog.close()
 
     def __enter__(self) -> Steering:
         return self
