@@ -2,14 +2,15 @@
 
 Shared by the steering program (``bpf/steer.py``) and the load generator's sink
 (``sftload/sink.py``): open and load the object, pin the named maps under
-``/sys/fs/bpf/sftd/<pin_name>/`` (removing what a crashed process of the same
-name left), attach in driver mode where the driver has it, and undo exactly
-that on close.
+``/sys/fs/bpf/sftd/<pin_name>/`` with the program itself (a crashed process's
+program is found by that pin, detached from the interface and unpinned), attach
+in driver mode where the driver has it, and undo exactly that on close.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import struct
 from pathlib import Path
@@ -49,13 +50,18 @@ class PinnedXdpProgram:
             self.obj.close()
             raise
 
+    @property
+    def _program_pin(self) -> Path:
+        return self.pin_dir / f"prog_{self.program}"
+
     def attach(self) -> None:
         """Pins the maps and attaches; call once the maps hold their configuration."""
         try:
-            self._remove_pins()  # of a crashed process with the same name
+            self._remove_stale()
             self.pin_dir.mkdir(parents=True, exist_ok=True)
             for name, m in self.maps.items():
                 self.obj.pin_map(m, self.pin_dir / name)
+            self.obj.pin_program(self.program, self._program_pin)
             self._attachment = libbpf.attach_xdp(self.ifindex, self.obj.program(self.program))
         except BaseException:
             self.close()
@@ -75,8 +81,22 @@ class PinnedXdpProgram:
         return [sum(struct.unpack("<Q", v)[0] for v in m.lookup_percpu(struct.pack("<I", i)))
                 for i in range(count)]
 
+    def _remove_stale(self) -> None:
+        """Detaches and unpins what a crashed process of the same pin name left."""
+        if self._program_pin.exists():
+            fd = libbpf.obj_get(self._program_pin)
+            try:
+                stale_id = libbpf.prog_id_of_fd(fd)
+            finally:
+                os.close(fd)
+            for mode in (libbpf.XDP_FLAGS_DRV_MODE, libbpf.XDP_FLAGS_SKB_MODE):
+                libbpf.detach_xdp(self.ifindex, stale_id, mode)  # only if still stale_id
+            log.info("removed the stale %s of %s from %s", self.program, self.pin_dir,
+                     self.ifname)
+        self._remove_pins()
+
     def _remove_pins(self) -> None:
-        for name in self.map_names:
+        for name in (*self.map_names, self._program_pin.name):
             (self.pin_dir / name).unlink(missing_ok=True)
         if self.pin_dir.exists():
             self.pin_dir.rmdir()

@@ -321,4 +321,50 @@ struct sft_steer_leg {
 	__u32 queue; /* receive queue / worker the leg's RTP is expected on (a hint) */
 };
 
+/* ---- load generator's XDP sink (bpf/src/sink.bpf.c, sftload/sink.py) ----
+ * On the generator's veth end: media to a registered leg socket is counted as
+ * the generator's C receiver counts it, then dropped, except 1 packet in
+ * sample_every per leg, which goes on to the socket (the sampler decrypts it).
+ * The veth end has one receive queue, so updates of one leg never race. */
+#define SFT_SINK_MAX_LEGS 4096
+#define SFT_SINK_MAX_SLOTS 65536 /* (leg, SSRC) pairs the generator subscribes to */
+#define SFT_SINK_MAX_CSRCS 131072 /* (leg, CSRC, kind) triples heard */
+
+/* sft_sink_config[0], controller-owned. */
+struct sft_sink_config {
+	__u32 sample_every; /* 0 or 1: pass every packet */
+	__u32 pad;
+};
+
+/* sft_sink_legs[struct sft_local_key]: created by Python, counted by the program. */
+struct sft_sink_leg {
+	__u32 leg;
+	__u32 pad;
+	__u64 rx_rtp;
+	__u64 rx_bytes;       /* RTP datagram bytes */
+	__u64 rx_unknown_ssrc;
+	__u64 rx_no_csrc;
+	__u64 first_audio_ns; /* bpf_ktime_get_ns() = CLOCK_MONOTONIC */
+	__u64 first_video_ns;
+};
+
+/* sft_sink_slots[struct sft_stream_key {leg, ssrc}]: created by Python with kind. */
+struct sft_sink_slot {
+	__u64 packets;
+	__u64 bytes;
+	__u64 ext_max;   /* extended highest sequence number */
+	__u64 base;      /* first sequence number */
+	__u64 reordered; /* older than the highest (duplicate or reordered) */
+	__u32 kind;      /* enum sft_stream_kind */
+	__u32 started;
+};
+
+/* sft_sink_csrcs key; the value is a packet count (__u64), made by the program. */
+struct sft_sink_csrc_key {
+	__u32 leg;
+	__u32 csrc;
+	__u32 kind;
+	__u32 pad;
+};
+
 #endif /* SFT_ABI_H */

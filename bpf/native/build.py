@@ -23,7 +23,7 @@ def cdef_text() -> str:
     return "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
 
 
-def ffibuilder():  # type: ignore[no-untyped-def]
+def ffibuilder() -> Any:
     from cffi import FFI
 
     ffi = FFI()

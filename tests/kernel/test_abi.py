@@ -97,3 +97,10 @@ def test_steering_object_matches_abi_and_python() -> None:
     members = abi.load().enum_members("sft_steer_counter")
     assert members.pop("SFT_STEER_MAX") == len(steer.SteerCounter)
     assert members == {f"SFT_STEER_{c.name}": c.value for c in steer.SteerCounter}
+
+
+def test_sink_object_matches_abi() -> None:
+    from sftd.sftload import sink
+
+    types = _btf_types_of(sink.OBJECT_PATH)
+    _assert_structs_match(_by_name(types), types, abi.SINK_STRUCTS)

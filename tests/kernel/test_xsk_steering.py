@@ -275,3 +275,16 @@ def test_echo_loop_returns_every_packet_of_the_windowed_sender():
     result = run_bench(seconds=0.5, size=100, window=64, ring_size=256)
     assert result["sent"] > 0
     assert result["received"] == result["sent"] == result["echoed"] == result["redirected_a"]
+
+
+def test_a_crashed_process_program_is_replaced(veth):
+    """A process that died without close() left its program attached and pinned."""
+    crashed = Steering(veth.host_if, PORTS, instance=f"xk{os.getpid()}")
+    stale_id = crashed.obj.program("sft_steer").id
+    crashed.prog._attachment = None  # as if the process died: nothing is undone
+    crashed.obj.close()
+    with Steering(veth.host_if, PORTS, instance=f"xk{os.getpid()}") as again:
+        assert again.native and again.obj.program("sft_steer").id != stale_id
+    assert not again.prog.pin_dir.exists()
+    out = run("ip", "-j", "link", "show", veth.host_if)
+    assert '"xdp"' not in out, out  # and close() detached the new one
