@@ -5,10 +5,11 @@ AF_XDP). On end A the steering program (bpf/src/steer.bpf.c) redirects a leg's
 RTP into an AF_XDP port whose C loop copies each payload into a transmit frame
 back towards B (the engine's per-packet I/O work without SRTP). On end B a
 second steering program and port send RTP-shaped packets with a bounded window
-in flight and count the echoes. Both loops busy-poll, so on a 2-CPU machine the
-figure includes the two loops competing with the kernel's veth work.
+in flight and count the echoes. Both loops sleep in poll() when idle unless
+--busy-poll; the figure includes the kernel's veth work on the same CPUs.
 
-    .venv/bin/python benchmarks/xsk_bench.py [--seconds 5] [--size 200] [--window 256] [--json]
+    .venv/bin/python benchmarks/xsk_bench.py [--seconds 5] [--size 200] [--window 256]
+                                             [--busy-poll] [--json]
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def mac(ifname: str) -> bytes:
                          .replace(":", ""))
 
 
-def run(seconds: float, size: int, window: int, ring_size: int) -> dict[str, Any]:
+def run(seconds: float, size: int, window: int, ring_size: int,
+        busy_poll: bool = False) -> dict[str, Any]:
     base = f"xkb{os.getpid() % 100000}"
     a_if, b_if = f"{base}a", f"{base}b"
     subprocess.run(["ip", "link", "add", a_if, "type", "veth", "peer", "name", b_if], check=True)
@@ -55,14 +57,15 @@ def run(seconds: float, size: int, window: int, ring_size: int) -> dict[str, Any
             duration_ns = int(seconds * 1e9)
             echoed: list[int] = []
             echo = threading.Thread(target=lambda: echoed.append(port_a.echo(
-                to_b, duration_ns + 300_000_000)))
+                to_b, duration_ns + 300_000_000, busy_poll)))
             echo.start()
-            result = port_b.blast(to_a, size, window, duration_ns)
+            result = port_b.blast(to_a, size, window, duration_ns, busy_poll)
             echo.join()
             elapsed = result["elapsed_ns"] / 1e9
             return {
                 "seconds": round(elapsed, 2), "payload_bytes": size, "window": window,
-                "ring_size": ring_size, "zerocopy": port_a.zerocopy, "native_xdp": steer_a.native,
+                "ring_size": ring_size, "busy_poll": busy_poll, "zerocopy": port_a.zerocopy,
+                "native_xdp": steer_a.native,
                 "sent": result["sent"], "echoed": echoed[0], "received": result["received"],
                 "echo_pps": round(result["received"] / elapsed),
                 "echo_mbit_s": round(result["received"] * size * 8 / elapsed / 1e6, 1),
@@ -80,17 +83,20 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=200, help="UDP payload bytes (>= 20)")
     parser.add_argument("--window", type=int, default=256, help="packets in flight at most")
     parser.add_argument("--ring-size", type=int, default=2048)
+    parser.add_argument("--busy-poll", action="store_true",
+                        help="never sleep in poll() (one core per loop; else they share)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("xsk_bench: needs root (XDP, AF_XDP, veth)")
-    result = run(args.seconds, args.size, args.window, args.ring_size)
+    result = run(args.seconds, args.size, args.window, args.ring_size, args.busy_poll)
     if args.json:
         print(json.dumps(result))
         return
     mode = "zero-copy" if result["zerocopy"] else "copy mode"
     print(f"AF_XDP echo on veth ({mode}, XDP {'driver' if result['native_xdp'] else 'generic'}"
-          f" mode), {result['payload_bytes']}-byte payloads, window {result['window']}:")
+          f" mode, {'busy polling' if result['busy_poll'] else 'poll() when idle'}), "
+          f"{result['payload_bytes']}-byte payloads, window {result['window']}:")
     print(f"  {result['echo_pps']:,} packets/s round trip ({result['echo_mbit_s']} Mbit/s "
           f"payload), {result['received']:,} of {result['sent']:,} sent came back "
           f"in {result['seconds']} s")

@@ -141,17 +141,17 @@ class XskPort:
         raise XskError(0, f"AF_XDP port on {self.ifname}: the kernel took no frames "
                           f"in {max_kicks} kicks (interface down?)")
 
-    def echo(self, template: UdpTemplate, duration_ns: int) -> int:
+    def echo(self, template: UdpTemplate, duration_ns: int, busy_poll: bool = False) -> int:
         """Runs the C echo loop (xsk_loop.h) for duration_ns; returns packets echoed."""
-        return int(self._mod.lib.xsk_echo_run(self.port, template.c, duration_ns))
+        return int(self._mod.lib.xsk_echo_run(self.port, template.c, duration_ns, busy_poll))
 
     def blast(self, template: UdpTemplate, payload_len: int, window: int,
-              duration_ns: int) -> dict[str, int]:
+              duration_ns: int, busy_poll: bool = False) -> dict[str, int]:
         """Runs the C windowed sender (xsk_loop.h); sent, received and elapsed_ns."""
         ffi = self._mod.ffi
         out = ffi.new("struct xsk_blast_result *")
         self._mod.lib.xsk_blast_run(self.port, template.c, payload_len, window, duration_ns,
-                                    out)
+                                    busy_poll, out)
         return {name: int(getattr(out, name))
                 for name, _ in ffi.typeof("struct xsk_blast_result").fields}
 

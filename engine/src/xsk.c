@@ -491,7 +491,7 @@ int xsk_kick(struct xsk_port *port)
 		port->stats.tx_kicks++;
 		if (sendto(port->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0) {
 			if (errno == EAGAIN || errno == EBUSY || errno == ENOBUFS || errno == ENETDOWN)
-				port->stats.tx_kick_busy++;
+				port->stats.tx_kick_again++;
 			else
 				ret = -errno;
 		}

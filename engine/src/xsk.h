@@ -82,7 +82,8 @@ struct xsk_port_stats {
 	uint64_t tx_bytes;
 	uint64_t tx_invalid;  /* descriptors without template or too long: not sent */
 	uint64_t tx_kicks;    /* sendto() wakeups of the kernel's transmit */
-	uint64_t tx_kick_busy; /* kicks answered EAGAIN/EBUSY/ENOBUFS: retried later */
+	uint64_t tx_kick_again; /* kicks answered EAGAIN/EBUSY/ENOBUFS (copy mode: more than
+				* one 32-frame batch was queued); the next kick goes on */
 	uint64_t fill_wakeups; /* recvfrom() wakeups of the fill ring */
 	/* the kernel's XDP_STATISTICS */
 	uint64_t k_rx_dropped;

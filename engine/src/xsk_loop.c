@@ -2,6 +2,7 @@
 /* Echo and windowed sender over one AF_XDP port; see xsk_loop.h. */
 #include "xsk_loop.h"
 
+#include <poll.h>
 #include <string.h>
 #include <time.h>
 
@@ -15,8 +16,16 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Sleeps in poll() until the rx ring has something, for 1 ms at most. */
+static void wait_rx(struct xsk_port *port)
+{
+	struct pollfd pfd = { .fd = xsk_port_fd(port), .events = POLLIN };
+
+	poll(&pfd, 1, 1);
+}
+
 uint64_t xsk_echo_run(struct xsk_port *port, const struct xsk_udp_template *tmpl,
-		      uint64_t duration_ns)
+		      uint64_t duration_ns, int busy_poll)
 {
 	struct xsk_rx_desc rx[BATCH];
 	struct xsk_tx_desc tx[BATCH];
@@ -36,12 +45,14 @@ uint64_t xsk_echo_run(struct xsk_port *port, const struct xsk_udp_template *tmpl
 			xsk_rx_release(port, rx, n);
 		}
 		xsk_kick(port);
+		if (!n && !busy_poll && !xsk_tx_unsent(port))
+			wait_rx(port);
 	}
 	return echoed;
 }
 
 void xsk_blast_run(struct xsk_port *port, const struct xsk_udp_template *tmpl,
-		   uint32_t payload_len, uint32_t window, uint64_t duration_ns,
+		   uint32_t payload_len, uint32_t window, uint64_t duration_ns, int busy_poll,
 		   struct xsk_blast_result *out)
 {
 	struct xsk_rx_desc rx[BATCH];
@@ -75,6 +86,8 @@ void xsk_blast_run(struct xsk_port *port, const struct xsk_udp_template *tmpl,
 		n = xsk_rx_batch(port, rx, BATCH);
 		out->received += n;
 		xsk_rx_release(port, rx, n);
+		if (!n && !busy_poll && !want && !xsk_tx_unsent(port))
+			wait_rx(port);
 	}
 	/* what is still on its way comes back within a moment */
 	deadline = now_ns() + 100000000ull;

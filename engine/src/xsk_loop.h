@@ -14,13 +14,14 @@ struct xsk_blast_result {
 	uint64_t elapsed_ns;
 };
 
-/* Echoes every received datagram towards tmpl for duration_ns; returns how many. */
+/* Echoes every received datagram towards tmpl for duration_ns; returns how many.
+ * busy_poll 0: sleep in poll() while there is nothing to do (shared CPUs). */
 uint64_t xsk_echo_run(struct xsk_port *port, const struct xsk_udp_template *tmpl,
-		      uint64_t duration_ns);
+		      uint64_t duration_ns, int busy_poll);
 /* Sends RTP-shaped payloads of payload_len (>= 20) bytes towards tmpl for duration_ns,
  * keeping at most window sent and not yet received back. */
 void xsk_blast_run(struct xsk_port *port, const struct xsk_udp_template *tmpl,
-		   uint32_t payload_len, uint32_t window, uint64_t duration_ns,
+		   uint32_t payload_len, uint32_t window, uint64_t duration_ns, int busy_poll,
 		   struct xsk_blast_result *out);
 
 #endif /* SFT_XSK_LOOP_H */
