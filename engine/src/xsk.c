@@ -142,6 +142,20 @@ static int bind_port(struct xsk_port *port, uint16_t flags)
 	return bind(port->fd, (struct sockaddr *)&sxdp, sizeof(sxdp)) ? -errno : 0;
 }
 
+static const char *bind_hint(int errnum)
+{
+	switch (errnum) {
+	case EOPNOTSUPP:
+		return "the driver has no zero-copy AF_XDP: use mode auto or copy";
+	case EBUSY:
+		return "another AF_XDP socket is bound to that queue";
+	case EINVAL:
+		return "does the queue exist? ethtool -l shows the queues";
+	default:
+		return "is the interface up?";
+	}
+}
+
 int xsk_port_open(const struct xsk_config *cfg, struct xsk_port **out, char *err, size_t err_len)
 {
 	struct xdp_umem_reg reg = { 0 };
@@ -236,10 +250,9 @@ int xsk_port_open(const struct xsk_config *cfg, struct xsk_port **out, char *err
 	if (ret && cfg->mode != XSK_MODE_ZEROCOPY)
 		ret = bind_port(port, XDP_COPY | wakeup);
 	if (ret) {
-		ret = fail(err, err_len, -ret, "binding to %s (ifindex %u) queue %u in %s mode "
-			   "(does the queue exist? is another AF_XDP socket bound to it?)", ifname,
-			   cfg->ifindex, cfg->queue_id,
-			   cfg->mode == XSK_MODE_ZEROCOPY ? "zero-copy" : "copy");
+		ret = fail(err, err_len, -ret, "binding to %s (ifindex %u) queue %u in %s mode (%s)",
+			   ifname, cfg->ifindex, cfg->queue_id,
+			   cfg->mode == XSK_MODE_ZEROCOPY ? "zero-copy" : "copy", bind_hint(-ret));
 		goto out_free;
 	}
 	*out = port;

@@ -233,8 +233,12 @@ def test_too_long_payload_is_refused_and_counted(veth):
 def test_open_errors_say_what_failed(veth):
     with pytest.raises(OSError, match="ring_size 100 is no power of two"):
         XskPort(veth.host_if, 0, ring_size=100)
-    with pytest.raises(OSError, match="queue 7 in copy mode"):
+    with pytest.raises(OSError, match="queue 7 in copy mode .does the queue exist"):
         XskPort(veth.host_if, 7, mode="copy")
+    with pytest.raises(OSError, match="zero-copy mode .the driver has no zero-copy"):
+        XskPort(veth.host_if, 0, mode="zerocopy")  # veth: copy mode only
+    with XskPort(veth.host_if, 0), pytest.raises(OSError, match="another AF_XDP socket"):
+        XskPort(veth.host_if, 0)
 
 
 @pytest.mark.parametrize("case, frame, verdict, counter", [
