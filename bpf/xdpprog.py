@@ -54,26 +54,29 @@ class PinnedXdpProgram:
     def _program_pin(self) -> Path:
         return self.pin_dir / f"prog_{self.program}"
 
-    def attach(self) -> None:
-        """Pins the maps and attaches; call once the maps hold their configuration."""
+    def attach(self, native: bool = True) -> None:
+        """Pins the maps and attaches (native: driver mode where the driver has it, else
+        generic); call once the maps hold their configuration."""
         try:
             self._remove_stale()
             self.pin_dir.mkdir(parents=True, exist_ok=True)
             for name, m in self.maps.items():
                 self.obj.pin_map(m, self.pin_dir / name)
             self.obj.pin_program(self.program, self._program_pin)
-            self._attachment = libbpf.attach_xdp(self.ifindex, self.obj.program(self.program))
+            self._attachment = libbpf.attach_xdp(self.ifindex, self.obj.program(self.program),
+                                                 native)
         except BaseException:
             self.close()
             raise
-        if self._attachment.fallback:
+        if native and self._attachment.fallback:
             log.warning("%s on %s runs in generic XDP mode (driver mode refused: %s)",
                         self.program, self.ifname, self._attachment.fallback)
 
     @property
     def native(self) -> bool:
         """Whether the program runs in the driver (not generic/skb) mode."""
-        return self._attachment is not None and not self._attachment.fallback
+        return (self._attachment is not None
+                and self._attachment.flags == libbpf.XDP_FLAGS_DRV_MODE)
 
     def percpu_totals(self, map_name: str, count: int) -> list[int]:
         """Entries 0..count-1 of a per-CPU array of u64, summed over CPUs."""

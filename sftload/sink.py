@@ -60,7 +60,10 @@ class XdpSink:
         except BaseException:
             self.prog.close()
             raise
-        self.prog.attach()
+        # Generic (skb) mode on purpose: a veth runs a driver-mode program in the NAPI
+        # of the sending CPU, the SFT's, which would then pay for the generator's
+        # counting; generic mode runs after RPS, on the generator's core (netns.py).
+        self.prog.attach(native=False)
         self.fp = fp
         self._leg_keys: dict[int, bytes] = {}
         self._slots: dict[int, list[int]] = {}
@@ -120,10 +123,6 @@ class XdpSink:
 
     def csrc_stats(self, leg: int) -> dict[tuple[int, int], int]:
         return self._csrcs.get(leg, {})
-
-    @property
-    def native(self) -> bool:
-        return self.prog.native
 
     def close(self) -> None:
         self.prog.close()

@@ -66,17 +66,6 @@ static void store_release(uint32_t *p, uint32_t v)
 	__atomic_store_n(p, v, __ATOMIC_RELEASE);
 }
 
-/* free slots of a ring we produce into (fill, tx) */
-static uint32_t prod_free(struct xsk_ring *r, uint32_t wanted)
-{
-	uint32_t free_entries = r->size - (r->cached_prod - r->cached_cons);
-
-	if (free_entries >= wanted)
-		return free_entries;
-	r->cached_cons = load_acquire(r->consumer);
-	return r->size - (r->cached_prod - r->cached_cons);
-}
-
 /* entries ready in a ring we consume from (rx, completion) */
 static uint32_t cons_ready(struct xsk_ring *r, uint32_t wanted)
 {
@@ -453,8 +442,7 @@ unsigned xsk_tx_submit(struct xsk_port *port, const struct xsk_tx_desc *descs, u
 	uint32_t capacity = xsk_port_tx_capacity(port);
 	unsigned i, queued = 0;
 
-	/* cannot be short: the ring holds all ring_size transmit frames */
-	prod_free(&port->tx, n);
+	/* the tx ring cannot be full: it has room for all ring_size transmit frames */
 	for (i = 0; i < n; i++) {
 		const struct xsk_tx_desc *d = &descs[i];
 		uint8_t *frame = port->umem + d->handle;

@@ -11,7 +11,8 @@
  * receives (fill ring -> rx ring -> caller -> xsk_rx_release -> fill ring); the
  * second half transmits (free list -> xsk_tx_reserve -> caller writes the UDP
  * payload -> xsk_tx_submit -> tx ring -> completion ring -> free list). Since
- * every ring holds ring_size entries, no ring can overflow.
+ * every ring holds ring_size entries, no ring can overflow, provided the caller
+ * releases each received frame once and submits each reserved frame once.
  *
  * Addresses and ports in descriptors and templates are in network byte order.
  * This header is also read by cffi (engine/xsk_build.py): plain declarations,
