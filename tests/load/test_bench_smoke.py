@@ -178,7 +178,10 @@ def test_bench_quick_accounting_with_the_xdp_sink(tmp_path: Path) -> None:
     the accounting closes exactly as with the sockets counting."""
     from sftd.sftload import bench
 
-    args = bench.parse_args(["--quick", "--systems", "userspace", "--require", "userspace",
+    # one conference of 5 (the quick ramp's second point overloads a shared CI core)
+    args = bench.parse_args(["--systems", "userspace", "--require", "userspace",
+                             "--max-participants", "5", "--conference-size", "5",
+                             "--duration", "3", "--warmup", "6",
                              "--sink", "xdp", "--sample-every", "20",
                              "--out", str(tmp_path), "--name", "sink"])
     (run,) = bench.bench(args)["record"]["runs"]
