@@ -48,13 +48,9 @@ def ffibuilder(absolute_paths: bool = False) -> Any:
 
 
 def build(verbose: bool = False) -> Path:
-    TMPDIR.mkdir(parents=True, exist_ok=True)
-    out = Path(ffibuilder(absolute_paths=True).compile(tmpdir=str(TMPDIR), verbose=verbose))
-    dest = HERE / out.name
-    tmp = dest.with_suffix(".tmp")
-    tmp.write_bytes(out.read_bytes())
-    tmp.replace(dest)  # atomic: a running sftd keeps its mapped copy
-    return dest
+    from sftd.bpf.native.build import compile_into
+
+    return compile_into(ffibuilder(absolute_paths=True), TMPDIR, HERE, verbose)
 
 
 if __name__ == "__main__":

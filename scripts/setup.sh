@@ -43,11 +43,12 @@ extras=""
 
 # Native parts built with cffi and gcc: the load generator's sender/receiver, the
 # kernel data plane's keystream fill (AES-NI or OpenSSL) and libbpf binding
-# (compiled against libbpf-dev's headers), and the native data plane's engine
-# (--dataplane native, OpenSSL).
+# (compiled against libbpf-dev's headers), the native data plane's engine
+# (--dataplane native, OpenSSL) and the AF_XDP ports.
 .venv/bin/python -m sftd.sftload.native.build >/dev/null
 .venv/bin/python -m sftd.bpf.native.build >/dev/null
 .venv/bin/python -m sftd.engine.build >/dev/null
+.venv/bin/python -m sftd.engine.xsk_build >/dev/null
 
 # BPF objects are built here, once; nodes running a built package or image need no compiler.
 if [ -f bpf/Makefile ]; then

@@ -295,13 +295,18 @@ class Generator:
     """``sft-load --control`` in the generator namespace, pinned to its core."""
 
     def __init__(self, topo: Topology, system: System, workdir: Path, conference_size: int,
-                 sample_every: int) -> None:
+                 sample_every: int, sink: str = "socket") -> None:
         self.log_path = workdir / f"load-{system.name}.log"
         cmd = [*topo.exec_prefix(topo.ns_gen), "nice", "-n", NICE, "taskset", "-c",
                str(topo.gen_cpu),
                sys.executable, "-m", system.load_module(), "--control",
                "--local-address", topo.ip_gen, "--conference-size", str(conference_size),
                "--sample-every", str(sample_every), *system.load_args()]
+        if sink != "socket":
+            if system.load_module() != "sftd.sftload.load":
+                raise RuntimeError(f"--sink {sink} is an option of sft-load only, "
+                                   f"not of {system.load_module()} ({system.name})")
+            cmd += ["--sink", sink]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=log, cwd=ROOT)
@@ -377,7 +382,8 @@ def run_system(name: str, topo: Topology, args: argparse.Namespace, workdir: Pat
     gen: Generator | None = None
     try:
         system.start()
-        gen = Generator(topo, system, workdir, args.conference_size, args.sample_every)
+        gen = Generator(topo, system, workdir, args.conference_size, args.sample_every,
+                        args.sink)
         a = CpuSample.take(topo.sft_cpu, topo.gen_cpu, system.pid)
         time.sleep(2)
         run.baseline = cpu_between(a, CpuSample.take(topo.sft_cpu, topo.gen_cpu, system.pid))
@@ -551,6 +557,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-participants", type=int, default=200)
     p.add_argument("--conference-size", type=int, default=10)
     p.add_argument("--sample-every", type=int, default=100)
+    p.add_argument("--sink", choices=("socket", "xdp"), default="socket",
+                   help="xdp: the generator counts received media in XDP and decrypts only "
+                        "the sampled packets, so it is not the bottleneck (sft-load --sink)")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for JSON + PNG")
     p.add_argument("--name", help="file stem (default: bench-<time>)")
     p.add_argument("--require", default="", help="systems that must run (error if unavailable)")

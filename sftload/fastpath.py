@@ -100,6 +100,9 @@ class FastPath:
             if n < 256:
                 return out
 
+    def refresh(self) -> None:
+        """Nothing to do: the receiver's counts are read live (XdpSink reads its maps)."""
+
     def leg_stat(self, leg: int) -> dict[str, int]:
         st = self._leg_stat
         lib.fp_leg_stat(self.ctx, leg, st)

@@ -39,6 +39,7 @@ from sftd.sftclient import sdp as sdpmod
 
 from . import media
 from .fastpath import FastPath, lib, now_ns
+from .sink import XdpSink, interface_of
 
 log = logging.getLogger("sftd.sftload")
 
@@ -140,14 +141,19 @@ def _pct(values: list[float], q: float) -> float | None:
 class LoadGenerator:
     def __init__(self, base_url: str, *, local_address: str, conference_size: int = 10,
                  vstreams: int = 9, sample_every: int = 100, metrics_url: str | None = None,
-                 join_concurrency: int = 4) -> None:
+                 join_concurrency: int = 4, sink: str = "socket") -> None:
         self.base_url = base_url.rstrip("/")
         self.local_address = local_address
         self.conference_size = conference_size
         self.vstreams = vstreams
         self.metrics_url = metrics_url
         self.join_concurrency = join_concurrency
-        self.fp = FastPath(sample_every)
+        # --sink xdp: XDP counts and drops media, passing 1 in sample_every to the
+        # sockets, where the C receiver samples every packet it still gets
+        self.fp = FastPath(1 if sink == "xdp" else sample_every)
+        self.sink = (XdpSink(self.fp, interface_of(local_address), sample_every,
+                             f"load{os.getpid()}") if sink == "xdp" else None)
+        self.rx: FastPath | XdpSink = self.sink or self.fp  # receive-side statistics
         self.legs: list[LegState] = []
         self.clients: list[LoadClient] = []
         self.by_userid: dict[str, LoadClient] = {}
@@ -197,6 +203,8 @@ class LoadGenerator:
             self._loop.remove_reader(self.fp.ctrl_fd)
         self.fp.stop()
         self.fp.close()
+        if self.sink is not None:
+            self.sink.close()
 
     # ------------------------------------------------------------ legs
     def _take_leg(self, dtls: Any) -> tuple[int, int, Any, bytes, bytes]:
@@ -212,6 +220,8 @@ class LoadGenerator:
         assert self._loop is not None
         self._loop._remove_reader(fd)  # type: ignore[attr-defined]  # C reads it now
         leg = self.fp.add_leg(fd, pair.remote_addr)
+        if self.sink is not None:
+            self.sink.add_leg(leg, protocol.transport.get_extra_info("sockname"))
         return leg, fd, protocol, ours, theirs
 
     def attach(self, client: LoadClient, dtls: Any) -> None:
@@ -225,6 +235,8 @@ class LoadGenerator:
             for ssrc in m.ssrcs:
                 kind = 0 if m.kind == "audio" else 1
                 self.fp.add_slot(leg, ssrc, kind)
+                if self.sink is not None:
+                    self.sink.add_slot(leg, ssrc, kind)
                 slot_kind[ssrc] = kind
         answer = sdpmod.summarize(client.answer or "")
         am, vm = answer.by_mid("audio"), answer.by_mid("video")
@@ -376,12 +388,13 @@ class LoadGenerator:
     def ready(self) -> tuple[int, int]:
         """(receivers getting every expected stream, live receivers)."""
         ok = total = 0
+        self.rx.refresh()
         for st in self.legs:
             c = st.client
             if c.state == "closed":
                 continue
             total += 1
-            csrcs = self.fp.csrc_stats(st.leg)
+            csrcs = self.rx.csrc_stats(st.leg)
             people = c.people_for("video")
             got_video = set()
             for (kind, csrc), n in csrcs.items():
@@ -390,7 +403,7 @@ class LoadGenerator:
                     if sender:
                         got_video.add(sender.index)
             want = self.expected_video_sources(c)
-            audio_slots = sum(1 for s in self.fp.slot_stats(st.leg) if s.kind == 0 and s.packets)
+            audio_slots = sum(1 for s in self.rx.slot_stats(st.leg) if s.kind == 0 and s.packets)
             want_audio = min(5, len(want) and len(c.others()))
             if want <= got_video and audio_slots >= want_audio:
                 ok += 1
@@ -424,7 +437,8 @@ class LoadGenerator:
 
     def _rx_rtp(self) -> int:
         """RTP received on every leg (RTCP and STUN keep arriving while paused)."""
-        return sum(self.fp.leg_stat(st.leg)["rx_rtp"] for st in self.legs)
+        self.rx.refresh()
+        return sum(self.rx.leg_stat(st.leg)["rx_rtp"] for st in self.legs)
 
     def resume(self) -> None:
         start = now_ns() + HORIZON_NS
@@ -451,9 +465,10 @@ class LoadGenerator:
 
     async def snapshot(self) -> dict[str, Any]:
         legs = []
+        self.rx.refresh()
         for st in self.legs:
-            legs.append({"stat": self.fp.leg_stat(st.leg), "slots": self.fp.slot_stats(st.leg),
-                         "csrcs": self.fp.csrc_stats(st.leg)})
+            legs.append({"stat": self.rx.leg_stat(st.leg), "slots": self.rx.slot_stats(st.leg),
+                         "csrcs": self.rx.csrc_stats(st.leg)})
         return {"t": time.monotonic(), "legs": legs, "global": self.fp.global_stat(),
                 "metrics": await self._metrics(), "udp": udp_counters()}
 
@@ -550,7 +565,7 @@ class LoadGenerator:
         loss_ingress = ingress_lost / sent_total if ingress_lost is not None and sent_total else 0.0
         s = self.samples
         lat = s.latency_us
-        joins = [(c.leg and self.fp.leg_stat(c.leg.leg)["first_video_ns"], c)
+        joins = [(c.leg and self.rx.leg_stat(c.leg.leg)["first_video_ns"], c)
                  for c in self.clients if c.conf_pos > 0 and c.leg is not None]
         join_ms = [(ns / 1e6 - c.t_confconn * 1000) for ns, c in joins
                    if ns and c.t_confconn is not None]
@@ -571,6 +586,8 @@ class LoadGenerator:
                     "ingress_loss": loss_ingress,
                     "egress_lost": (sft_tx - rx_rtp) if sft_tx is not None else None},
             "generator": {"udp_drops": gen_drops, "tx_packets": tx_packets,
+                          "sink": "socket" if self.sink is None else "xdp",
+                          "socket_datagrams": gb["rx_datagrams"] - ga["rx_datagrams"],
                           "tx_late_mean_us": round((gb["tx_late_sum_ns"] - ga["tx_late_sum_ns"])
                                                    / max(1, tx_packets) / 1000, 1),
                           "tx_late_max_us": round(gb["tx_late_max_ns"] / 1000, 1),
@@ -616,7 +633,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=10.0, help="max seconds to wait until "
                    "every receiver gets every expected stream")
-    p.add_argument("--sample-every", type=int, default=100)
+    p.add_argument("--sample-every", type=int, default=100,
+                   help="decrypt and check 1 received packet in N per leg")
+    p.add_argument("--sink", choices=("socket", "xdp"), default="socket",
+                   help="xdp: count and drop received media in XDP on the generator's "
+                        "interface, only sampled packets reach the sockets (needs root)")
     p.add_argument("--join-concurrency", type=int, default=4)
     p.add_argument("--control", action="store_true",
                    help="JSON-lines commands on stdin (used by sft-bench)")
@@ -694,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = LoadGenerator(args.url, local_address=args.local_address,
                         conference_size=args.conference_size, vstreams=args.vstreams,
                         sample_every=args.sample_every, metrics_url=args.metrics_url,
-                        join_concurrency=args.join_concurrency)
+                        join_concurrency=args.join_concurrency, sink=args.sink)
     return report(asyncio.run(run_generator(gen, args)), args)
 
 

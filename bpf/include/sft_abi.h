@@ -285,4 +285,86 @@ struct sft_event {
 	__u64 index;
 };
 
+/* ---- XDP steering into AF_XDP (bpf/src/steer.bpf.c, bpf/steer.py) ----
+ * RTP of a registered 5-tuple goes to the AF_XDP socket of its receive queue;
+ * STUN, DTLS and RTCP go to the stack; junk aimed at the media ports is dropped. */
+#define SFT_STEER_MAX_LEGS 16384
+#define SFT_STEER_MAX_QUEUES 64 /* XSKMAP entries: one socket per receive queue */
+
+/* Names and values identical to bpf.steer.SteerCounter. */
+enum sft_steer_counter {
+	SFT_STEER_PASS_STUN = 0,
+	SFT_STEER_PASS_DTLS = 1,
+	SFT_STEER_PASS_RTCP = 2,
+	SFT_STEER_REDIRECT = 3,          /* RTP of a leg, into its queue's AF_XDP socket */
+	SFT_STEER_PASS_NO_SOCKET = 4,    /* RTP of a leg, but no socket on its queue: stack */
+	SFT_STEER_DROP_SHORT = 5,        /* UDP payload too short for what its first byte says */
+	SFT_STEER_DROP_JUNK = 6,         /* first byte is no STUN/DTLS/RTP/RTCP */
+	SFT_STEER_DROP_UNKNOWN = 7,      /* RTP from a 5-tuple no leg validated */
+	SFT_STEER_DROP_FRAGMENT = 8,     /* IP fragment aimed at the media ports */
+	SFT_STEER_DROP_IP_OPTIONS = 9,   /* IPv4 header with options aimed at the media ports */
+	SFT_STEER_DROP_BAD_LENGTH = 10,  /* UDP length beyond the IP packet or the frame */
+	SFT_STEER_MAX = 11,
+};
+
+/* sft_steer_config[0], controller-owned. */
+struct sft_steer_config {
+	__u16 port_min; /* media port range, host order, inclusive; 0..0 = steer nothing */
+	__u16 port_max;
+	__u32 pad;
+};
+
+/* sft_steer_legs[struct sft_addr_key], controller-owned: a live leg's 5-tuple
+ * (UDP; addresses as they arrive). */
+struct sft_steer_leg {
+	__u32 leg_id;
+	__u32 queue; /* receive queue / worker the leg's RTP is expected on (a hint) */
+};
+
+/* ---- load generator's XDP sink (bpf/src/sink.bpf.c, sftload/sink.py) ----
+ * On the generator's veth end: media to a registered leg socket is counted as
+ * the generator's C receiver counts it, then dropped, except 1 packet in
+ * sample_every per leg, which goes on to the socket (the sampler decrypts it).
+ * The veth end has one receive queue, so updates of one leg never race. */
+#define SFT_SINK_MAX_LEGS 4096
+#define SFT_SINK_MAX_SLOTS 65536 /* (leg, SSRC) pairs the generator subscribes to */
+#define SFT_SINK_MAX_CSRCS 131072 /* (leg, CSRC, kind) triples heard */
+
+/* sft_sink_config[0], controller-owned. */
+struct sft_sink_config {
+	__u32 sample_every; /* 0 or 1: pass every packet */
+	__u32 pad;
+};
+
+/* sft_sink_legs[struct sft_local_key]: created by Python, counted by the program. */
+struct sft_sink_leg {
+	__u32 leg;
+	__u32 pad;
+	__u64 rx_rtp;
+	__u64 rx_bytes;       /* RTP datagram bytes */
+	__u64 rx_unknown_ssrc;
+	__u64 rx_no_csrc;
+	__u64 first_audio_ns; /* bpf_ktime_get_ns() = CLOCK_MONOTONIC */
+	__u64 first_video_ns;
+};
+
+/* sft_sink_slots[struct sft_stream_key {leg, ssrc}]: created by Python with kind. */
+struct sft_sink_slot {
+	__u64 packets;
+	__u64 bytes;
+	__u64 ext_max;   /* extended highest sequence number */
+	__u64 base;      /* first sequence number */
+	__u64 reordered; /* older than the highest (duplicate or reordered) */
+	__u32 kind;      /* enum sft_stream_kind */
+	__u32 started;
+};
+
+/* sft_sink_csrcs key; the value is a packet count (__u64), made by the program. */
+struct sft_sink_csrc_key {
+	__u32 leg;
+	__u32 csrc;
+	__u32 kind;
+	__u32 pad;
+};
+
 #endif /* SFT_ABI_H */

@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from cffi import FFI
 
@@ -86,12 +87,14 @@ def libbpf_builder() -> FFI:
     return ffi
 
 
-def _compile(ffi: FFI, verbose: bool) -> Path:
-    out = Path(ffi.compile(tmpdir=str(TMPDIR), verbose=verbose))
-    dest = PACKAGE / out.name
+def compile_into(ffi: Any, tmpdir: Path, package: Path, verbose: bool = False) -> Path:
+    """Compiles a cffi API-mode module in tmpdir and moves it into package."""
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    out = Path(ffi.compile(tmpdir=str(tmpdir), verbose=verbose))
+    dest = package / out.name
     tmp = dest.with_suffix(".tmp")
     tmp.write_bytes(out.read_bytes())
-    tmp.replace(dest)  # atomic: a running controller keeps its mapped copy
+    tmp.replace(dest)  # atomic: a running process keeps its mapped copy
     return dest
 
 
@@ -111,9 +114,9 @@ def check_layouts(module: Path, name: str, cdef_header: Path) -> None:
 
 def build(verbose: bool = False) -> list[Path]:
     TMPDIR.mkdir(parents=True, exist_ok=True)
-    keystream = _compile(keystream_builder(absolute_paths=True), verbose)
+    keystream = compile_into(keystream_builder(absolute_paths=True), TMPDIR, PACKAGE, verbose)
     check_layouts(keystream, "sftd.bpf._keystream", HERE / "keystream.h")
-    libbpf = _compile(libbpf_builder(), verbose)
+    libbpf = compile_into(libbpf_builder(), TMPDIR, PACKAGE, verbose)
     check_layouts(libbpf, "sftd.bpf._libbpf", HERE / "libbpf_cdef.h")
     return [keystream, libbpf]
 

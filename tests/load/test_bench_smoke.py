@@ -170,3 +170,27 @@ def test_media_roundtrip() -> None:
         kinds[kind] += 1
     assert kinds[1] == 2 * kinds[0] or abs(kinds[1] - 2 * kinds[0]) <= 2
     assert keyframes == 1  # the first frame; later ones only on FIR/PLI
+
+
+@needs_root
+def test_bench_quick_accounting_with_the_xdp_sink(tmp_path: Path) -> None:
+    """``--sink xdp``: the generator counts in XDP and decrypts only sampled packets;
+    the accounting closes exactly as with the sockets counting."""
+    from sftd.sftload import bench
+
+    # one conference of 5 (the quick ramp's second point overloads a shared CI core)
+    args = bench.parse_args(["--systems", "userspace", "--require", "userspace",
+                             "--max-participants", "5", "--conference-size", "5",
+                             "--duration", "3", "--warmup", "6",
+                             "--sink", "xdp", "--sample-every", "20",
+                             "--out", str(tmp_path), "--name", "sink"])
+    (run,) = bench.bench(args)["record"]["runs"]
+    assert run["error"] is None, run["error"]
+    assert run["points"]
+    for point in run["points"]:
+        _check_point("userspace", point)
+        d = point["detail"]
+        # 1 in 20 per leg reached the sockets (with STUN, SRTCP) and was decrypted
+        assert d["generator"]["sink"] == "xdp"
+        assert d["generator"]["socket_datagrams"] < d["received"]["rtp"] / 10
+        assert 0 < d["samples"]["decrypted"] <= d["received"]["rtp"] // 20 + d["participants"]

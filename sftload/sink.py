@@ -1,0 +1,128 @@
+"""``--sink xdp``: the generator counts received media in XDP (``bpf/src/sink.bpf.c``)
+and drops it, so at hundreds of participants the receiving side costs no
+syscalls or copies. One packet in ``sample_every`` per leg still reaches the
+leg's socket, where the C receiver hands it to the sampler (decrypt, route and
+latency checks) as before.
+
+The counts have the C receiver's shape (``FastPath.leg_stat``, ``slot_stats``,
+``csrc_stats``); :meth:`XdpSink.refresh` reads the maps once per snapshot.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from pathlib import Path
+from typing import Any
+
+from sftd.bpf import abi as abi_mod
+from sftd.bpf.xdpprog import PinnedXdpProgram, XdpProgramError
+
+from .fastpath import FastPath, SlotStat
+
+OBJECT_PATH = Path(abi_mod.PACKAGE_DIR) / "build" / "sink.bpf.o"
+PROGRAM = "sft_sink"
+MAPS = ("sft_sink_config", "sft_sink_legs", "sft_sink_slots", "sft_sink_csrcs")
+# what the sink counts in place of the C receiver (FastPath.leg_stat keys)
+LEG_FIELDS = ("rx_rtp", "rx_bytes", "rx_unknown_ssrc", "rx_no_csrc", "first_audio_ns",
+              "first_video_ns")
+
+
+def interface_of(address: str) -> str:
+    """The interface of this namespace that holds ``address`` (the generator's veth end)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        for msg in ipr.get_addr(family=socket.AF_INET):
+            if msg.get_attr("IFA_ADDRESS") == address:
+                return str(ipr.get_links(msg["index"])[0].get_attr("IFLA_IFNAME"))
+    raise XdpProgramError(f"no interface holds {address}: --sink xdp needs the generator's "
+                          "own address (--local-address)")
+
+
+def _be32(addr: str) -> int:
+    return int.from_bytes(ipaddress.IPv4Address(addr).packed, "little")
+
+
+class XdpSink:
+    """The sink on one interface; answers the receive-side statistics of ``fp``."""
+
+    def __init__(self, fp: FastPath, ifname: str, sample_every: int, instance: str) -> None:
+        if sample_every < 1:
+            raise ValueError(f"sample_every must be >= 1, not {sample_every}")
+        self._abi = abi_mod.load()
+        self.prog = PinnedXdpProgram(OBJECT_PATH, PROGRAM, MAPS, ifname, f"sink-{instance}")
+        self.maps = self.prog.maps
+        try:
+            self.maps["sft_sink_config"].update(
+                struct.pack("<I", 0), self._abi.pack("sft_sink_config", sample_every=sample_every))
+        except BaseException:
+            self.prog.close()
+            raise
+        # Generic (skb) mode on purpose: a veth runs a driver-mode program in the NAPI
+        # of the sending CPU, the SFT's, which would then pay for the generator's
+        # counting; generic mode runs after RPS, on the generator's core (netns.py).
+        self.prog.attach(native=False)
+        self.fp = fp
+        self._leg_keys: dict[int, bytes] = {}
+        self._slots: dict[int, list[int]] = {}
+        self._legs: dict[int, Any] = {}
+        self._slot_stats: dict[int, list[SlotStat]] = {}
+        self._csrcs: dict[int, dict[tuple[int, int], int]] = {}
+
+    def add_leg(self, leg: int, local: tuple[str, int]) -> None:
+        """Media to ``local`` (the leg's socket) is counted as leg ``leg``."""
+        key = self._abi.pack("sft_local_key", local_ip=_be32(local[0]),
+                             local_port=socket.htons(local[1]))
+        self.maps["sft_sink_legs"].update(key, self._abi.pack("sft_sink_leg", leg=leg))
+        self._leg_keys[leg] = key
+        self._slots[leg] = []
+
+    def add_slot(self, leg: int, ssrc: int, kind: int) -> None:
+        self.maps["sft_sink_slots"].update(self._slot_key(leg, ssrc),
+                                           self._abi.pack("sft_sink_slot", kind=kind))
+        self._slots[leg].append(ssrc)
+
+    def _slot_key(self, leg: int, ssrc: int) -> bytes:
+        return self._abi.pack("sft_stream_key", leg_id=leg, ssrc=ssrc)
+
+    def refresh(self) -> None:
+        """Reads every leg's, slot's and CSRC's counts from the maps."""
+        unpack = self._abi.unpack
+        self._legs = {}
+        self._slot_stats = {}
+        for leg, key in self._leg_keys.items():
+            raw = self.maps["sft_sink_legs"].lookup(key)
+            self._legs[leg] = unpack("sft_sink_leg", raw) if raw else None
+            stats = []
+            for ssrc in self._slots[leg]:
+                raw = self.maps["sft_sink_slots"].lookup(self._slot_key(leg, ssrc))
+                if raw:
+                    s = unpack("sft_sink_slot", raw)
+                    stats.append(SlotStat(ssrc, int(s.kind), int(s.packets), int(s.ext_max),
+                                          int(s.base), int(s.reordered), bool(s.started)))
+            self._slot_stats[leg] = stats
+        self._csrcs = {leg: {} for leg in self._leg_keys}
+        for raw_key, raw_value in self.maps["sft_sink_csrcs"].lookup_all():
+            k = unpack("sft_sink_csrc_key", raw_key)
+            if int(k.leg) in self._csrcs:
+                self._csrcs[int(k.leg)][(int(k.kind), int(k.csrc))] = \
+                    struct.unpack("<Q", raw_value)[0]
+
+    def leg_stat(self, leg: int) -> dict[str, int]:
+        """The C receiver's leg statistics with the sink's counts in place."""
+        receiver = self.fp.leg_stat(leg)
+        counted = self._legs.get(leg)
+        if counted is None:
+            return receiver
+        return {**receiver, **{name: int(getattr(counted, name)) for name in LEG_FIELDS}}
+
+    def slot_stats(self, leg: int) -> list[SlotStat]:
+        return self._slot_stats.get(leg, [])
+
+    def csrc_stats(self, leg: int) -> dict[tuple[int, int], int]:
+        return self._csrcs.get(leg, {})
+
+    def close(self) -> None:
+        self.prog.close()
