@@ -28,7 +28,7 @@ RUN python3 -m venv /opt/sftd/venv \
     && /opt/sftd/venv/bin/pip install --no-cache-dir --upgrade pip \
     && /opt/sftd/venv/bin/pip install --no-cache-dir . \
     && pkg=$(/opt/sftd/venv/bin/python -I -c "import sftd.bpf as bpf, pathlib; print(pathlib.Path(bpf.__file__).parent)") \
-    && ls "$pkg"/build/sft.bpf.o "$pkg/build/sft_abi.cdef" "$pkg"/_keystream*.so "$pkg"/_libbpf*.so
+    && ls "$pkg"/build/sft.bpf.o "$pkg/build/sft_abi.cdef" "$pkg"/_keystream*.so "$pkg"/_libbpf*.so "$pkg"/../engine/_engine*.so
 
 FROM ${DEBIAN_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive

@@ -23,5 +23,6 @@ setup(
         "bpf/native/build.py:libbpf_builder",
         "sftload/native/build.py:ffibuilder",
         "engine/build.py:ffibuilder",
+        "engine/xsk_build.py:ffibuilder",
     ],
 )

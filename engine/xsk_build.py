@@ -6,12 +6,11 @@ with cffi in API mode (calls release the GIL; no compiler needed at run time).
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
-
-from sftd.bpf.native.build import compile_into
 
 PACKAGE = Path(__file__).resolve().parent  # engine/
 SRC = PACKAGE / "src"
@@ -30,21 +29,26 @@ def cdef_text() -> str:
                      if not ln.startswith("#") or _INT_DEFINE.match(ln))
 
 
-def ffibuilder() -> Any:
+def ffibuilder(absolute_paths: bool = False) -> Any:
+    """setup.py builds it with source paths relative to the project root,
+    build() with absolute ones (cffi compiles in its tmpdir)."""
     from cffi import FFI
 
     ffi = FFI()
     ffi.cdef(cdef_text())
     ffi.set_source(
         "sftd.engine._xsk", '#include "xsk.h"\n#include "xsk_loop.h"',
-        sources=[str(SRC / "xsk.c"), str(SRC / "xsk_loop.c")],
+        sources=[str(SRC / name) if absolute_paths else os.path.relpath(SRC / name)
+                 for name in ("xsk.c", "xsk_loop.c")],
         include_dirs=[str(SRC)],
         extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"])
     return ffi
 
 
 def build(verbose: bool = False) -> Path:
-    return compile_into(ffibuilder(), TMPDIR, PACKAGE, verbose)
+    from sftd.bpf.native.build import compile_into
+
+    return compile_into(ffibuilder(absolute_paths=True), TMPDIR, PACKAGE, verbose)
 
 
 if __name__ == "__main__":

@@ -48,12 +48,12 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_wheel_holds_every_native_part(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
-    assert "sftd/bpf/build/sft.bpf.o" in names
     assert "sftd/bpf/build/sft_abi.cdef" in names
-    assert any(n.startswith("sftd/bpf/_keystream") and n.endswith(".so") for n in names)
-    assert any(n.startswith("sftd/bpf/_libbpf") and n.endswith(".so") for n in names)
-    assert any(n.startswith("sftd/engine/_engine") and n.endswith(".so") for n in names)
-    assert any(n.startswith("sftd/sftload/_fastpath") and n.endswith(".so") for n in names)
+    for module in ("bpf/_keystream", "bpf/_libbpf", "engine/_engine", "engine/_xsk",
+                   "sftload/_fastpath"):
+        assert any(n.startswith(f"sftd/{module}") and n.endswith(".so") for n in names), module
+    for program in ("sft", "steer", "sink"):
+        assert f"sftd/bpf/build/{program}.bpf.o" in names, program
     # one namespace: nothing installs as a top-level `controller`, `bpf`, ...
     top = {n.split("/")[0] for n in names if not n.startswith("sftd_ebpf-")}
     assert top == {"sftd"}, top
