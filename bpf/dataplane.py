@@ -249,7 +249,7 @@ class KernelDataPlane:
     def _leg_value(self, spec: LegSpec, rx: SrtpSession, tx: SrtpSession,
                    twcc_ring: int) -> Any:
         # a netlink request on a helper thread while the caller (maybe the loop) waits
-        route = libbpf.call_outside_event_loop(self._attach.resolve_route, spec.remote_addr[0])
+        route = libbpf.call_on_loopless_thread(self._attach.resolve_route, spec.remote_addr[0])
         rx_inner, rx_outer = rx.hmac_states()
         tx_inner, tx_outer = tx.hmac_states()
         value = self.abi.new(
