@@ -233,7 +233,7 @@ def test_leg_rewrites_during_traffic_never_misdirect_a_copy(pair: Pair, tmp_path
         pytest.skip("needs two cores: traffic on one, the controller on the other")
     pub_spec = _spec(1, PUB, 40000)
     sub_specs = [_spec(2 + i, addr, 40001 + i) for i, addr in enumerate(SUBS)]
-    others = [("10.77.0.%d" % (30 + i), 6000 + i) for i in range(6)]  # another conference
+    others = [(f"10.77.0.{30 + i}", 6000 + i) for i in range(6)]  # another conference
     for host, _port in others:
         pair.add_client_address(host)
     other_specs = [dataclasses.replace(_spec(20 + i, addr, 40100 + i), conference_id=4)
