@@ -177,18 +177,13 @@ class KernelDataPlane:
         self._lock = threading.RLock()
         self._worker: MaintenanceThread | None = None
         self._closed = False
-        self._attach: attach.Attachments | None = None
-        self._maps: KernelMaps | None = None
-        self._keystream: KeystreamWriter | None = None
-        self._twcc: TwccRings | None = None
-        self._events: libbpf.RingBuffer | None = None
 
         attach.remove_stale(self.pin_dir, self._tc_handle, instance)
         self.obj = libbpf.BpfObject.open(object_path)
         try:
             self.obj.set_max_entries("sft_keystream", keystream_entries)
             self.obj.load(attach.PROGRAMS)
-            self.maps = self._maps = KernelMaps(self.obj, self.abi)
+            self.maps = KernelMaps(self.obj, self.abi)
             self.xdp_program = self.obj.program("sft_xdp_ingress")
             self.tc_program = self.obj.program("sft_tc_ingress")
             self._attach = attach.Attachments(self.xdp_program, self.tc_program,
@@ -211,7 +206,7 @@ class KernelDataPlane:
     @property
     def attachments(self) -> list[libbpf.Attachment]:
         """The programs' attachments, in the order made."""
-        return self._attach.attachments if self._attach else []
+        return self._attach.attachments
 
     def legs_by_interface(self) -> dict[str, int]:
         """Live legs per interface their media takes (for logs and metrics)."""
@@ -233,11 +228,11 @@ class KernelDataPlane:
             self._close_locked()
 
     def _close_locked(self) -> None:
-        if self._attach is not None:
-            self._attach.close()
-        for part in (self._events, self._twcc, self._keystream, self._maps):
-            if part is not None:
-                part.close()
+        # what a constructor that failed midway did not make is missing
+        for part in ("_attach", "_events", "_twcc", "_keystream", "maps"):
+            made = getattr(self, part, None)
+            if made is not None:
+                made.close()
         attach.unpin(self.pin_dir, MAPS)
         obj = getattr(self, "obj", None)
         if obj is not None:
@@ -253,9 +248,8 @@ class KernelDataPlane:
 
     def _leg_value(self, spec: LegSpec, rx: SrtpSession, tx: SrtpSession,
                    twcc_ring: int) -> Any:
-        assert self._attach is not None
         # a netlink request on a helper thread while the caller (maybe the loop) waits
-        route = libbpf.call_outside_event_loop(self._attach.resolve_route, spec.remote_addr[0])
+        route = libbpf.call_on_loopless_thread(self._attach.resolve_route, spec.remote_addr[0])
         rx_inner, rx_outer = rx.hmac_states()
         tx_inner, tx_outer = tx.hmac_states()
         value = self.abi.new(
@@ -301,7 +295,6 @@ class KernelDataPlane:
         except BaseException:  # e.g. an IPv6 address: the ring stays free
             self._free_twcc_rings.appendleft(twcc_ring)
             raise
-        assert self._twcc is not None
         self._twcc.reset(twcc_ring)
         # recorded first: a failed write below is undone by remove_leg, which
         # deletes every entry keyed by this leg (deleting a missing one is fine)
@@ -611,7 +604,6 @@ class KernelDataPlane:
 
     @_locked
     def read_transport_arrivals(self) -> dict[int, list[tuple[int, int]]]:
-        assert self._twcc is not None
         now_us = time.monotonic_ns() // 1000
         arrivals = {}
         for leg_id, leg in self._legs.items():
@@ -625,7 +617,6 @@ class KernelDataPlane:
 
     def read_detail_counters(self) -> dict[str, int]:
         """Kernel detail counters, plus media of kernel legs that reached user space."""
-        assert self._events is not None
         return {**self.read_kernel_counters(), "USERSPACE_MEDIA": self._userspace_packets,
                 "USERSPACE_UNVALIDATED": self._unvalidated_packets,
                 "STREAMS_REFUSED": self._streams_refused,
@@ -678,7 +669,6 @@ class KernelDataPlane:
     @_locked
     def maintain(self, top_up: bool = True) -> None:
         """One round of the periodic work: events, keystream top-up, leases."""
-        assert self._events is not None
         self._events.consume()
         if top_up:
             self._refill.top_up(self._legs.values(), self._slots.values())
@@ -711,7 +701,6 @@ class KernelDataPlane:
             asyncio.get_running_loop()
         except RuntimeError:
             return
-        assert self._events is not None
         self._worker = MaintenanceThread(f"sft-kernel-{self.instance}", self.maintain,
                                          self._events.epoll_fd, self._maintain_interval,
                                          self._top_up_interval)

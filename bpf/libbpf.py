@@ -531,7 +531,7 @@ def detach_tc(ifindex: int, handle: int, priority: int, prog_id: int | None = No
             lib().bpf_tc_hook_destroy(hook)
 
 
-def call_outside_event_loop(fn: Callable[..., T], *args: Any) -> T:
+def call_on_loopless_thread(fn: Callable[..., T], *args: Any) -> T:
     """Calls ``fn`` on a thread without a running asyncio loop, and waits for it:
     pyroute2's synchronous API refuses to run on the loop's thread. From the
     loop's thread the call runs on a short-lived helper thread while the loop
@@ -545,7 +545,7 @@ def call_outside_event_loop(fn: Callable[..., T], *args: Any) -> T:
 
 
 def _tc_has_filters(ifindex: int) -> bool:
-    return call_outside_event_loop(_tc_has_filters_now, ifindex)
+    return call_on_loopless_thread(_tc_has_filters_now, ifindex)
 
 
 def _tc_has_filters_now(ifindex: int) -> bool:
