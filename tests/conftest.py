@@ -67,7 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def free_tcp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def free_udp_range(size: int = 200) -> tuple[int, int]:
@@ -380,7 +380,7 @@ async def browser_page(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[
             lines = console.setdefault(id(page), [])
             page.on("console", lambda msg: lines.append(f"{msg.type}: {msg.text}"))
             page.on("pageerror", lambda exc: lines.append(f"pageerror: {exc}"))
-            page.console_lines = lines  # for assertions/diagnostics
+            page.console_lines = lines  # type: ignore[attr-defined]  # for assertions
             await page.goto(url)
             return page
 

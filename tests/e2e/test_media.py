@@ -38,6 +38,11 @@ async def test_three_clients_receive_each_other(sftd_on_plane, wire_client):
     for c, e in zip(clients, entries):
         assert int(e["ssrc_audio"]) == sent_audio_ssrc(c)
 
+    # a plane that computes keystream ahead loses what outruns it on a starved host,
+    # and counts it (0 on the userspace plane): those gaps are explained
+    metrics = await sftd.metrics()
+    counted_losses = sum(v for k, v in metrics.items()
+                         if "KEYSTREAM_MISS" in k or "KEYSTREAM_OVERWRITTEN" in k)
     for rx in clients:
         rec = rx.received
         # every packet carried exactly the CSRC of someone in the conference
@@ -53,9 +58,11 @@ async def test_three_clients_receive_each_other(sftd_on_plane, wire_client):
             assert stats.audio_mids <= {"1", "2", "3", "4", "5"}, stats.audio_mids
             assert stats.video_mids and not stats.video_mids & {"1", "2", "3", "4", "5",
                                                                "audio", "video"}
-        # continuous sequence numbers on every slot (loopback, aiortc senders: no loss)
+        # continuous sequence numbers on every slot (aiortc senders, no loss on the way)
         packets = sum(rec.csrc_packets.values())
-        assert sum(rec.seq_gaps.values()) <= max(2, packets // 100), dict(rec.seq_gaps)
+        assert sum(rec.seq_gaps.values()) <= max(2, packets // 100) + counted_losses, (
+            dict(rec.seq_gaps),
+            {k: v for k, v in metrics.items() if v and ("DROP" in k or "KEYSTREAM" in k)})
         # nothing of our own comes back
         assert rx.person not in rec.by_person
         # data channel: CONFPART received, PING echoed
