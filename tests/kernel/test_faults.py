@@ -26,8 +26,9 @@ def _sftd_args(*extra: str) -> list[str]:
             "--media-ports", f"{lo}-{hi}", *extra]
 
 
-def _start_and_read_log(command: list[str], tmp_path, seconds: float = 4.0) -> str:
-    """Run ``command`` until it says it listens (or ends); return its log."""
+def _start_and_read_log(command: list[str], tmp_path, seconds: float = 60.0) -> str:
+    """Run ``command`` until it says it listens (or ends; a loaded machine may take
+    many seconds to import); return its log."""
     log = tmp_path / "sftd.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
