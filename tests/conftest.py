@@ -230,6 +230,7 @@ class PlaneSetup:
 PLANES = {
     "userspace": PlaneSetup("userspace", veth=False, media_outside_python=False),
     "kernel": PlaneSetup("kernel", veth=True, media_outside_python=True),
+    "native": PlaneSetup("native", veth=False, media_outside_python=True),
 }
 _veth_count = itertools.count()
 
@@ -298,7 +299,10 @@ async def sftd_on_plane(request: pytest.FixtureRequest,
     setup = PLANES[request.param]
     extra = _sftd_args(request)
     if not setup.veth:
-        yield await sftd_factory(*extra, dataplane=setup.dataplane)
+        server = await sftd_factory(*extra, dataplane=setup.dataplane)
+        yield server
+        if setup.media_outside_python:
+            await _check_media_stayed_outside_python(server, setup)
         return
     if os.geteuid() != 0:
         pytest.skip(f"the {setup.dataplane} plane needs root (BPF, network namespaces)")

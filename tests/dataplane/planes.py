@@ -141,6 +141,12 @@ class UserspaceHarness(Harness):
         return sft_t.get_extra_info("sockname"), sft_t, client_t, client
 
 
+    def ssrc_state(self, leg_id: int) -> tuple[int, int]:
+        """(SSRCs with SRTP state, SSRCs with a known video layer) of a leg."""
+        leg = self.plane._legs[leg_id]
+        return len(leg.ssrcs_seen), len(leg.video_layers)
+
+
 class KernelHarness(Harness):
     """The kernel plane on a veth's host end, with sftd's production ring sizes."""
 
@@ -220,8 +226,26 @@ class KernelHarness(Harness):
             self.topology.__exit__()
 
 
+class NativeHarness(UserspaceHarness):
+    """The native engine with two worker threads that read the legs' sockets
+    themselves (the harness's ``handle_packet`` path stays unused)."""
+
+    plane_name = "native"
+
+    def __init__(self) -> None:
+        from sftd.engine.dataplane import NativeDataPlane
+
+        Harness.__init__(self)
+        self.plane = NativeDataPlane(workers=2)
+
+    def ssrc_state(self, leg_id: int) -> tuple[int, int]:
+        seen, video_layers = self.plane.leg_ssrc_state(leg_id)
+        return int(seen), int(video_layers)
+
+
 # Adding a plane to the contract tests is one entry here (and one class above).
 PLANE_HARNESSES: dict[str, tuple[type[Harness], list[pytest.MarkDecorator]]] = {
     "userspace": (UserspaceHarness, []),
     "kernel": (KernelHarness, [pytest.mark.kernel]),
+    "native": (NativeHarness, []),
 }

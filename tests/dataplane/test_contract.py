@@ -271,9 +271,9 @@ async def test_gcm_profiles(h, profile):
     assert len(await h.received(2)) == 1
 
 
-# Userspace only: it reads that plane's per-leg state; the kernel plane's cap is
-# tested on its maps in tests/kernel/test_ssrc_cap.py.
-@pytest.mark.parametrize("h", ["userspace"], indirect=True)
+# Not on the kernel plane: it reads the plane's per-leg state; the kernel plane's
+# cap is tested on its maps in tests/kernel/test_ssrc_cap.py.
+@pytest.mark.parametrize("h", ["userspace", "native"], indirect=True)
 async def test_ssrcs_past_the_per_leg_cap_are_dropped_without_state(h):
     await h.leg(1)
     await h.leg(2)
@@ -287,8 +287,8 @@ async def test_ssrcs_past_the_per_leg_cap_are_dropped_without_state(h):
                            extensions={rid: b"h"}))
     h.send(1, audio(5))  # the stream that had state goes on
     assert len(await h.received(2)) == 1
-    leg = h.plane._legs[1]
-    assert len(leg.ssrcs_seen) == MAX_SSRCS_PER_LEG and len(leg.video_layers) < MAX_SSRCS_PER_LEG
+    seen, video_layers = h.ssrc_state(1)
+    assert seen == MAX_SSRCS_PER_LEG and video_layers < MAX_SSRCS_PER_LEG
     counters = h.plane.read_counters()
     # the audio SSRC had state: MAX - 1 new ones got state, the rest none
     assert counters[Counter.DROP_SSRC_LIMIT] == 4 + 1
