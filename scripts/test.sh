@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 if [ -x scripts/get-chart-tools.sh ]; then
     ./scripts/get-chart-tools.sh .cache/chart-tools
 fi
+# Lint and types first: cheap, and a finding there fails CI like a test.
+./scripts/lint.sh
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"
