@@ -183,7 +183,7 @@ def mutated_sdp(draw: st.DrawFn, base: str | None = None) -> str:
         elif op == "dup":
             lines[i:i] = [lines[i]] * draw(st.integers(1, 50))
         elif op == "flip" and lines[i]:
-            raw = bytearray(lines[i].encode())
+            raw = bytearray(lines[i].encode("utf-8", errors="surrogateescape"))
             j = draw(st.integers(0, len(raw) - 1))
             raw[j] ^= 1 << draw(st.integers(0, 7))
             lines[i] = raw.decode("utf-8", errors="surrogateescape")
