@@ -3,8 +3,7 @@ docs/limits.md explains)."""
 
 from __future__ import annotations
 
-from sftd.controller.dataplane import CAPACITY_VSTREAMS
-from sftd.controller.sdp import AUDIO_SLOTS
+from sftd.controller.dataplane import AUDIO_SLOTS, CAPACITY_VSTREAMS
 
 from .dataplane import leg_keystream_entries, leg_ring_sizes
 

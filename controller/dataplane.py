@@ -155,6 +155,10 @@ class LegMedia:
     interface: str  # the interface its media takes ("any" on the userspace plane)
 
 
+# Audio slots in every participant's offer (the loudest speakers), a fact the
+# SDP and every plane's sizing share.
+AUDIO_SLOTS = 5
+
 # Video slots of the participant that capacity figures count in
 # (sft_capacity_participants_remaining, the kernel plane's keystream sizing).
 CAPACITY_VSTREAMS = 9

@@ -22,9 +22,7 @@ from aiortc.sdp import DTLS_ROLE_SETUP, MediaDescription, SessionDescription
 
 from sftd.econn import MAX_VSTREAMS
 
-from .dataplane import ExtensionIds
-
-AUDIO_SLOTS = 5
+from .dataplane import AUDIO_SLOTS, ExtensionIds
 
 OPUS_PT = 111
 VP8_PT = 100

@@ -21,6 +21,7 @@ from sftd import econn
 
 from . import rtcp, twcc
 from .dataplane import (
+    AUDIO_SLOTS,
     CAPACITY_VSTREAMS,
     UNVALIDATED_SOURCE,
     Counter,
@@ -34,7 +35,6 @@ from .leg import LegIceConnection, ParticipantLeg, PortRange, PortsExhausted
 from .media_watch import MediaWatch
 from .model import Conference, Participant, ParticipantKey, StreamRequest, update_speakers
 from .sdp import (
-    AUDIO_SLOTS,
     OfferParams,
     SdpError,
     build_offer,

@@ -9,8 +9,7 @@ from sftd.bpf import abi as abi_mod
 from sftd.bpf import sizing
 from sftd.bpf.dataplane import KernelDataPlaneError, leg_ring_sizes
 from sftd.bpf.rings import RingAllocator
-from sftd.controller.dataplane import CAPACITY_VSTREAMS
-from sftd.controller.sdp import AUDIO_SLOTS
+from sftd.controller.dataplane import AUDIO_SLOTS, CAPACITY_VSTREAMS
 
 
 def _participant_rings() -> list[int]:
