@@ -477,11 +477,7 @@ class KernelDataPlane:
         if source is not None:
             self._fed_by.setdefault(source.publisher, {})[slot.slot_id] = None
         slot.source = source
-        new = source.publisher if source else None
-        if new != old:  # a new source starts afresh, at its keyframe
-            slot.generation = (slot.generation + 1) & 0xFFFFFFFF
-        # else another layer of the same publisher: the program moves to it at that
-        # layer's keyframe and forwards the current one until then
+        slot.generation = (slot.generation + 1) & 0xFFFFFFFF
         self._write_slot(slot)
         for publisher in {p for p in (old, source.publisher if source else None)
                           if p is not None}:

@@ -221,7 +221,7 @@ struct sft_slot {
 	__u32 ssrc;       /* the SFT-chosen SSRC of the slot */
 	__u32 publisher;  /* leg_id, meaningful when SFT_SLOT_ACTIVE */
 	__u32 csrc;
-	__u32 generation; /* changes with every set_slot to another publisher */
+	__u32 generation; /* changes with every set_slot */
 	__u32 ks_base;
 	__u32 ks_size;
 	__u8 kind;
