@@ -122,9 +122,12 @@ class PortRange:
             raise ValueError(f"bad media port range {low}-{high}")
         self.low, self.high = low, high
         self.in_use: set[int] = set()
+        self.gone: set[str] = set()  # media addresses that no longer exist
 
     def bind(self, addresses: list[str]) -> tuple[int, list[socket.socket]]:
-        """Bind the same free port on every address; returns (port, sockets)."""
+        """Bind the same free port on every address that still exists; returns
+        (port, sockets). An address whose interface went away since start is
+        skipped (and logged once) while another one is left."""
         size = self.high - self.low + 1
         start = random.randrange(size)
         for step in range(size):
@@ -134,22 +137,44 @@ class PortRange:
             sockets: list[socket.socket] = []
             try:
                 for address in addresses:
-                    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                    sockets.append(sock)
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-                    sock.bind((address, port))
-                    sock.setblocking(False)
+                    sock = self._bound(address, port)
+                    if sock is not None:
+                        sockets.append(sock)
             except OSError as exc:
                 for sock in sockets:
                     sock.close()
                 if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                     continue
                 raise
+            if not sockets:
+                raise OSError(errno.EADDRNOTAVAIL,
+                              f"none of the media addresses {', '.join(addresses)} exists any "
+                              "more (an interface of -O went away): restart sftd with -O "
+                              "naming interfaces that have an IPv4 address")
             self.in_use.add(port)
             return port, sockets
         raise PortsExhausted(
             f"all {size} UDP ports of --media-ports {self.low}-{self.high} are in use; "
             "widen the range or add SFT nodes")
+
+    def _bound(self, address: str, port: int) -> socket.socket | None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            sock.bind((address, port))
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRNOTAVAIL:
+                raise
+            if address not in self.gone:
+                self.gone.add(address)
+                log.warning("media address %s is gone (its interface was removed or "
+                            "renumbered): offers leave it out; restart sftd to pick up "
+                            "the interfaces as they are now", address)
+            return None
+        self.gone.discard(address)
+        return sock
 
     def release(self, port: int) -> None:
         self.in_use.discard(port)
