@@ -239,6 +239,8 @@ struct sft_slot_state {
 	__u32 ts_offset;     /* out timestamp = in timestamp + ts_offset */
 	__u32 last_out_ts;
 	__u64 packets;
+	__u32 publisher;     /* the leg source_ssrc belongs to */
+	__u32 pad;
 };
 
 /* sft_fanout[publisher leg_id], controller-owned: slots fed by the publisher. */

@@ -218,8 +218,13 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 	if (!(slot->flags & SFT_SLOT_ACTIVE) || slot->publisher != p->leg_id || slot->kind != p->kind)
 		return 0;
 	if (state->generation != slot->generation) {
+		/* Audio switches at once. Video of another publisher starts at its
+		 * keyframe; another layer of the same publisher takes over at that
+		 * layer's keyframe while the current one flows on (no stall). */
+		if (slot->kind != SFT_KIND_VIDEO || state->publisher != slot->publisher)
+			state->source_ssrc = 0;
 		state->generation = slot->generation;
-		state->source_ssrc = 0;
+		state->publisher = slot->publisher;
 	}
 	if (p->ssrc != state->source_ssrc) {
 		if (p->kind == SFT_KIND_VIDEO) {

@@ -134,6 +134,32 @@ async def test_video_starts_on_keyframe_and_switches_source_seamlessly(h):
     assert struct.unpack_from("!I", switched, 12)[0] == 0xB
 
 
+async def test_a_layer_change_keeps_the_current_layer_until_the_new_ones_keyframe(h):
+    """The slot moves to the publisher's other layer at that layer's keyframe; the
+    current layer flows until then, so the subscriber's video never stalls."""
+    await h.leg(1)
+    sub = await h.leg(2)
+    high, low = 0x70, 0x71
+    h.plane.set_publisher(1, (), {low: Layer.LOW, high: Layer.HIGH})
+    for ssrc in (high, low):
+        await h.open_stream(1, make_rtp(ssrc, 0, 0, vp8_payload(False), pt=100))
+    h.plane.set_slot(2, StreamKind.VIDEO, 0, SlotSource(1, csrc=5, layer=Layer.LOW))
+    h.send(1, make_rtp(low, 1, 3000, vp8_payload(True), pt=100))
+    h.send(1, make_rtp(high, 1, 3000, vp8_payload(True), pt=100))
+    assert len(await h.received(2)) == 1
+    h.plane.set_slot(2, StreamKind.VIDEO, 0, SlotSource(1, csrc=5, layer=Layer.HIGH))
+    h.send(1, make_rtp(high, 2, 6000, vp8_payload(False), pt=100))
+    h.send(1, make_rtp(low, 2, 6000, vp8_payload(False), pt=100))
+    (still_low,) = await h.received(2)
+    h.send(1, make_rtp(high, 3, 9000, vp8_payload(True), pt=100))
+    h.send(1, make_rtp(low, 3, 9000, vp8_payload(False), pt=100))
+    (now_high,) = await h.received(2)
+    assert rtp.is_keyframe(now_high, rtp.parse(now_high), EXT.frame_descriptor)
+    seqs = [rtp.parse(p).seq for p in (still_low, now_high)]
+    assert (seqs[1] - seqs[0]) & 0xFFFF == 1  # one sequence across the switch
+    assert {rtp.parse(p).ssrc for p in (still_low, now_high)} == {sub.video_slot_ssrcs[0]}
+
+
 async def test_simulcast_layer_learned_from_rid(h):
     await h.leg(1)
     await h.leg(2)

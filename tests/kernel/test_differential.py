@@ -1,7 +1,7 @@
 """Differential test: one packet sequence through both data planes, the same bytes out.
 
 The userspace plane (controller/userspace.py, libsrtp) runs over real UDP sockets on
-loopback, as in tests/dataplane/test_userspace_contract.py; the kernel plane runs the
+loopback, as in tests/dataplane/test_contract.py; the kernel plane runs the
 real sft_tc_ingress through BPF_PROG_TEST_RUN in a namespace, copies captured on the
 veth peer. Both get identical LegSpecs (leg ids, SRTP keys, slot SSRCs) and the very
 same SRTP bytes from the publishers. Every subscriber's copies, per slot, must be
@@ -22,8 +22,11 @@ One difference, by design, is kept out of the byte-for-byte sequence: the kernel
 drops the first packet of each new publisher SSRC (its AES-CM keystream is computed
 once the first packet says where the stream is); the sequence primes every SSRC with
 one packet while no slot is subscribed, which both planes drop without touching slot
-state. Loss upstream (a gap in a publisher's sequence numbers) and padding-only
-packets are in the sequence: both planes keep the gap and close up after padding.
+state. Loss upstream (a gap in a publisher's sequence numbers), reordering and
+padding-only packets are in the sequence: both planes keep the gap and the order
+and close up after padding. Slots and publishers roll over (ROC at 65535 -> 0); slots
+switch source (audio at once, video at a keyframe) and simulcast layer (at the new
+layer's keyframe, the old one flowing until then).
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ def _vp8(keyframe: bool, size: int, rng: random.Random) -> bytes:
 
 def scenario(seed: int, gap: bool = False) -> tuple[list[LegSpec], list[Op]]:
     """Three publishers (A: audio + two video layers, B: audio + one VP8 layer, C: audio),
-    two pure subscribers; B also subscribes. Returns the legs and the operations."""
+    two pure subscribers; B also subscribes. Returns the legs and the operations.
+    ``gap``: loss upstream, padding-only packets and reordering in the sequence."""
     rng = random.Random(seed)
     peers = [make_peer(i, 40000 + i, n_audio=2, n_video=2) for i in range(5)]
     a, b, c, s1, s2 = (p.spec for p in peers)
@@ -131,16 +135,24 @@ def scenario(seed: int, gap: bool = False) -> tuple[list[LegSpec], list[Op]]:
         if n == 6:  # S1 switches: audio at once, video on B's next keyframe
             ops += [Op("slot", (s1.leg_id, A, 0, SlotSource(c.leg_id, csrc=ca))),
                     Op("slot", (s1.leg_id, V, 0, SlotSource(b.leg_id, csrc=bv)))]
+        if n == 9:  # S2 moves up a simulcast layer of A, on the high layer's next keyframe
+            ops.append(Op("slot", (s2.leg_id, V, 0, SlotSource(a.leg_id, csrc=al,
+                                                               layer=Layer.HIGH))))
         ops.append(packet(a, aa, A, skip=2 if gap and n == 3 else 0))
         if gap and n in (4, 10):
             ops.append(packet(a, aa, A, padding_only=True))
         if gap and n == 11:
             ops.append(packet(b, bv, V, padding_only=True))
-        ops.append(packet(a, ah, V, keyframe=n in (0, 7)))
-        ops.append(packet(a, al, V, keyframe=n in (0, 7)))
+        ops.append(packet(a, ah, V, keyframe=n in (0, 7, 11)))
+        ops.append(packet(a, al, V, keyframe=n in (0, 7, 11)))
         ops.append(packet(b, ba, A))
         ops.append(packet(b, bv, V, keyframe=n in (1, 9)))
         ops.append(packet(c, ca, A))
+    if gap:  # reordering: two of A's audio packets, and two of B's video, swapped
+        for ssrc, n in ((aa, 8), (bv, 4)):
+            at = [i for i, op in enumerate(ops) if op.kind == "packet"
+                  and struct.unpack_from("!I", op.args[1], 8)[0] == ssrc][1 + n:3 + n]
+            ops[at[0]], ops[at[1]] = ops[at[1]], ops[at[0]]
     return [p.spec for p in peers], ops
 
 
@@ -275,17 +287,30 @@ async def run_userspace(specs: list[LegSpec], ops: list[Op],
         plane.close()
 
 
-def _both(seed: int, gap: bool) -> tuple[list[LegSpec], Received, Received, dict, dict]:
+def _payload(plain: bytes) -> bytes:
+    """An RTP packet's payload: what neither plane changes."""
+    end = len(plain) - (plain[-1] if plain[0] & 0x20 else 0)
+    start = 12 + 4 * (plain[0] & 0x0F)
+    if plain[0] & 0x10:
+        start += 4 + 4 * struct.unpack_from("!H", plain, start + 2)[0]
+    return plain[start:end]
+
+
+def _both(seed: int, gap: bool) -> tuple[list[LegSpec], Received, Received, dict, dict,
+                                         dict[bytes, int]]:
+    """Both planes' copies and counters, and each sent payload's publisher SSRC."""
     specs, ops = scenario(seed, gap)
+    origin = {_payload(op.args[1]): struct.unpack_from("!I", op.args[1], 8)[0]
+              for op in ops if op.kind == "packet"}
     ops = protect_all(specs, ops)
     kernel, kernel_counters = run_kernel(specs, ops, Sequence(FIRST_SLOT_INDEX))
     user, user_counters = asyncio.run(run_userspace(specs, ops, Sequence(FIRST_SLOT_INDEX)))
-    return specs, kernel, user, kernel_counters, user_counters
+    return specs, kernel, user, kernel_counters, user_counters, origin
 
 
 @pytest.mark.parametrize(("seed", "gap"), [(0, False), (1, False), (7, True)])
 def test_both_planes_send_identical_bytes_to_every_subscriber(seed: int, gap: bool) -> None:
-    specs, kernel, user, kc, uc = _both(seed, gap)
+    specs, kernel, user, kc, uc, origin = _both(seed, gap)
     assert set(kernel) == set(user), f"seed {seed}: slots differ"
     # S1 audio (A then C), S1 video (A high then B), S2 video (A low), S2 audio (B),
     # S2 video (B), B audio (A)
@@ -307,17 +332,35 @@ def test_both_planes_send_identical_bytes_to_every_subscriber(seed: int, gap: bo
         # the CSRC is in the clear part of the SRTP header
         csrcs = {struct.unpack_from("!I", d, 12)[0] for d in kernel[(s1.leg_id, slot_ssrc)]}
         assert csrcs == sources
+    # the simulcast switch: S2's video slot carries A's low layer until A's high layer
+    # has a keyframe, then the high layer; no copy missing in between
+    s2 = specs[4]
+    rx = srtp_session(s2.srtp.tx, outbound=False)
+    layers = [origin[_payload(rx.unprotect(d))] for d in kernel[(s2.leg_id,
+                                                                 s2.video_slot_ssrcs[0])]]
+    assert layers == [0xA2A2A2A2] * 11 + [0xA1A1A1A1] * 3, layers
 
 
-def test_publisher_loss_stays_a_gap_and_padding_leaves_none() -> None:
+def test_publisher_loss_and_reordering_stay_and_padding_leaves_no_gap() -> None:
     """Publisher A's audio skips two sequence numbers (loss upstream): both planes keep
     the gap in the slot's sequence, so the subscriber can NACK it; A's padding-only
-    packets are dropped without a gap. Identical bytes, checked above; here the steps."""
-    specs, kernel, _user, kc, uc = _both(7, gap=True)
-    s1 = specs[3]
-    rx = srtp_session(s1.srtp.tx, outbound=False)
-    plain = [rx.unprotect(d) for d in kernel[(s1.leg_id, s1.audio_slot_ssrcs[0])]]
-    seqs = [struct.unpack_from("!H", p, 2)[0] for p in plain]
-    steps = [(b - a) & 0xFFFF for a, b in itertools.pairwise(seqs)]
-    assert sorted(set(steps)) == [1, 3] and steps.count(3) == 1, steps
+    packets are dropped without a gap; two swapped packets of A's audio and of B's
+    video are forwarded as they come, each with its own number, for the receiver's
+    jitter buffer to reorder. Identical bytes, checked above; here the steps."""
+    specs, kernel, _user, kc, uc, _origin = _both(7, gap=True)
+
+    def steps(leg: LegSpec, slot_ssrc: int) -> list[int]:
+        rx = srtp_session(leg.srtp.tx, outbound=False)
+        seqs = [struct.unpack_from("!H", rx.unprotect(d), 2)[0]
+                for d in kernel[(leg.leg_id, slot_ssrc)]]
+        return [(b - a) & 0xFFFF for a, b in itertools.pairwise(seqs)]
+
+    b, s1, s2 = specs[1], specs[3], specs[4]
+    s1_audio = steps(s1, s1.audio_slot_ssrcs[0])  # A's audio, before the swap
+    assert sorted(set(s1_audio)) == [1, 3] and s1_audio.count(3) == 1, s1_audio
+    b_audio = steps(b, b.audio_slot_ssrcs[0])  # A's audio: the gap, then the swap
+    assert sorted(b_audio) == [1] * 9 + [2, 2, 3, 0xFFFF], b_audio
+    assert b_audio.index(3) < b_audio.index(0xFFFF)
+    s2_video = steps(s2, s2.video_slot_ssrcs[1])  # B's video, with its swap
+    assert sorted(s2_video) == [1] * 9 + [2, 2, 0xFFFF], s2_video
     assert kc[Counter.DROP_PADDING] == uc[Counter.DROP_PADDING] == 3
