@@ -328,23 +328,32 @@ class UserspaceDataPlane:
             return
         self._count_received(leg, view)
         self._record_arrival(leg, plain, view)
+        ssrc = view.ssrc
+        audio = ssrc in leg.audio_ssrcs
+        layer = None if audio else self._learn_layer(leg, plain, view)
         if rtp.padding_only(view):
             counters[Counter.DROP_PADDING] += 1
             self._skip_sequence_number(leg, view)
             return
-        ssrc = view.ssrc
-        if ssrc in leg.audio_ssrcs:
+        if audio:
             self._forward_audio(leg, plain, view)
-            return
-        layer = leg.video_layers.get(ssrc)
+        elif layer is None:
+            counters[Counter.DROP_UNKNOWN_SSRC] += 1
+        else:
+            self._forward_video(leg, plain, view, layer)
+
+    @staticmethod
+    def _learn_layer(leg: UserspaceLegState, plain: bytes, view: rtp.RtpView) -> Layer | None:
+        """The video SSRC's simulcast layer, declared or learned from its RID. Padding
+        probes count: a browser stops sending the RID once reports ack the SSRC, and
+        at a connection's start those acks may follow nothing but probes."""
+        layer = leg.video_layers.get(view.ssrc)
         if layer is None:
             rid = rtp.find_extension(plain, view, leg.spec.extensions.rid)
             layer = RID_LAYERS.get(rid) if rid else None
-            if layer is None:
-                counters[Counter.DROP_UNKNOWN_SSRC] += 1
-                return
-            leg.video_layers[ssrc] = layer
-        self._forward_video(leg, plain, view, layer)
+            if layer is not None:
+                leg.video_layers[view.ssrc] = layer
+        return layer
 
     def _record_arrival(self, leg: UserspaceLegState, plain: bytes, view: rtp.RtpView) -> None:
         """The transport-wide sequence number of an authentic packet (padding probes

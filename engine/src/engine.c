@@ -489,6 +489,21 @@ static void set_video_layer(struct sfte_leg *leg, uint32_t ssrc, int layer)
 		leg->video[leg->n_video++] = (struct video_layer){ssrc, layer};
 }
 
+/* The video SSRC's layer, declared or learned from its RID; -1 if neither. */
+static int learn_video_layer(struct sfte_leg *leg, const uint8_t *pkt, const struct rtp_view *v)
+{
+	const uint8_t *rid;
+	int layer = video_layer(leg, v->ssrc);
+
+	if (layer >= 0)
+		return layer;
+	if (find_extension(pkt, v, leg->ext_rid, &rid) != 1 || (rid[0] != 'l' && rid[0] != 'h'))
+		return -1;
+	layer = rid[0] == 'l' ? LAYER_LOW : LAYER_HIGH;
+	set_video_layer(leg, v->ssrc, layer);
+	return layer;
+}
+
 static void count_received(struct sfte_leg *leg, const struct rtp_view *v, int64_t now)
 {
 	int kind = is_audio_ssrc(leg, v->ssrc) ? KIND_AUDIO : KIND_VIDEO;
@@ -644,6 +659,9 @@ static void handle_media(struct worker *w, struct sfte_leg *leg, uint8_t *pkt, s
 	}
 	count_received(leg, &v, now);
 	record_arrival(w, leg, pkt, &v, now);
+	/* padding probes teach the layer too: browsers stop sending the RID once
+	 * reports ack the SSRC, which may follow nothing but probes */
+	layer = is_audio_ssrc(leg, v.ssrc) ? -1 : learn_video_layer(leg, pkt, &v);
 	if (v.padding && v.payload_end == v.payload_offset) {
 		/* later packets of the source move down by one: no gap for receivers */
 		count(w, SFTE_DROP_PADDING, 1);
@@ -669,17 +687,9 @@ static void handle_media(struct worker *w, struct sfte_leg *leg, uint8_t *pkt, s
 		forward(w, leg, KIND_AUDIO, pkt, len, &v, 0, now);
 		return;
 	}
-	layer = video_layer(leg, v.ssrc);
 	if (layer < 0) {
-		const uint8_t *rid;
-		int n = find_extension(pkt, &v, leg->ext_rid, &rid);
-		if (n == 1 && (rid[0] == 'l' || rid[0] == 'h'))
-			layer = rid[0] == 'l' ? LAYER_LOW : LAYER_HIGH;
-		if (layer < 0) {
-			count(w, SFTE_DROP_UNKNOWN_SSRC, 1);
-			return;
-		}
-		set_video_layer(leg, v.ssrc, layer);
+		count(w, SFTE_DROP_UNKNOWN_SSRC, 1);
+		return;
 	}
 	leg->layer_media_at[layer] = now;
 	forward(w, leg, KIND_VIDEO, pkt, len, &v, layer, now);

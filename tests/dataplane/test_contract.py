@@ -184,6 +184,26 @@ async def test_simulcast_layer_learned_from_rid(h):
     assert after[Counter.DROP_NOT_READY] == before[Counter.DROP_NOT_READY]
 
 
+async def test_a_layer_is_learned_from_padding_probes_too(h):
+    """A browser probes bandwidth with padding-only packets when a connection
+    starts, and stops sending the RID extension once receiver reports ack the
+    SSRC: a layer seen only on padding must still be known to later media."""
+    await h.leg(1)
+    await h.leg(2)
+    h.plane.set_publisher(1, (), {})
+    probe = 0x58
+    await h.open_stream(1, make_rtp(probe, 0, 0, b"", pt=100, padding=200,
+                                    extensions={EXT.rid: b"l"}))
+    h.send(1, make_rtp(probe, 1, 0, b"", pt=100, padding=200, extensions={EXT.rid: b"l"}))
+    h.plane.set_slot(2, StreamKind.VIDEO, 1, SlotSource(1, csrc=5, layer=Layer.LOW))
+    before = h.plane.read_counters()
+    h.send(1, make_rtp(probe, 2, 3000, vp8_payload(True), pt=100))  # no RID any more
+    (got,) = await h.received(2)
+    assert rtp.is_keyframe(got, rtp.parse(got), EXT.frame_descriptor)
+    after = h.plane.read_counters()
+    assert after[Counter.DROP_UNKNOWN_SSRC] == before[Counter.DROP_UNKNOWN_SSRC]
+
+
 async def test_paused_preferred_layer_gives_way_to_the_flowing_one(h):
     """A sender pauses its high layer when its estimate drops: the slot moves to
     the low layer at its next keyframe and back to high at high's keyframe."""
