@@ -119,7 +119,8 @@ async def run_conference(server: Any, sft_url: str, chromium: str, tmp_path: Pat
           + checks.table())
     assert not checks.failed, "failed checks:\n" + "\n".join(
         f"{name}: {detail}" for name, _, detail in checks.failed) + "\nsftd log:\n" + \
-        server.log_tail(60)
+        server.log_tail(60) + "\ndata plane counters (non-zero):\n" + \
+        str({k: v for k, v in metrics.items() if "dataplane" in k and v})
 
 
 async def scenario(conv: AvsConversation, checks: Checklist, console: list[str]) -> None:
