@@ -414,11 +414,14 @@
     const offer = await post(`/sft/${convid}`, econn("CONFCONN", false, {
       dest_userid: "SFT", status: 0, update: true, selective_audio: true,
       selective_video: true, vstreams: VSTREAMS, tool: TOOL, toolver: TOOLVER, ice_servers: [] }));
-    if (offer.type !== "SETUP" || !offer.sdp) throw new Error(`unexpected reply ${offer.type}`);
+    // the SFT answers an update with an UPDATE offer (a SETUP from older servers)
+    if (!["UPDATE", "SETUP"].includes(offer.type) || !offer.sdp) {
+      throw new Error(`unexpected reply ${offer.type}`);
+    }
     await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
     await pc.setLocalDescription(await pc.createAnswer());
     await waitGathered(3000);
-    const ack = await post(`/sft/${convid}`, econn("SETUP", true, {
+    const ack = await post(`/sft/${convid}`, econn(offer.type, true, {
       sdp: pc.localDescription.sdp, props: props() }));
     if (ack.type !== "CONFCONN" || (ack.status || 0) !== 0) {
       throw new Error(`restart answer refused: ${JSON.stringify(ack).slice(0, 200)}`);
