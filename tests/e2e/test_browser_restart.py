@@ -4,15 +4,13 @@ after the restart, and media must keep flowing both ways."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
-import time
 
 import pytest
 
 from .helpers import new_convid
-from .test_browser import page_stats
+from .test_browser import _wait_async, page_stats
 
 pytestmark = [pytest.mark.browser, pytest.mark.kernel, pytest.mark.timeout(120)]
 
@@ -32,14 +30,6 @@ def second_path():
         yield name
     finally:
         subprocess.run(["ip", "link", "del", name], capture_output=True)
-
-
-async def _wait(predicate, timeout: float, what: str, detail) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{detail()}")
-        await asyncio.sleep(0.3)
 
 
 @pytest.mark.parametrize("dataplane", ["userspace", "native"])
@@ -63,13 +53,13 @@ async def test_ice_restart_with_several_paths_keeps_the_call(dataplane, second_p
     def detail() -> str:
         return f"{stats}\n{sftd.log_tail(30)}"
 
-    await _wait(flowing, 30, "media both ways before the restart", detail)
+    await _wait_async(flowing, 30, "media both ways before the restart", detail)
     for restart in range(3):
         new_ufrag = await page.evaluate("window.sftDemo.restartIce()")
         assert isinstance(new_ufrag, str) and len(new_ufrag) >= 4
         frames_before = stats["byPerson"][me]["videoFrames"]
         video_before = next(iter(client.received.by_person.values())).video_frames
-        await _wait(lambda v=video_before, f=frames_before: flowing(v, f), 30,
+        await _wait_async(lambda v=video_before, f=frames_before: flowing(v, f), 30,
                     f"media both ways after ICE restart {restart + 1}", detail)
     log = sftd.log_text()
     assert log.count("ICE restarted") == 3, log[-3000:]
