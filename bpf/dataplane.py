@@ -451,7 +451,8 @@ class KernelDataPlane:
             publisher=source.publisher if source else 0, csrc=source.csrc if source else 0,
             generation=slot.generation, ks_base=slot.ring.base, ks_size=slot.ring.size,
             kind=int(slot.kind), layer=int(source.layer) if source else 0,
-            flags=self._c.SFT_SLOT_ACTIVE if source else 0)
+            flags=(self._c.SFT_SLOT_ACTIVE if source else 0)
+            | (self._c.SFT_SLOT_LAYER_MOVE if slot.layer_move else 0))
 
     def _delete_slot(self, slot_id: int) -> None:
         slot = self._slots.pop(slot_id)
@@ -476,6 +477,8 @@ class KernelDataPlane:
             self._fed_by[old].pop(slot.slot_id, None)
         if source is not None:
             self._fed_by.setdefault(source.publisher, {})[slot.slot_id] = None
+        slot.layer_move = (slot.kind == StreamKind.VIDEO and source is not None
+                           and source.publisher == old)  # audio switches at once
         slot.source = source
         slot.generation = (slot.generation + 1) & 0xFFFFFFFF
         self._write_slot(slot)

@@ -48,3 +48,4 @@ class KernelSlotRecord:
     ring: KeystreamRing
     source: SlotSource | None = None
     generation: int = 0
+    layer_move: bool = False  # the last change moved within one publisher's layers

@@ -114,6 +114,9 @@ enum sft_leg_flags {
 
 enum sft_slot_flags {
 	SFT_SLOT_ACTIVE = 1,
+	/* this generation moved to another layer of the same publisher: the
+	 * current layer flows on until the new one's keyframe */
+	SFT_SLOT_LAYER_MOVE = 2,
 };
 
 /* sft_config[0], controller-owned. */

@@ -218,10 +218,10 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 	if (!(slot->flags & SFT_SLOT_ACTIVE) || slot->publisher != p->leg_id || slot->kind != p->kind)
 		return 0;
 	if (state->generation != slot->generation) {
-		/* Audio switches at once. Video of another publisher starts at its
-		 * keyframe; another layer of the same publisher takes over at that
-		 * layer's keyframe while the current one flows on (no stall). */
-		if (slot->kind != SFT_KIND_VIDEO || state->publisher != slot->publisher)
+		/* A new source starts afresh (video at its keyframe). A layer move
+		 * keeps the current layer until the new one's keyframe (no stall),
+		 * if this state still follows that publisher. */
+		if (!(slot->flags & SFT_SLOT_LAYER_MOVE) || state->publisher != slot->publisher)
 			state->source_ssrc = 0;
 		state->generation = slot->generation;
 		state->publisher = slot->publisher;

@@ -160,6 +160,28 @@ async def test_a_layer_change_keeps_the_current_layer_until_the_new_ones_keyfram
     assert {rtp.parse(p).ssrc for p in (still_low, now_high)} == {sub.video_slot_ssrcs[0]}
 
 
+async def test_a_slot_pointed_away_and_back_starts_again_at_a_keyframe(h):
+    """Only a layer move keeps the current stream: a slot emptied and pointed at
+    the same publisher again waits for a keyframe like any new source."""
+    await h.leg(1)
+    await h.leg(2)
+    video = 0x74
+    h.plane.set_publisher(1, (), {video: Layer.HIGH})
+    await h.open_stream(1, make_rtp(video, 0, 0, vp8_payload(False), pt=100))
+    source = SlotSource(1, csrc=5, layer=Layer.HIGH)
+    h.plane.set_slot(2, StreamKind.VIDEO, 0, source)
+    h.send(1, make_rtp(video, 1, 3000, vp8_payload(True), pt=100))
+    h.send(1, make_rtp(video, 2, 6000, vp8_payload(False), pt=100))
+    assert len(await h.received(2)) == 2
+    h.plane.set_slot(2, StreamKind.VIDEO, 0, None)
+    h.plane.set_slot(2, StreamKind.VIDEO, 0, source)
+    h.send(1, make_rtp(video, 3, 9000, vp8_payload(False), pt=100))
+    assert await h.received(2) == []
+    h.send(1, make_rtp(video, 4, 12000, vp8_payload(True), pt=100))
+    (again,) = await h.received(2)
+    assert rtp.is_keyframe(again, rtp.parse(again), EXT.frame_descriptor)
+
+
 async def test_simulcast_layer_learned_from_rid(h):
     await h.leg(1)
     await h.leg(2)
