@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from sftd.controller.dataplane import SRTP_AES_CM_128_HMAC_SHA1_80, ExtensionIds, LegSpec, SrtpKeys
-from tests.conftest import VethTopology
+from tests.conftest import VethTopology, owned_name
 from tests.rtpkit import Peer
 
 EXT = ExtensionIds()
@@ -202,7 +202,7 @@ class KernelHarness(Harness):
                            check=True, capture_output=True)
             self.plane = KernelDataPlane(
                 (self.topology.host_if,), KERNEL_PORTS,
-                instance=f"e2dp{os.getpid()}x{next(_instances)}",
+                instance=owned_name(f"e2dp{next(_instances)}"),
                 audio_ring=KEYSTREAM_AUDIO_RING, video_ring=KEYSTREAM_VIDEO_RING,
                 ingress_ring_factor=KEYSTREAM_INGRESS_RING_FACTOR)
         except BaseException:
