@@ -8,6 +8,11 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/opensslv.h>
+
+#if OPENSSL_VERSION_MAJOR < 3
+#error "the engine needs OpenSSL 3 (libssl-dev 3.x): GCM sets each packet's IV with EVP_CTRL_GCM_SET_IV_FIXED -1"
+#endif
 
 #include "engine.h"
 
