@@ -11,8 +11,9 @@ SRTP-protected up front. Modes:
                  loopback to the leg's socket, the worker thread reads
                  (recvmmsg), forwards and sends; the worker's CPU is counted.
 Reports CPU ns per egress copy (unprotect and the per-packet share amortised).
+Every leg uses one SRTP profile (--profile: AES-CM/HMAC-SHA1-80 by default).
 
-    .venv/bin/python benchmarks/engine_bench.py [--packets 4000] [--json]
+    .venv/bin/python benchmarks/engine_bench.py [--packets 4000] [--profile gcm128] [--json]
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sftd.controller.dataplane import (  # noqa: E402
+    SRTP_AEAD_AES_128_GCM,
+    SRTP_AEAD_AES_256_GCM,
     SRTP_AES_CM_128_HMAC_SHA1_80,
     Counter,
     ExtensionIds,
@@ -44,6 +47,8 @@ from sftd.engine.dataplane import NativeDataPlane  # noqa: E402
 from tests.rtpkit import Peer, make_rtp, vp8_payload  # noqa: E402
 
 MODES = ("userspace", "native-inline", "native-dry", "native-worker")
+PROFILES = {"cm": (SRTP_AES_CM_128_HMAC_SHA1_80, 30), "gcm128": (SRTP_AEAD_AES_128_GCM, 28),
+            "gcm256": (SRTP_AEAD_AES_256_GCM, 44)}  # name: (profile, master key + salt)
 PUBLISHER = 1
 
 
@@ -54,7 +59,8 @@ def make_plane(mode: str) -> Any:
                            dry_run=mode == "native-dry")
 
 
-async def run(mode: str, fanout: int, payload: int, packets: int) -> dict[str, Any]:
+async def run(mode: str, fanout: int, payload: int, packets: int,
+              profile: str = "cm") -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     plane = make_plane(mode)
     sinks, transports = [], []
@@ -66,7 +72,8 @@ async def run(mode: str, fanout: int, payload: int, packets: int) -> dict[str, A
         sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
         sinks.append(sink)
         transports.append(sft_t)
-        keys = SrtpKeys(SRTP_AES_CM_128_HMAC_SHA1_80, os.urandom(30), os.urandom(30))
+        srtp_profile, master_len = PROFILES[profile]
+        keys = SrtpKeys(srtp_profile, os.urandom(master_len), os.urandom(master_len))
         plane.add_leg(LegSpec(leg_id, 1, sft_t.get_extra_info("sockname"), sink.getsockname(),
                               keys, tuple(range(100, 105)), (200,), ExtensionIds(), sft_t))
         if leg_id == PUBLISHER:
@@ -108,7 +115,8 @@ async def run(mode: str, fanout: int, payload: int, packets: int) -> dict[str, A
     for s in sinks:
         s.close()
     copies = counters[Counter.TX_PACKETS]
-    return {"mode": mode, "fanout": fanout, "payload": payload, "copies": copies,
+    return {"mode": mode, "profile": profile, "fanout": fanout, "payload": payload,
+            "copies": copies,
             "received": counters[Counter.RX_PACKETS],
             "cpu_ns_per_copy": cpu / max(copies, 1) * 1e9,
             "wall_ns_per_copy": wall / max(copies, 1) * 1e9,
@@ -123,9 +131,10 @@ def main() -> None:
     parser.add_argument("--packets", type=int, default=4000)
     parser.add_argument("--fanout", type=int, nargs="*", default=[1, 9, 49])
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
+    parser.add_argument("--profile", default="cm", choices=PROFILES)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rows = [asyncio.run(run(mode, fanout, payload, args.packets))
+    rows = [asyncio.run(run(mode, fanout, payload, args.packets, args.profile))
             for payload in (100, 1200) for fanout in args.fanout for mode in args.modes]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -99,18 +99,18 @@ def unpin(pin_dir: Path, map_names: Iterable[str]) -> None:
 
 
 def remove_stale(pin_dir: Path, handle: int, instance: str) -> None:
-    """Detach and unpin what a previous process of this instance left."""
+    """Detach and unpin what a previous process of this instance left: every
+    program pinned in ``pin_dir`` (``prog_*``) comes off XDP, and off TC at the
+    instance's ``handle``, on the interfaces of this network namespace."""
     if not pin_dir.exists():
         return
     stale_ids = set()
-    for name in PROGRAMS:
-        pinned = pin_dir / f"prog_{name}"
-        if pinned.exists():
-            fd = libbpf.obj_get(pinned)
-            try:
-                stale_ids.add(libbpf.prog_id_of_fd(fd))
-            finally:
-                os.close(fd)
+    for pinned in sorted(pin_dir.glob("prog_*")):
+        fd = libbpf.obj_get(pinned)
+        try:
+            stale_ids.add(libbpf.prog_id_of_fd(fd))
+        finally:
+            os.close(fd)
     for ifindex, _name in socket.if_nameindex():
         for mode in (libbpf.XDP_FLAGS_DRV_MODE, libbpf.XDP_FLAGS_SKB_MODE):
             try:

@@ -220,9 +220,8 @@ class UserspaceDataPlane:
             routes[:] = [(lg, s) for lg, s in routes if s is not slot]
 
     @staticmethod
-    def _count_received(leg: UserspaceLegState, view: rtp.RtpView) -> None:
+    def _count_received(leg: UserspaceLegState, view: rtp.RtpView, now: float) -> None:
         kind = StreamKind.AUDIO if view.ssrc in leg.audio_ssrcs else StreamKind.VIDEO
-        now = time.monotonic()
         counter = leg.received.get(view.ssrc)
         if counter is not None:
             counter.update(view.seq, view.timestamp, CLOCK_RATE[kind], now)
@@ -293,7 +292,11 @@ class UserspaceDataPlane:
         self._routes.clear()
 
     # ----------------------------------------------------------- per packet
+    # One clock read per packet, in handle_packet: the arrival time in ns (the
+    # feedback loop's records) and as monotonic seconds (`now`) for the rest.
     def handle_packet(self, leg_id: int, data: bytes) -> None:
+        arrival_ns = time.monotonic_ns()
+        now = arrival_ns / 1e9
         counters = self._counters
         counters[Counter.RX_PACKETS] += 1
         counters[Counter.RX_BYTES] += len(data)
@@ -326,8 +329,8 @@ class UserspaceDataPlane:
         except rtp.RtpError:
             counters[Counter.DROP_MALFORMED] += 1
             return
-        self._count_received(leg, view)
-        self._record_arrival(leg, plain, view)
+        self._count_received(leg, view, now)
+        self._record_arrival(leg, plain, view, arrival_ns)
         ssrc = view.ssrc
         audio = ssrc in leg.audio_ssrcs
         layer = None if audio else self._learn_layer(leg, plain, view)
@@ -336,11 +339,11 @@ class UserspaceDataPlane:
             self._skip_sequence_number(leg, view)
             return
         if audio:
-            self._forward_audio(leg, plain, view)
+            self._forward_audio(leg, plain, view, now)
         elif layer is None:
             counters[Counter.DROP_UNKNOWN_SSRC] += 1
         else:
-            self._forward_video(leg, plain, view, layer)
+            self._forward_video(leg, plain, view, layer, now)
 
     @staticmethod
     def _learn_layer(leg: UserspaceLegState, plain: bytes, view: rtp.RtpView) -> Layer | None:
@@ -355,7 +358,8 @@ class UserspaceDataPlane:
                 leg.video_layers[view.ssrc] = layer
         return layer
 
-    def _record_arrival(self, leg: UserspaceLegState, plain: bytes, view: rtp.RtpView) -> None:
+    def _record_arrival(self, leg: UserspaceLegState, plain: bytes, view: rtp.RtpView,
+                        arrival_ns: int) -> None:
         """The transport-wide sequence number of an authentic packet (padding probes
         included: the sender's estimate counts them) for the feedback loop."""
         value = rtp.find_extension(plain, view, leg.spec.extensions.transport_cc)
@@ -365,25 +369,26 @@ class UserspaceDataPlane:
         if len(records) >= MAX_PENDING_ARRIVALS:
             self._arrivals_dropped += 1
             return
-        records.append(((value[0] << 8) | value[1], time.monotonic_ns()))
+        records.append(((value[0] << 8) | value[1], arrival_ns))
 
-    def _forward_audio(self, leg: UserspaceLegState, plain: bytes, view: rtp.RtpView) -> None:
+    def _forward_audio(self, leg: UserspaceLegState, plain: bytes, view: rtp.RtpView,
+                       now: float) -> None:
         level = rtp.audio_level(plain, view, leg.spec.extensions.audio_level)
         if level is not None:
             leg.level = LEVEL_SMOOTHING * leg.level + (1 - LEVEL_SMOOTHING) * level
-            leg.level_time = time.monotonic()
+            leg.level_time = now
         routes = self._routes.get((leg.spec.leg_id, StreamKind.AUDIO))
         if not routes:
             self._counters[Counter.DROP_NO_ROUTE] += 1
             return
         for sub, slot in routes:
             if slot.input_ssrc != view.ssrc:
-                self._switch(slot, view, StreamKind.AUDIO, self._switch_ts_gap)
-            self._send(sub, slot, plain, view)
+                self._switch(slot, view, StreamKind.AUDIO, self._switch_ts_gap, now)
+            self._send(sub, slot, plain, view, now)
 
     def _forward_video(self, leg: UserspaceLegState, plain: bytes, view: rtp.RtpView,
-                       layer: Layer) -> None:
-        leg.layer_media_at[layer] = time.monotonic()
+                       layer: Layer, now: float) -> None:
+        leg.layer_media_at[layer] = now
         routes = self._routes.get((leg.spec.leg_id, StreamKind.VIDEO))
         if not routes:
             self._counters[Counter.DROP_NO_ROUTE] += 1
@@ -392,14 +397,14 @@ class UserspaceDataPlane:
         sent = False
         for sub, slot in routes:
             if slot.input_ssrc != view.ssrc:
-                if self._wanted_layer(leg, slot) != layer:
+                if self._wanted_layer(leg, slot, now) != layer:
                     continue
                 if keyframe is None:
                     keyframe = rtp.is_keyframe(plain, view, leg.spec.extensions.frame_descriptor)
                 if not keyframe:
                     continue
-                self._switch(slot, view, StreamKind.VIDEO, self._switch_ts_gap)
-            self._send(sub, slot, plain, view)
+                self._switch(slot, view, StreamKind.VIDEO, self._switch_ts_gap, now)
+            self._send(sub, slot, plain, view, now)
             sent = True
         if not sent:
             self._counters[Counter.DROP_NOT_READY] += 1
@@ -412,7 +417,8 @@ class UserspaceDataPlane:
                 if slot.input_ssrc == view.ssrc:
                     slot.seq_offset = (slot.seq_offset - 1) & 0xFFFF
 
-    def _wanted_layer(self, leg: UserspaceLegState, slot: UserspaceSlotState) -> Layer:
+    def _wanted_layer(self, leg: UserspaceLegState, slot: UserspaceSlotState,
+                      now: float) -> Layer:
         """The slot's preferred layer if the publisher sends it, else what it
         has; a paused preferred layer gives way to one that is flowing."""
         assert slot.source is not None
@@ -422,7 +428,6 @@ class UserspaceDataPlane:
         if preferred not in layers:
             return other if other in layers else preferred
         if other in layers:
-            now = time.monotonic()
             seen = leg.layer_media_at
             pause = self._layer_paused_after
             if now - seen.get(preferred, 0.0) > pause and now - seen.get(other, 0.0) <= pause:
@@ -431,21 +436,20 @@ class UserspaceDataPlane:
 
     @staticmethod
     def _switch(slot: UserspaceSlotState, view: rtp.RtpView, kind: StreamKind,
-                ts_gap: Callable[[StreamKind, float | None], int] = _wall_clock_gap) -> None:
+                ts_gap: Callable[[StreamKind, float | None], int], now: float) -> None:
         """Continue the slot's sequence and timestamp from the new source."""
-        now = time.monotonic()
         elapsed = ts_gap(kind, now - slot.last_time if slot.last_time else None)
         slot.seq_offset = (slot.last_seq + 1 - view.seq) & 0xFFFF
         slot.ts_offset = (slot.last_ts + elapsed - view.timestamp) & 0xFFFFFFFF
         slot.input_ssrc = view.ssrc
 
     def _send(self, sub: UserspaceLegState, slot: UserspaceSlotState, plain: bytes,
-              view: rtp.RtpView) -> None:
+              view: rtp.RtpView, now: float) -> None:
         assert slot.source is not None
         seq = (view.seq + slot.seq_offset) & 0xFFFF
         ts = (view.timestamp + slot.ts_offset) & 0xFFFFFFFF
         if ((seq - slot.last_seq) & 0xFFFF) < 0x8000:
-            slot.last_seq, slot.last_ts, slot.last_time = seq, ts, time.monotonic()
+            slot.last_seq, slot.last_ts, slot.last_time = seq, ts, now
         try:
             packet = sub.tx.protect(rtp.rewrite(plain, view, slot.ssrc, seq, ts,
                                                 slot.source.csrc))

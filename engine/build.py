@@ -7,39 +7,32 @@ OpenSSL's libcrypto (``libssl-dev`` at build time, ``libssl3`` at run time).
 
 from __future__ import annotations
 
-import os
-import re
+import runpy
 import sys
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 HERE = Path(__file__).resolve().parent  # engine/
 SOURCES = HERE / "src"
 TMPDIR = HERE / "build"
 C_FILES = ("engine.c", "srtp.c", "io_udp.c")
 
-
-def cdef_text() -> str:
-    """engine.h as cffi reads it: comments and #-lines dropped, enums kept."""
-    text = (SOURCES / "engine.h").read_text()
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    defines = re.findall(r"^#define (SFTE_\w+) (\d+)", text, flags=re.M)
-    body = "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
-    return "\n".join(f"#define {name} {value}" for name, value in defines) + "\n" + body
+if TYPE_CHECKING:
+    from sftd.bpf.native import build as shared
+else:  # setup.py's cffi_modules run this file before the sftd namespace exists
+    shared = SimpleNamespace(**runpy.run_path(str(HERE.parent / "bpf" / "native" / "build.py")))
 
 
 def ffibuilder(absolute_paths: bool = False) -> Any:
-    """The engine's cffi module; setuptools (setup.py) builds it with the paths
-    relative to the project root, build() with absolute ones (cffi compiles in
-    its tmpdir)."""
+    """The engine's cffi module (setup.py builds it, and build())."""
     from cffi import FFI
 
     ffi = FFI()
-    ffi.cdef(cdef_text())
+    ffi.cdef(shared.cdef_text(SOURCES / "engine.h"))
     ffi.set_source(
         "sftd.engine._engine", '#include "engine.h"',
-        sources=[str(SOURCES / name) if absolute_paths else os.path.relpath(SOURCES / name)
-                 for name in C_FILES],
+        sources=shared.source_paths((SOURCES / name for name in C_FILES), absolute_paths),
         include_dirs=[str(SOURCES)],
         extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                             "-fno-strict-aliasing"],
@@ -48,11 +41,8 @@ def ffibuilder(absolute_paths: bool = False) -> Any:
 
 
 def build(verbose: bool = False) -> Path:
-    from sftd.bpf.native.build import compile_into
-
-    return compile_into(ffibuilder(absolute_paths=True), TMPDIR, HERE, verbose)
+    return shared.compile_into(ffibuilder(absolute_paths=True), TMPDIR, HERE, verbose)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE.parent))
     print(build(verbose="-v" in sys.argv))

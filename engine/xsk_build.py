@@ -6,49 +6,40 @@ with cffi in API mode (calls release the GIL; no compiler needed at run time).
 
 from __future__ import annotations
 
-import os
-import re
+import runpy
 import sys
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 PACKAGE = Path(__file__).resolve().parent  # engine/
 SRC = PACKAGE / "src"
 TMPDIR = PACKAGE / "build" / "xsk"
-_INT_DEFINE = re.compile(r"#define\s+\w+\s+\d+\s*$")
-
-
 HEADERS = ("xsk.h", "xsk_loop.h")
 
-
-def cdef_text() -> str:
-    """The headers without comments and directives, except their integer #defines."""
-    text = "\n".join((SRC / h).read_text() for h in HEADERS)
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    return "\n".join(ln for ln in text.splitlines()
-                     if not ln.startswith("#") or _INT_DEFINE.match(ln))
+if TYPE_CHECKING:
+    from sftd.bpf.native import build as shared
+else:  # setup.py's cffi_modules run this file before the sftd namespace exists
+    shared = SimpleNamespace(**runpy.run_path(str(PACKAGE.parent / "bpf" / "native" / "build.py")))
 
 
 def ffibuilder(absolute_paths: bool = False) -> Any:
-    """setup.py builds it with source paths relative to the project root,
-    build() with absolute ones (cffi compiles in its tmpdir)."""
+    """The AF_XDP ports' cffi module (setup.py builds it, and build())."""
     from cffi import FFI
 
     ffi = FFI()
-    ffi.cdef(cdef_text())
+    ffi.cdef(shared.cdef_text(*(SRC / h for h in HEADERS)))
     ffi.set_source(
         "sftd.engine._xsk", '#include "xsk.h"\n#include "xsk_loop.h"',
-        sources=[str(SRC / name) if absolute_paths else os.path.relpath(SRC / name)
-                 for name in ("xsk.c", "xsk_loop.c")],
+        sources=shared.source_paths((SRC / name for name in ("xsk.c", "xsk_loop.c")),
+                                    absolute_paths),
         include_dirs=[str(SRC)],
         extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"])
     return ffi
 
 
 def build(verbose: bool = False) -> Path:
-    from sftd.bpf.native.build import compile_into
-
-    return compile_into(ffibuilder(absolute_paths=True), TMPDIR, PACKAGE, verbose)
+    return shared.compile_into(ffibuilder(absolute_paths=True), TMPDIR, PACKAGE, verbose)
 
 
 if __name__ == "__main__":

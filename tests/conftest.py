@@ -13,6 +13,11 @@
 
 A failing test gets the tail of every server's log attached to its report.
 Servers are stopped by their own PID (SIGTERM, then SIGKILL).
+
+Kernel-plane instances and network namespaces of tests are named
+``test-<pid>-<label>`` (``owned_name``); a killed run leaves them behind, and the
+next session starts by removing those whose process is dead
+(``sweep_dead_test_leftovers``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import math
 import os
 import random
@@ -33,7 +39,7 @@ import sys
 import tempfile
 import time
 import wave
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,12 +62,83 @@ CHROMIUM_FLAGS = [
 ]
 READY_TIMEOUT = 20.0
 LOG_TAIL_LINES = 200
+# owned_name(): BPF pin directories (a kernel-plane instance, or the steering and
+# sink programs' "steer-<instance>-<if>" and "sink-<instance>") and network namespaces
+_TEST_PINS = re.compile(r"(?:steer-|sink-)?test-(\d+)-")
+_TEST_NETNS = re.compile(r"test-(\d+)-")
 
 sys.path.insert(0, str(ROOT))
+log = logging.getLogger("tests.sweep")
+
+
+def owned_name(label: str) -> str:
+    """A kernel-plane instance or network namespace name owned by this test
+    process: ``test-<pid>-<label>``."""
+    return f"test-{os.getpid()}-{label}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, as another user
+    return True
+
+
+def sweep_dead_test_leftovers() -> list[str]:
+    """Removes what test processes that are dead left behind (named by owned_name):
+    their pin directories with the XDP and TC attachments of the programs pinned
+    there (in this network namespace), and their network namespaces with the veths
+    in them. Nothing of a live process, nothing not named by owned_name. Returns
+    one line per thing removed."""
+    if os.geteuid() != 0:
+        return []
+    removed: list[str] = []
+    from sftd.bpf import attach
+
+    pin_dirs = sorted(attach.PIN_ROOT.iterdir()) if attach.PIN_ROOT.is_dir() else []
+    for pin_dir in pin_dirs:
+        match = _TEST_PINS.match(pin_dir.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        try:
+            attach.remove_stale(pin_dir, attach.tc_handle(pin_dir.name), pin_dir.name)
+        except Exception as exc:  # noqa: BLE001 - the session goes on; say what is left
+            log.warning("could not remove %s: %s", pin_dir, exc)
+            continue
+        removed.append(f"pins and attached programs of {pin_dir}")
+    netns_list = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    for line in netns_list.stdout.splitlines():
+        netns = line.split(" ", 1)[0]
+        match = _TEST_NETNS.match(netns)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        # its veths go with it, and with them their peers in this namespace
+        if subprocess.run(["ip", "netns", "del", netns], capture_output=True).returncode == 0:
+            removed.append(f"network namespace {netns}")
+    for line in removed:
+        log.warning("removed a dead test run's %s", line)
+    return removed
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sftd_args(*args): extra sftd arguments for `sftd`")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Leftovers of killed test runs (pins, programs on lo and on veths, namespaces)
+    would shadow this run's: remove those whose test process is dead."""
+    try:
+        lines = [f"sweep: removed a dead test run's {line}"
+                 for line in sweep_dead_test_leftovers()]
+    except ImportError as exc:  # sftd not installed: the tests say so themselves
+        lines = [f"sweep: skipped, sftd.bpf cannot be imported ({exc})"]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for line in lines:
+        if reporter is not None:
+            reporter.write_line(line)
 
 
 def free_tcp_port() -> int:
@@ -237,16 +314,28 @@ _veth_count = itertools.count()
 
 class VethTopology:
     """A veth pair: one end in this namespace with ``host_ip``, the other in a new
-    namespace with ``client_ip``. Names (prefix ``e2``) and the /24 are unique to
-    this process and call, so parallel test runs never share a link or a route."""
+    namespace with ``client_ip``. Names and the /24 are unique to this process and
+    call, so parallel test runs never share a link or a route; the namespace's
+    name (owned_name) is also the instance name for a kernel plane on it."""
 
     def __init__(self) -> None:
         n = next(_veth_count)
-        tag = f"{os.getpid() % 100000}x{n}"
-        self.netns, self.host_if, self.client_if = f"e2n{tag}", f"e2h{tag}", f"e2c{tag}"
-        block = (os.getpid() * 8 + n) % (64 * 256)  # a /24 in 100.64.0.0/10
-        prefix = f"100.{64 + block // 256}.{block % 256}"
-        self.host_ip, self.client_ip = f"{prefix}.1", f"{prefix}.2"
+        tag = f"{os.getpid()}x{n}"  # interface names: at most 15 characters
+        self.netns, self.host_if, self.client_if = owned_name(f"e2n{n}"), f"e2h{tag}", f"e2c{tag}"
+        self.host_ip, self.client_ip = self._free_subnet(os.getpid() * 8 + n)
+
+    @staticmethod
+    def _free_subnet(start: int) -> tuple[str, str]:
+        """(host, client) addresses in a /24 of 100.64.0.0/10 that no interface of
+        this namespace has, the search starting from ``start``."""
+        used = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True,
+                              text=True).stdout
+        for step in range(64 * 256):
+            block = (start + step) % (64 * 256)
+            prefix = f"100.{64 + block // 256}.{block % 256}"
+            if f" {prefix}." not in used:
+                return f"{prefix}.1", f"{prefix}.2"
+        raise RuntimeError("no free /24 in 100.64.0.0/10 for a veth pair")
 
     @staticmethod
     def _run(*args: str) -> None:
@@ -271,6 +360,13 @@ class VethTopology:
     def __exit__(self, *exc: object) -> None:
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
+
+
+@pytest.fixture
+def topology() -> Iterator[VethTopology]:
+    """A VethTopology for one test: sftd on ``host_if``/``host_ip``, clients in ``netns``."""
+    with VethTopology() as topo:
+        yield topo
 
 
 async def _check_media_stayed_outside_python(server: SftServer, setup: PlaneSetup) -> None:

@@ -9,6 +9,11 @@ time, so that nodes running them need no compiler:
   layout change of libbpf's option structs fails this build instead of
   corrupting a call.
 
+It also holds what every cffi build script of the project shares
+(``cdef_text``, ``source_paths``, ``compile_into``); the others run this file
+by path (runpy), because setup.py runs them before the ``sftd`` namespace
+exists.
+
     .venv/bin/python -m sftd.bpf.native.build      # or: python bpf/native/build.py
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +36,22 @@ BUILD_COMMAND = "python -m sftd.bpf.native.build"
 _STRICT = ["-O2", "-Wall", "-Wno-unused-function", "-Werror=incompatible-pointer-types"]
 
 
-def cdef_text(header: Path) -> str:
-    """A header's declarations without comments and preprocessor lines."""
-    text = re.sub(r"/\*.*?\*/", "", header.read_text(), flags=re.S)
-    return "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
+_INT_DEFINE = re.compile(r"#define\s+\w+\s+\d+\s*$")
 
 
-def _source(path: Path, absolute: bool) -> str:
-    """setuptools (pip wheel) refuses absolute source paths and runs from the
-    project root; ffi.compile() changes into its tmpdir and needs them absolute."""
-    return str(path) if absolute else os.path.relpath(path)
+def cdef_text(*headers: Path) -> str:
+    """Headers as cffi's cdef reads them: comments and preprocessor lines dropped,
+    except integer #defines (API mode checks their values against the C side)."""
+    text = re.sub(r"/\*.*?\*/", "", "\n".join(h.read_text() for h in headers), flags=re.S)
+    return "\n".join(ln for ln in text.splitlines()
+                     if not ln.startswith("#") or _INT_DEFINE.match(ln))
+
+
+def source_paths(paths: Iterable[Path], absolute: bool) -> list[str]:
+    """C sources for set_source(): setuptools (setup.py's cffi_modules) runs from
+    the project root and refuses absolute paths; ffi.compile() (compile_into)
+    changes into its tmpdir and needs them absolute."""
+    return [str(path) if absolute else os.path.relpath(path) for path in paths]
 
 
 def keystream_builder(absolute_paths: bool = False) -> FFI:
@@ -47,7 +59,7 @@ def keystream_builder(absolute_paths: bool = False) -> FFI:
     ffi.cdef(cdef_text(HERE / "keystream.h"))
     ffi.set_source(
         "sftd.bpf._keystream", '#include "keystream.h"',
-        sources=[_source(HERE / "keystream.c", absolute_paths)],
+        sources=source_paths([HERE / "keystream.c"], absolute_paths),
         include_dirs=[str(HERE), str(PACKAGE / "include")],
         extra_compile_args=_STRICT,
         libraries=["crypto"])

@@ -6,37 +6,30 @@ with cffi (API mode: calls release the GIL).
 
 from __future__ import annotations
 
-import os
-import re
+import runpy
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE.parent
 ROOT = PACKAGE.parent
 
-
-def cdef_text() -> str:
-    text = (HERE / "fastpath.h").read_text()
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    lines = [ln for ln in text.splitlines() if not ln.startswith("#include")]
-    return "\n".join(lines)
+if TYPE_CHECKING:
+    from sftd.bpf.native import build as shared
+else:  # setup.py's cffi_modules run this file before the sftd namespace exists
+    shared = SimpleNamespace(**runpy.run_path(str(ROOT / "bpf" / "native" / "build.py")))
 
 
-def _source(path: Path, absolute: bool) -> str:
-    """setuptools (pip wheel) refuses absolute source paths and runs from the
-    project root; ffi.compile() changes into its tmpdir and needs them absolute."""
-    return str(path) if absolute else os.path.relpath(path)
-
-
-def ffibuilder(absolute_paths: bool = False):  # type: ignore[no-untyped-def]
+def ffibuilder(absolute_paths: bool = False) -> Any:
     from cffi import FFI
 
     ffi = FFI()
-    ffi.cdef(cdef_text())
+    ffi.cdef(shared.cdef_text(HERE / "fastpath.h"))
     ffi.set_source(
         "sftd.sftload._fastpath", '#include "fastpath.h"',
-        sources=[_source(HERE / "fastpath.c", absolute_paths)],
+        sources=shared.source_paths([HERE / "fastpath.c"], absolute_paths),
         include_dirs=[str(HERE)],
         extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
         libraries=["pthread"])
@@ -44,13 +37,7 @@ def ffibuilder(absolute_paths: bool = False):  # type: ignore[no-untyped-def]
 
 
 def build(verbose: bool = False) -> Path:
-    ffi = ffibuilder(absolute_paths=True)
-    out = Path(ffi.compile(tmpdir=str(HERE / "_build"), verbose=verbose))
-    dest = PACKAGE / out.name
-    tmp = dest.with_suffix(".tmp")
-    tmp.write_bytes(out.read_bytes())
-    tmp.replace(dest)  # atomic: a running generator keeps its mapped copy
-    return dest
+    return shared.compile_into(ffibuilder(absolute_paths=True), HERE / "_build", PACKAGE, verbose)
 
 
 if __name__ == "__main__":

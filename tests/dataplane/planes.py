@@ -11,6 +11,7 @@ kernel     the plane's programs on the host end of a veth pair; the client
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import socket
@@ -22,12 +23,24 @@ from typing import Any
 import pytest
 
 from sftd.controller.dataplane import SRTP_AES_CM_128_HMAC_SHA1_80, ExtensionIds, LegSpec, SrtpKeys
-from tests.conftest import VethTopology
+from tests.conftest import VethTopology, owned_name
 from tests.rtpkit import Peer
 
 EXT = ExtensionIds()
 KERNEL_PORTS = (40000, 40999)
+SO_RCVBUFFORCE = 33  # Linux; root may pass net.core.rmem_max
+CLIENT_RCVBUF = 16 << 20  # a plane's burst of copies waits here until the test reads
 _instances = itertools.count()
+
+
+def client_socket() -> socket.socket:
+    """A client's UDP socket (in the caller's network namespace), unbound."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, CLIENT_RCVBUF)
+    except PermissionError:  # not root: as much as net.core.rmem_max allows
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CLIENT_RCVBUF)
+    return sock
 
 
 class _Collect(asyncio.DatagramProtocol):
@@ -56,7 +69,8 @@ class HarnessLeg:
 
 
 class Harness:
-    """Legs of one data plane, each with a client socket that sends and receives."""
+    """Legs of one data plane, each with a client socket that sends and receives.
+    A subclass makes its plane with sftd's settings unless given one."""
 
     plane_name = ""
     plane: Any
@@ -79,18 +93,26 @@ class Harness:
 
     async def leg(self, leg_id: int, conference: int = 1, audio: int = 5, video: int = 2,
                   profile: str = SRTP_AES_CM_128_HMAC_SHA1_80) -> LegSpec:
-        local_addr, sft_transport, client_t, client = await self._endpoints(leg_id)
+        """A leg with random keys and slot SSRCs."""
         key_len = (28 if "128" in profile else 44) if "GCM" in profile else 30
         keys = SrtpKeys(profile, rx=os.urandom(key_len), tx=os.urandom(key_len))
         slots = [int.from_bytes(os.urandom(4), "big") | 1 for _ in range(audio + video)]
-        spec = LegSpec(leg_id=leg_id, conference_id=conference, local_addr=local_addr,
-                       remote_addr=client_t.get_extra_info("sockname"), srtp=keys,
-                       audio_slot_ssrcs=tuple(slots[:audio]),
-                       video_slot_ssrcs=tuple(slots[audio:]), extensions=EXT,
-                       transport=sft_transport)
+        return await self.add_leg(LegSpec(
+            leg_id=leg_id, conference_id=conference, local_addr=("", 0), remote_addr=("", 0),
+            srtp=keys, audio_slot_ssrcs=tuple(slots[:audio]),
+            video_slot_ssrcs=tuple(slots[audio:]), extensions=EXT))
+
+    async def add_leg(self, spec: LegSpec) -> LegSpec:
+        """``spec`` (its keys, slots, extensions) on the plane, with this harness's
+        sockets in place of its addresses and transport; returns what the plane got."""
+        local_addr, sft_transport, client_t, client = await self._endpoints(spec.leg_id)
+        spec = dataclasses.replace(spec, local_addr=local_addr,
+                                   remote_addr=client_t.get_extra_info("sockname"),
+                                   transport=sft_transport)
         self.plane.add_leg(spec)
-        self.legs[leg_id] = HarnessLeg(spec, Peer(profile, keys.rx, keys.tx), client, client_t,
-                                        sft_transport)
+        keys = spec.srtp
+        self.legs[spec.leg_id] = HarnessLeg(spec, Peer(keys.profile, keys.rx, keys.tx), client,
+                                            client_t, sft_transport)
         return spec
 
     def send(self, leg_id: int, packet: bytes, protect: bool = True) -> bytes:
@@ -124,19 +146,20 @@ class Harness:
 class UserspaceHarness(Harness):
     plane_name = "userspace"
 
-    def __init__(self) -> None:
+    def __init__(self, plane: Any = None) -> None:
         from sftd.controller.userspace import UserspaceDataPlane
 
         super().__init__()
-        self.plane = UserspaceDataPlane()
+        self.plane = plane if plane is not None else UserspaceDataPlane()
 
     async def _endpoints(self, leg_id: int) -> tuple[tuple[str, int], Any,
                                                       asyncio.DatagramTransport, _Collect]:
         loop = asyncio.get_running_loop()
         sft_t, _ = await loop.create_datagram_endpoint(
             lambda: _SftSide(self.plane, leg_id), local_addr=("127.0.0.1", 0))
-        client_t, client = await loop.create_datagram_endpoint(
-            _Collect, local_addr=("127.0.0.1", 0))
+        sock = client_socket()
+        sock.bind(("127.0.0.1", 0))
+        client_t, client = await loop.create_datagram_endpoint(_Collect, sock=sock)
         self.transports += [sft_t, client_t]
         return sft_t.get_extra_info("sockname"), sft_t, client_t, client
 
@@ -179,7 +202,7 @@ class KernelHarness(Harness):
                            check=True, capture_output=True)
             self.plane = KernelDataPlane(
                 (self.topology.host_if,), KERNEL_PORTS,
-                instance=f"e2dp{os.getpid()}x{next(_instances)}",
+                instance=owned_name(f"e2dp{next(_instances)}"),
                 audio_ring=KEYSTREAM_AUDIO_RING, video_ring=KEYSTREAM_VIDEO_RING,
                 ingress_ring_factor=KEYSTREAM_INGRESS_RING_FACTOR)
         except BaseException:
@@ -192,7 +215,7 @@ class KernelHarness(Harness):
 
         netns.pushns(self.topology.netns)
         try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock = client_socket()
         finally:
             netns.popns()
         sock.bind((self.topology.client_ip, 0))
@@ -232,11 +255,11 @@ class NativeHarness(UserspaceHarness):
 
     plane_name = "native"
 
-    def __init__(self) -> None:
+    def __init__(self, plane: Any = None) -> None:
         from sftd.engine.dataplane import NativeDataPlane
 
         Harness.__init__(self)
-        self.plane = NativeDataPlane(workers=2)
+        self.plane = plane if plane is not None else NativeDataPlane(workers=2)
 
     def ssrc_state(self, leg_id: int) -> tuple[int, int]:
         seen, video_layers = self.plane.leg_ssrc_state(leg_id)

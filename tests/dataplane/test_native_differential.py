@@ -2,8 +2,9 @@
 libsrtp) and the native plane (the C engine), the same bytes out.
 
 Both planes get identical LegSpecs (keys, slot SSRCs) over real UDP sockets on
-loopback and the very same SRTP bytes from the publishers, through
-``handle_packet`` so the order is the same. Every subscriber's copies must be
+loopback (the contract suite's harnesses, tests/dataplane/planes.py) and the very
+same SRTP bytes from the publishers, through ``handle_packet`` so the order is
+the same. Every subscriber's copies must be
 byte-identical, the counters equal, and libsrtp at the subscriber decrypts every
 copy to what the publisher sent (rewritten header, same extension and payload).
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +41,7 @@ from sftd.controller.dataplane import (
 )
 from sftd.controller.userspace import UserspaceDataPlane
 from sftd.engine.dataplane import NativeDataPlane, native_available
+from tests.dataplane.planes import Harness, NativeHarness, UserspaceHarness
 from tests.rtpkit import Peer, make_rtp
 
 AVAILABLE, WHY_NOT = native_available()
@@ -52,7 +53,6 @@ NEVER_PAUSED = 3600.0
 FIRST_SLOT_INDEX = 65530  # slots roll over after a few packets
 A, V = StreamKind.AUDIO, StreamKind.VIDEO
 FD_KEYFRAME, FD_DELTA = 0x80, 0x88  # generic frame descriptor: begin of frame, (in)dependent
-RCVBUF = 16 << 20
 
 
 @dataclass
@@ -185,73 +185,51 @@ class Initial:
         return FIRST_SLOT_INDEX + self.calls % 3
 
 
-class Subscriber(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.packets: list[bytes] = []
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.packets.append(data)
-
-
-async def run(plane: Any, specs: list[LegSpec], ops: list[Op]) -> dict[int, list[bytes]]:
-    """Every op on ``plane``; the SRTP copies each leg's client got, in order."""
-    loop = asyncio.get_running_loop()
-    transports, clients = [], {}
-    try:
-        for spec in specs:
-            client_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            client_sock.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)  # SO_RCVBUFFORCE (root)
-            client_sock.bind(("127.0.0.1", 0))
-            client_t, client = await loop.create_datagram_endpoint(Subscriber, sock=client_sock)
-            sft_t, _ = await loop.create_datagram_endpoint(
-                asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
-            transports += [client_t, sft_t]
-            clients[spec.leg_id] = client
-            plane.add_leg(LegSpec(**{**spec.__dict__,
-                                     "local_addr": sft_t.get_extra_info("sockname"),
-                                     "remote_addr": client_t.get_extra_info("sockname"),
-                                     "transport": sft_t}))
-        for i, op in enumerate(ops):
-            if op.kind == "publisher":
-                plane.set_publisher(*op.args)
-            elif op.kind == "slot":
-                plane.set_slot(*op.args)
-            else:
-                plane.handle_packet(*op.args)
-            if i % 20 == 0:
-                if hasattr(plane, "sync"):
-                    plane.sync()
-                await asyncio.sleep(0)  # let the clients read
-        if hasattr(plane, "sync"):
-            plane.sync()
-        total = -1
-        while total != sum(len(c.packets) for c in clients.values()):
-            total = sum(len(c.packets) for c in clients.values())
-            await asyncio.sleep(0.2)
-        return {leg_id: client.packets for leg_id, client in clients.items()}
-    finally:
-        for t in transports:
-            t.close()
+async def run(harness: Harness, specs: list[LegSpec], ops: list[Op]) -> dict[int, list[bytes]]:
+    """Every op on the harness's plane; the SRTP copies each leg's client got, in order."""
+    plane = harness.plane
+    for spec in specs:
+        await harness.add_leg(spec)
+    for i, op in enumerate(ops):
+        if op.kind == "publisher":
+            plane.set_publisher(*op.args)
+        elif op.kind == "slot":
+            plane.set_slot(*op.args)
+        else:
+            plane.handle_packet(*op.args)
+        if i % 20 == 0:
+            if hasattr(plane, "sync"):
+                plane.sync()
+            await asyncio.sleep(0)  # let the clients read
+    if hasattr(plane, "sync"):
+        plane.sync()
+    clients = [leg.client for leg in harness.legs.values()]
+    total = -1
+    while total != sum(len(c.packets) for c in clients):
+        total = sum(len(c.packets) for c in clients)
+        await asyncio.sleep(0.2)
+    return {leg_id: leg.client.packets for leg_id, leg in harness.legs.items()}
 
 
 @pytest.mark.parametrize("profile", [SRTP_AES_CM_128_HMAC_SHA1_80, SRTP_AEAD_AES_128_GCM])
 @pytest.mark.parametrize("workers", [0, 2])
 async def test_same_bytes_as_the_userspace_plane(profile: str, workers: int) -> None:
     specs, ops, peers, tails = scenario(seed=12, profile=profile)
-    userspace = UserspaceDataPlane(slot_initial_index=Initial(), slot_initial_ts=lambda: 0,
-                                   switch_ts_gap=lambda kind, _elapsed: TS_STEP[kind],
-                                   layer_paused_after=NEVER_PAUSED)
-    native = NativeDataPlane(workers=workers, slot_initial_index=Initial(),
-                             slot_initial_ts=lambda: 0, fixed_ts_gap=TS_STEP,
-                             layer_paused_after=NEVER_PAUSED)
+    userspace = UserspaceHarness(UserspaceDataPlane(
+        slot_initial_index=Initial(), slot_initial_ts=lambda: 0,
+        switch_ts_gap=lambda kind, _elapsed: TS_STEP[kind], layer_paused_after=NEVER_PAUSED))
+    native = NativeHarness(NativeDataPlane(
+        workers=workers, slot_initial_index=Initial(), slot_initial_ts=lambda: 0,
+        fixed_ts_gap=TS_STEP, layer_paused_after=NEVER_PAUSED))
     try:
         expected = await run(userspace, specs, ops)
         got = await run(native, specs, ops)
-        expected_counters, got_counters = userspace.read_counters(), native.read_counters()
-        expected_stats = {(leg, ssrc): userspace.read_receive_stats(leg, ssrc)
+        expected_counters = userspace.plane.read_counters()
+        got_counters = native.plane.read_counters()
+        expected_stats = {(leg, ssrc): userspace.plane.read_receive_stats(leg, ssrc)
                           for leg in range(1, 6) for ssrc in range(0xA0A0A0A0, 0xC0C0C0C1,
                                                                    0x01010101)}
-        got_stats = {key: native.read_receive_stats(*key) for key in expected_stats}
+        got_stats = {key: native.plane.read_receive_stats(*key) for key in expected_stats}
     finally:
         userspace.close()
         native.close()

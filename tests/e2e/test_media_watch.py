@@ -5,11 +5,12 @@ never sends a packet of it, as a client whose media a firewall drops would."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 
 import pytest
 from aiortc import MediaStreamTrack
+
+from tests.conftest import owned_name
 
 from .helpers import gets_media, media_table, new_convid, wait_until
 
@@ -32,7 +33,7 @@ class SilentAudio(MediaStreamTrack):
 def plane_args(plane: str) -> tuple[str, ...]:
     if plane == "userspace":
         return ()
-    return ("--dataplane", "kernel", "--instance", f"watch{os.getpid()}")
+    return ("--dataplane", "kernel", "--instance", owned_name("watch"))
 
 
 @pytest.mark.parametrize("plane", ["userspace", pytest.param("kernel", marks=pytest.mark.kernel)])

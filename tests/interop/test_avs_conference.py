@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import CHROMIUM, CHROMIUM_FLAGS, write_tone_wav
-from tests.kernel.test_sftd_kernel_e2e import HOST_IP, Topology, _chromium_in
+from tests.kernel.test_sftd_kernel_e2e import _chromium_in
 
 from .avs import AvsConversation, Checklist, avs_missing_reason, serve_page
 
@@ -40,12 +40,6 @@ FPS_WINDOW_SECONDS = 3.0
 STATE_ESTAB = 4               # wcall STATE.MEDIA_ESTAB
 
 
-@pytest.fixture
-def topology():
-    with Topology() as topo:
-        yield topo
-
-
 async def test_avs_conference_userspace_loopback(sftd_factory, tmp_path):
     server = await sftd_factory()
     await run_conference(server, server.url, CHROMIUM, tmp_path, kernel=False)
@@ -58,9 +52,9 @@ async def test_avs_conference_kernel_veth(topology, sftd_factory, tmp_path):
 
     ok, reason = kernel_available()
     assert ok, reason
-    server = await sftd_factory("-I", HOST_IP, "-O", topology.host_if, "--dataplane", "kernel",
-                                "--instance", topology.netns)
-    await run_conference(server, f"http://{HOST_IP}:{server.port}",
+    server = await sftd_factory("-I", topology.host_ip, "-O", topology.host_if, "--dataplane",
+                                "kernel", "--instance", topology.netns)
+    await run_conference(server, f"http://{topology.host_ip}:{server.port}",
                          _chromium_in(topology.netns, tmp_path), tmp_path, kernel=True)
 
 

@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import Namespace  # noqa: E402
 
+from tests.conftest import owned_name
+
 pytestmark = pytest.mark.kernel
 
 
@@ -53,7 +55,7 @@ def dp(netns: Namespace, initial_index: InitialIndex):  # type: ignore[no-untype
 
     ok, reason = kernel_available()
     assert ok, reason  # root but unusable is a failure, never a skip
-    plane = KernelDataPlane((), (40000, 40999), instance=f"test{os.getpid()}",
+    plane = KernelDataPlane((), (40000, 40999), instance=owned_name("dp"),
                             slot_initial_index=initial_index)
     try:
         yield plane

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pylibsrtp import Policy, Session
 
 from sftd.controller.dataplane import ExtensionIds, LegSpec, SrtpKeys
+from tests.conftest import owned_name
 
 SFT_IP = "10.77.0.1"
 PROFILE = "SRTP_AES128_CM_SHA1_80"
@@ -148,7 +149,7 @@ class Namespace:
     (capture side); neighbours 10.77.0.2..250 resolve to cap0's MAC."""
 
     def __init__(self) -> None:
-        self.name = f"sftk{os.getpid()}x{int(time.monotonic_ns()) % 100000}"
+        self.name = owned_name(f"sftk{time.monotonic_ns() % 100000}")
         self._pushed = False
 
     def ip(self, *args: str) -> str:

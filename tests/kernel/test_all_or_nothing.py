@@ -3,7 +3,6 @@ leaves no entry of the leg in any map, no lost slot id and no lost ring."""
 
 from __future__ import annotations
 
-import os
 import struct
 
 import pytest
@@ -11,6 +10,7 @@ from harness import make_peer
 
 from sftd.bpf import libbpf
 from sftd.bpf.dataplane import KernelDataPlane, KernelDataPlaneError
+from tests.conftest import owned_name
 
 LEG_KEYED = ("sft_leg_by_addr", "sft_legs", "sft_leases", "sft_leg_state", "sft_streams",
              "sft_stream_state", "sft_fanout")
@@ -60,7 +60,7 @@ def test_third_map_write_failing_leaves_nothing(dp, netns):
 
 def test_slot_failing_midway_frees_its_id_and_rings(netns):
     # room for 2 audio rings (32) and one video ring (128), not a second video ring
-    plane = KernelDataPlane((), (40000, 40999), instance=f"testfail{os.getpid()}",
+    plane = KernelDataPlane((), (40000, 40999), instance=owned_name("fail"),
                             keystream_entries=300)
     try:
         free_slots = len(plane._free_slot_ids)

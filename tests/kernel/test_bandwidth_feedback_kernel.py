@@ -17,22 +17,22 @@ from tests.e2e.test_bandwidth_feedback import (
     SETTLE_SECONDS,
     uplink_figures,
 )
-from tests.kernel.test_sftd_kernel_e2e import HOST_IP, _chromium_in, topology  # noqa: F401
+from tests.kernel.test_sftd_kernel_e2e import _chromium_in
 
 pytestmark = [pytest.mark.kernel, pytest.mark.browser, pytest.mark.timeout(150)]
 
 
 async def test_chrome_estimate_and_frame_rate_hold_on_the_kernel_plane(
-        topology, sftd_factory, tmp_path):  # noqa: F811
+        topology, sftd_factory, tmp_path):
     from playwright.async_api import async_playwright
 
     from sftd.bpf.dataplane import kernel_available
 
     ok, reason = kernel_available()
     assert ok, reason
-    server = await sftd_factory("-I", HOST_IP, "-O", topology.host_if, "--dataplane", "kernel",
-                                "--instance", topology.netns, "--demo")
-    url = f"http://{HOST_IP}:{server.port}"
+    server = await sftd_factory("-I", topology.host_ip, "-O", topology.host_if, "--dataplane",
+                                "kernel", "--instance", topology.netns, "--demo")
+    url = f"http://{topology.host_ip}:{server.port}"
     profile = tempfile.mkdtemp(prefix="sft-chromium-")
     try:
         async with async_playwright() as pw:

@@ -24,48 +24,23 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, VethTopology
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(120)]
 
-HOST_IP, CLIENT_IP = "198.51.100.1", "198.51.100.2"
 LEASE_S = 30.0
 
 
-class Topology:
-    """A veth pair: the SFT's end in this namespace, the clients' in their own."""
+class Topology(VethTopology):
+    """A VethTopology whose namespace name is also the kernel-plane instance; the
+    pins a killed sftd of that instance left go with it."""
 
-    def __init__(self) -> None:
-        tag = f"{os.getpid() % 100000}"
-        self.netns = f"sftkk{tag}"
-        self.host_if = f"sftkk{tag}h"
-        self.client_if = f"sftkk{tag}c"
-        self.instance = f"kill{tag}x{time.monotonic_ns() % 10000}"
-
-    def run(self, *args: str) -> None:
-        subprocess.run(args, check=True, capture_output=True)
-
-    def __enter__(self) -> Topology:
-        self.run("ip", "netns", "add", self.netns)
-        try:
-            self.run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name",
-                     self.client_if)
-            self.run("ip", "link", "set", self.client_if, "netns", self.netns)
-            self.run("ip", "addr", "add", f"{HOST_IP}/24", "dev", self.host_if)
-            self.run("ip", "link", "set", self.host_if, "up")
-            self.run("ip", "-n", self.netns, "addr", "add", f"{CLIENT_IP}/24", "dev",
-                     self.client_if)
-            self.run("ip", "-n", self.netns, "link", "set", self.client_if, "up")
-            self.run("ip", "-n", self.netns, "link", "set", "lo", "up")
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
+    @property
+    def instance(self) -> str:
+        return self.netns
 
     def __exit__(self, *exc: object) -> None:
-        # deleting the device detaches whatever is still attached to it
-        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        super().__exit__(*exc)  # deleting the device detaches whatever is still attached
         from sftd.bpf.dataplane import PIN_ROOT
         shutil.rmtree(PIN_ROOT / self.instance, ignore_errors=True)
 
@@ -137,7 +112,7 @@ async def probe(topology: Topology, url: str, duration: float) -> asyncio.subpro
     """Two participants in one fresh conference, from the client namespace."""
     return await asyncio.create_subprocess_exec(
         "ip", "netns", "exec", topology.netns, str(ROOT / ".venv/bin/sft-probe"), url,
-        "--count", "2", "--duration", str(duration), "--local-address", CLIENT_IP,
+        "--count", "2", "--duration", str(duration), "--local-address", topology.client_ip,
         "--vstreams", "2", "--json",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
@@ -159,10 +134,10 @@ async def test_sigkilled_controller_stops_within_lease_and_restart_cleans_up(
     ok, reason = kernel_available()
     assert ok, reason
     pin_dir = PIN_ROOT / topology.instance
-    args = ("-I", HOST_IP, "-O", topology.host_if, "--dataplane", "kernel",
+    args = ("-I", topology.host_ip, "-O", topology.host_if, "--dataplane", "kernel",
             "--instance", topology.instance)
     server = await sftd_factory(*args)
-    url = f"http://{HOST_IP}:{server.port}"
+    url = f"http://{topology.host_ip}:{server.port}"
     first = await probe(topology, url, 90)
     try:
         await kernel_forwarding(pin_dir, server)
@@ -227,7 +202,7 @@ async def test_sigkilled_controller_stops_within_lease_and_restart_cleans_up(
     assert len(programs) == 1 and f" id {new_attached['tc']} " in programs[0], filters
 
     # and a new call works through the kernel
-    url2 = f"http://{HOST_IP}:{server2.port}"
+    url2 = f"http://{topology.host_ip}:{server2.port}"
     second = await probe(topology, url2, 4)
     out, err = await asyncio.wait_for(second.communicate(), 40)
     report = json.loads(out)
@@ -266,9 +241,9 @@ async def test_vanished_clients_leave_no_kernel_state(topology: Topology, sftd_f
     from sftd.bpf.dataplane import PIN_ROOT
 
     pin_dir = PIN_ROOT / topology.instance
-    server = await sftd_factory("-I", HOST_IP, "-O", topology.host_if, "--dataplane", "kernel",
-                                "--instance", topology.instance, "--ping-timeout", "3")
-    clients = await probe(topology, f"http://{HOST_IP}:{server.port}", 60)
+    server = await sftd_factory("-I", topology.host_ip, "-O", topology.host_if, "--dataplane",
+                                "kernel", "--instance", topology.instance, "--ping-timeout", "3")
+    clients = await probe(topology, f"http://{topology.host_ip}:{server.port}", 60)
     try:
         await kernel_forwarding(pin_dir, server)
         during = {name: pinned_entries(pin_dir, name) for name in KERNEL_LEG_STATE}

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import os
 import random
 import struct
 import time
@@ -57,6 +56,7 @@ from harness import (
 from sftd.bpf.dataplane import KernelDataPlane
 from sftd.controller.dataplane import Counter, ExtensionIds, Layer, LegSpec, SlotSource, StreamKind
 from sftd.controller.userspace import UserspaceDataPlane
+from tests.conftest import owned_name
 
 EXT = ExtensionIds()
 FD_KEYFRAME, FD_DELTA = 0x80, 0x88
@@ -193,7 +193,7 @@ def run_kernel(specs: list[LegSpec], ops: list[Op],
     received: Received = defaultdict(list)
     by_addr = {spec.remote_addr: spec.leg_id for spec in specs}
     with Namespace() as ns:
-        dp = KernelDataPlane((), (40000, 40999), instance=f"diff{os.getpid()}",
+        dp = KernelDataPlane((), (40000, 40999), instance=owned_name("diff"),
                              layer_paused_after=NEVER_PAUSED,
                              slot_initial_index=initial)
         try:

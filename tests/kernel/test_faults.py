@@ -10,9 +10,8 @@ import os
 import subprocess
 
 import pytest
-from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology  # tests/kernel is on sys.path
 
-from tests.conftest import ROOT, SFTD, free_tcp_port, free_udp_range
+from tests.conftest import ROOT, SFTD, VethTopology, free_tcp_port, free_udp_range, owned_name
 from tests.e2e.helpers import new_convid
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(120)]
@@ -49,7 +48,7 @@ def test_no_bpffs_falls_back_to_userspace_with_the_reason(tmp_path):
     # a private mount namespace without bpffs: the host's mount stays
     command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
                'umount /sys/fs/bpf 2>/dev/null; exec "$@"', "sh",
-               *_sftd_args("--dataplane", "auto", "--instance", f"nobpffs{os.getpid()}")]
+               *_sftd_args("--dataplane", "auto", "--instance", owned_name("nobpffs"))]
     text = _start_and_read_log(command, tmp_path)
     assert "data plane: userspace, because the kernel path is unavailable" in text, text
     assert "bpffs" in text and "userspace data plane" in text
@@ -58,7 +57,7 @@ def test_no_bpffs_falls_back_to_userspace_with_the_reason(tmp_path):
 def test_kernel_requested_without_bpffs_refuses_to_start(tmp_path):
     command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
                'umount /sys/fs/bpf 2>/dev/null; exec "$@"', "sh",
-               *_sftd_args("--dataplane", "kernel", "--instance", f"nobpffs{os.getpid()}")]
+               *_sftd_args("--dataplane", "kernel", "--instance", owned_name("nobpffs"))]
     text = _start_and_read_log(command, tmp_path)
     assert "--dataplane kernel requested but unavailable" in text and "bpffs" in text, text
 
@@ -76,13 +75,13 @@ def test_not_root_falls_back_to_userspace(tmp_path):
 
 
 async def test_interface_flap_mid_call(sftd_factory):
-    with Topology() as topo:
-        server = await sftd_factory("-I", HOST_IP, "-O", topo.host_if, "--dataplane",
+    with VethTopology() as topo:
+        server = await sftd_factory("-I", topo.host_ip, "-O", topo.host_if, "--dataplane",
                                     "kernel", "--instance", topo.netns)
         probe = await asyncio.create_subprocess_exec(
             "ip", "netns", "exec", topo.netns, str(ROOT / ".venv/bin/sft-probe"),
-            f"http://{HOST_IP}:{server.port}", "--conv", new_convid(), "--count", "2",
-            "--duration", "12", "--no-video", "--local-address", CLIENT_IP, "--json",
+            f"http://{topo.host_ip}:{server.port}", "--conv", new_convid(), "--count", "2",
+            "--duration", "12", "--no-video", "--local-address", topo.client_ip, "--json",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         for _ in range(100):
             await asyncio.sleep(0.2)
@@ -107,6 +106,6 @@ async def test_interface_flap_mid_call(sftd_factory):
 
 def test_loopback_media_runs_on_the_kernel_plane(tmp_path):
     text = _start_and_read_log(_sftd_args("--dataplane", "auto", "--instance",
-                                          f"lo{os.getpid()}"), tmp_path)
+                                          owned_name("lo")), tmp_path)
     assert "data plane: kernel (eBPF) on lo" in text, text
     assert "userspace" not in text, text

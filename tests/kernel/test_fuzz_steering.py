@@ -20,6 +20,7 @@ from test_xsk_steering import HOST_IP, PEER_IP, PORTS, STUN, VethPeer
 
 from sftd.bpf.steer import SteerCounter, Steering
 from sftd.engine.xsk import XskPort
+from tests.conftest import owned_name
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
 
@@ -121,7 +122,7 @@ def test_steering_matches_its_model():
     seed = int(os.environ.get("STEER_FUZZ_SEED", str(random.randrange(1 << 30))))
     rng = random.Random(seed)
     with VethPeer("f") as veth, \
-            Steering(veth.host_if, PORTS, instance=f"xk{os.getpid()}f") as steering, \
+            Steering(veth.host_if, PORTS, instance=owned_name("xkf")) as steering, \
             XskPort(veth.host_if, 0, ring_size=64) as port:
         port.attach(steering.xskmap_fd)
         for remote_ip, remote_port, local_ip, local_port in LEGS:

@@ -11,9 +11,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology  # tests/kernel is on sys.path
 
-from tests.conftest import ROOT, SftServer
+from tests.conftest import ROOT, SftServer, owned_name
 from tests.e2e.helpers import new_convid
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(150)]
@@ -32,7 +31,7 @@ def default_sftd(logdir: Path, *extra: str) -> SftServer:
         i = args.index(flag)
         assert args[i + 1] == value
         del args[i:i + 2]
-    args += ["--instance", f"local{os.getpid()}", *extra]
+    args += ["--instance", owned_name("local"), *extra]
     return server
 
 
@@ -130,23 +129,18 @@ async def test_clients_on_this_host_get_media_on_the_kernel_plane(tmp_path):
         stop_now(server)
 
 
-@pytest.fixture
-def topology():
-    with Topology() as topo:
-        yield topo
-
-
 async def test_a_conference_with_legs_on_a_veth_and_on_loopback(topology, tmp_path):
     """One client behind a veth (the ``-O`` interface), one on this host (lo):
     each decodes the other, both on the kernel plane, nothing in user space."""
     server = default_sftd(tmp_path, "-O", topology.host_if)
-    server.args[server.args.index("-I") + 1] = HOST_IP
-    server.url = f"http://{HOST_IP}:{server.port}"
+    server.args[server.args.index("-I") + 1] = topology.host_ip
+    server.url = f"http://{topology.host_ip}:{server.port}"
     await server.start()
     try:
         conv = new_convid()
-        remote = await run_probe(server.url, conv, "viaVeth", CLIENT_IP, 8, topology.netns)
-        local = await run_probe(server.url, conv, "viaLoopback", HOST_IP, 8)
+        remote = await run_probe(server.url, conv, "viaVeth", topology.client_ip, 8,
+                                 topology.netns)
+        local = await run_probe(server.url, conv, "viaLoopback", topology.host_ip, 8)
         metrics = await call_via_lo_and(server, topology.host_if, (remote, local))
         assert metrics[INFO] == 1
         assert metrics[USERSPACE_MEDIA] == 0

@@ -13,9 +13,8 @@ import struct
 
 import pytest
 from pyroute2 import netns as pynetns
-from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology  # tests/kernel is on sys.path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, VethTopology
 from tests.e2e.helpers import new_convid
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(150)]
@@ -24,12 +23,12 @@ XDP_UNKNOWN = 'sft_dataplane_detail_total{counter="XDP_DROP_UNKNOWN"}'
 DROP_UNKNOWN = 'sft_dataplane_packets_total{counter="DROP_UNKNOWN_LEG"}'
 
 
-def _spray(netns: str, ports: tuple[int, int], rounds: int = 3) -> int:
-    """From ``netns``: junk at every media port; returns the RTP-looking count."""
-    pynetns.pushns(netns)
+def _spray(topo: VethTopology, ports: tuple[int, int], rounds: int = 3) -> int:
+    """From the clients' namespace: junk at every media port; returns the RTP-looking count."""
+    pynetns.pushns(topo.netns)
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((CLIENT_IP, 0))
+        sock.bind((topo.client_ip, 0))
     finally:
         pynetns.popns()
     rtp = 0
@@ -42,27 +41,27 @@ def _spray(netns: str, ports: tuple[int, int], rounds: int = 3) -> int:
                                bytes([22, 0xFE, 0xFD]) + os.urandom(60),  # DTLS
                                b"\x00\x01\x00\x00\x21\x12\xa4\x42" + os.urandom(12),  # STUN
                                os.urandom(30)):
-                    sock.sendto(packet, (HOST_IP, port))
+                    sock.sendto(packet, (topo.host_ip, port))
                 rtp += 1
     finally:
         sock.close()
     return rtp
 
 
-async def _probe(topo: Topology, url: str, conv: str, user: str) -> asyncio.subprocess.Process:
+async def _probe(topo: VethTopology, url: str, conv: str, user: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         "ip", "netns", "exec", topo.netns, str(ROOT / ".venv/bin/sft-probe"), url,
         "--conv", conv, "--user", user, "--count", "2", "--duration", "14",
-        "--local-address", CLIENT_IP, "--json",
+        "--local-address", topo.client_ip, "--json",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 
 @pytest.mark.parametrize("plane", ["kernel", "userspace"])
 async def test_two_conferences_and_a_stranger(sftd_factory, plane):
-    with Topology() as topo:
-        server = await sftd_factory("-I", HOST_IP, "-O", topo.host_if, "--dataplane", plane,
+    with VethTopology() as topo:
+        server = await sftd_factory("-I", topo.host_ip, "-O", topo.host_if, "--dataplane", plane,
                                     "--instance", topo.netns)
-        url = f"http://{HOST_IP}:{server.port}"
+        url = f"http://{topo.host_ip}:{server.port}"
         probes = {user: await _probe(topo, url, new_convid(), user) for user in ("red", "blue")}
         for _ in range(100):
             await asyncio.sleep(0.2)
@@ -70,7 +69,7 @@ async def test_two_conferences_and_a_stranger(sftd_factory, plane):
                 break
         before = await server.metrics()
         loop = asyncio.get_running_loop()
-        sprayed = await loop.run_in_executor(None, _spray, topo.netns, server.media_ports)
+        sprayed = await loop.run_in_executor(None, _spray, topo, server.media_ports)
         await asyncio.sleep(1)
         after = await server.metrics()
         reports = {}

@@ -20,6 +20,7 @@ from pylibsrtp import Session
 
 from sftd.bpf.dataplane import KernelDataPlane
 from sftd.controller.dataplane import Counter, LegSpec, SlotSource, SrtpKeys, StreamKind
+from tests.conftest import owned_name
 
 AUDIO_SSRC = 0x0A0A0A0A
 SO_RCVBUFFORCE = 33  # Linux; root may pass net.core.rmem_max
@@ -30,8 +31,8 @@ class Pair:
     """ns <sft>: sft0 (SFT_IP) with the programs; ns <cli>: cli0 with the client addresses."""
 
     def __init__(self) -> None:
-        tag = f"{os.getpid()}x{time.monotonic_ns() % 100000}"
-        self.sft, self.cli = f"sfte{tag}", f"clie{tag}"
+        tag = time.monotonic_ns() % 100000
+        self.sft, self.cli = owned_name(f"sfte{tag}"), owned_name(f"clie{tag}")
 
     def run(self, *args: str) -> str:
         return subprocess.run(args, check=True, capture_output=True, text=True).stdout
@@ -128,7 +129,7 @@ def test_subscribers_receive_and_decrypt_over_veth(pair: Pair) -> None:
     pub_sock = pair.socket_in(pair.cli, PUB)
     sub_socks = [pair.socket_in(pair.cli, s.remote_addr) for s in sub_specs]
     sft_sock = pair.socket_in(pair.sft, (SFT_IP, 40000))  # the leg's own socket
-    dp = pair.data_plane(f"e2e{os.getpid()}")
+    dp = pair.data_plane(owned_name("e2e"))
     try:
         _audio_call(dp, pub_spec, sub_specs)
         sender = srtp_session(pub_spec.srtp.rx, outbound=True)
@@ -242,7 +243,7 @@ def test_leg_rewrites_during_traffic_never_misdirect_a_copy(pair: Pair, tmp_path
     other_socks = [pair.socket_in(pair.cli, s.remote_addr) for s in other_specs]
     for sock in sub_socks:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
-    dp = pair.data_plane(f"rw{os.getpid()}")
+    dp = pair.data_plane(owned_name("rw"))
     try:
         _audio_call(dp, pub_spec, sub_specs, tuple(other_specs))
         n_packets = 6000
@@ -287,7 +288,7 @@ def test_keystream_top_ups_go_on_while_the_event_loop_is_blocked(pair: Pair, tmp
     for sock in sub_socks:  # read only at the end: room for every copy
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
     # sftd's ring sizes: a 16-entry audio slot lasts 160 ms at 100 packets/s
-    dp = pair.data_plane(f"blk{os.getpid()}", audio_ring=16, video_ring=32)
+    dp = pair.data_plane(owned_name("blk"), audio_ring=16, video_ring=32)
     n_packets = 200
     packets = _packet_file(tmp_path / "packets", pub_spec, n_packets, 120)
 
@@ -333,7 +334,7 @@ def test_keystream_refills_during_traffic_never_corrupt_a_copy(pair: Pair, tmp_p
     sub_socks = [pair.socket_in(pair.cli, s.remote_addr) for s in sub_specs]
     for sock in sub_socks:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
-    dp = pair.data_plane(f"ksr{os.getpid()}", audio_ring=16)
+    dp = pair.data_plane(owned_name("ksr"), audio_ring=16)
     n_packets = 8000
     sender = srtp_session(pub_spec.srtp.rx, outbound=True)
     payloads = [os.urandom(500) for _ in range(n_packets)]  # the most an audio entry holds

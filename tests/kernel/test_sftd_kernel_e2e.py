@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import stat
-import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,43 +19,6 @@ from tests.e2e.helpers import new_convid
 from tests.e2e.test_browser import browser_gets, page_stats
 
 pytestmark = [pytest.mark.kernel, pytest.mark.browser, pytest.mark.timeout(150)]
-
-HOST_IP, CLIENT_IP = "198.51.100.1", "198.51.100.2"
-
-
-class Topology:
-    """A veth pair: the SFT's end in this namespace, the clients' in their own."""
-
-    def __init__(self) -> None:
-        tag = f"{os.getpid() % 100000}"
-        self.netns = f"sftke{tag}"
-        self.host_if = f"sftke{tag}h"
-        self.client_if = f"sftke{tag}c"
-
-    def run(self, *args: str) -> None:
-        subprocess.run(args, check=True, capture_output=True)
-
-    def __enter__(self) -> Topology:
-        self.run("ip", "netns", "add", self.netns)
-        self.run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name",
-                 self.client_if)
-        self.run("ip", "link", "set", self.client_if, "netns", self.netns)
-        self.run("ip", "addr", "add", f"{HOST_IP}/24", "dev", self.host_if)
-        self.run("ip", "link", "set", self.host_if, "up")
-        self.run("ip", "-n", self.netns, "addr", "add", f"{CLIENT_IP}/24", "dev", self.client_if)
-        self.run("ip", "-n", self.netns, "link", "set", self.client_if, "up")
-        self.run("ip", "-n", self.netns, "link", "set", "lo", "up")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
-
-
-@pytest.fixture
-def topology() -> Iterator[Topology]:
-    with Topology() as topo:
-        yield topo
 
 
 def _chromium_in(netns: str, directory: Path) -> str:
@@ -76,14 +36,15 @@ async def test_aiortc_and_chromium_call_through_the_kernel_path(topology, sftd_f
 
     ok, reason = kernel_available()
     assert ok, reason
-    server = await sftd_factory("-I", HOST_IP, "-O", topology.host_if, "--dataplane", "kernel",
-                                "--instance", topology.netns, "--demo")
-    url = f"http://{HOST_IP}:{server.port}"
+    server = await sftd_factory("-I", topology.host_ip, "-O", topology.host_if, "--dataplane",
+                                "kernel", "--instance", topology.netns, "--demo")
+    url = f"http://{topology.host_ip}:{server.port}"
     conv = new_convid()
     probe = await asyncio.create_subprocess_exec(
         "ip", "netns", "exec", topology.netns, str(ROOT / ".venv/bin/sft-probe"), url,
-        "--conv", conv, "--user", "probe", "--duration", "25", "--local-address", CLIENT_IP,
-        "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "--conv", conv, "--user", "probe", "--duration", "25",
+        "--local-address", topology.client_ip, "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     chromium = _chromium_in(topology.netns, tmp_path)
     profiles = []
     async with async_playwright() as pw:

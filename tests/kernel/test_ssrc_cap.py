@@ -5,7 +5,6 @@ for what admission reserved, and a join the kernel could not serve is refused
 
 from __future__ import annotations
 
-import os
 import struct
 
 import pytest
@@ -15,6 +14,7 @@ from sftd import econn
 from sftd.bpf.dataplane import KernelDataPlane
 from sftd.controller.dataplane import MAX_SSRCS_PER_LEG, Counter, Layer
 from sftd.controller.sft import Sft, SftConfig
+from tests.conftest import owned_name
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,7 +60,7 @@ def confconn(user: str, vstreams: int) -> econn.Message:
 async def test_join_the_kernel_cannot_serve_gets_status_limit(netns):
     # rings of alice (5 audio + 2 video slots, 1 audio + 2 video streams) end at 2048,
     # bob's would end at 4096, carol's (no video slots) at 3584
-    plane = KernelDataPlane((), (40000, 40999), instance=f"testadmit{os.getpid()}",
+    plane = KernelDataPlane((), (40000, 40999), instance=owned_name("admit"),
                             keystream_entries=3600)
     sft = Sft(SftConfig(url="http://sft.example", media_addresses=["127.0.0.1"],
                         media_ports=(42000, 42099)), plane)

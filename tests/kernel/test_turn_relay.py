@@ -13,14 +13,12 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from test_local_paths import call_via_lo_and, run_probe, stop_now  # tests/kernel is on sys.path
-from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology
 
-from tests.conftest import SftServer, free_tcp_port, free_udp_range
+from tests.conftest import SftServer, free_tcp_port, free_udp_range, owned_name
 from tests.e2e.helpers import new_convid
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(150)]
@@ -97,24 +95,19 @@ class TurnServer:
         self.stop()
 
 
-@pytest.fixture
-def topology() -> Iterator[Topology]:
-    with Topology() as topo:
-        yield topo
-
-
 async def test_a_relay_only_client_through_coturn_on_the_sft_host(topology, tmp_path):
-    server = SftServer(("-I", HOST_IP, "-O", topology.host_if, "--dataplane", "kernel",
-                        "--instance", f"turn{os.getpid()}"), tmp_path)
-    server.url = f"http://{HOST_IP}:{server.port}"
-    with TurnServer(HOST_IP, tmp_path) as turn:
+    host_ip, client_ip = topology.host_ip, topology.client_ip
+    server = SftServer(("-I", host_ip, "-O", topology.host_if, "--dataplane", "kernel",
+                        "--instance", owned_name("turn")), tmp_path)
+    server.url = f"http://{host_ip}:{server.port}"
+    with TurnServer(host_ip, tmp_path) as turn:
         await server.start()
         try:
             conv = new_convid()
-            relayed = await run_probe(server.url, conv, "relayed", CLIENT_IP, 12, topology.netns,
+            relayed = await run_probe(server.url, conv, "relayed", client_ip, 12, topology.netns,
                                       "--turn", turn.url, "--turn-user", TURN_USER,
                                       "--turn-password", TURN_PASSWORD, "--relay-only")
-            direct = await run_probe(server.url, conv, "direct", CLIENT_IP, 12, topology.netns)
+            direct = await run_probe(server.url, conv, "direct", client_ip, 12, topology.netns)
             # the relay's socket is on this host: its leg's media takes lo
             metrics = await call_via_lo_and(server, topology.host_if, (relayed, direct))
             log = server.log_text()
@@ -124,9 +117,9 @@ async def test_a_relay_only_client_through_coturn_on_the_sft_host(topology, tmp_
     # the relayed participant's ICE pair is turnserver's relay address, not the client's
     relay_ports = range(turn.relay_ports[0], turn.relay_ports[1] + 1)
     (port,) = (int(p) for p in re.findall(
-        rf"\.relayed\.\w+ connected from {re.escape(HOST_IP)}:(\d+)", log))
+        rf"\.relayed\.\w+ connected from {re.escape(host_ip)}:(\d+)", log))
     assert port in relay_ports, (log, turn_log[-2000:])
-    assert re.search(rf"\.direct\.\w+ connected from {re.escape(CLIENT_IP)}:", log), log
+    assert re.search(rf"\.direct\.\w+ connected from {re.escape(client_ip)}:", log), log
     assert metrics['sft_dataplane_detail_total{counter="USERSPACE_MEDIA"}'] == 0
     assert metrics['sft_userspace_media_dropped_total{reason="path_not_served"}'] == 0
     assert metrics['sft_dataplane_packets_total{counter="DROP_AUTH"}'] == 0

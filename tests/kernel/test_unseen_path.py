@@ -6,27 +6,18 @@ legs whose media is not forwarded."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 from test_local_paths import run_probe, stop_now  # tests/kernel is on sys.path
-from test_sftd_kernel_e2e import CLIENT_IP, HOST_IP, Topology
 
-from tests.conftest import SftServer
+from tests.conftest import SftServer, owned_name
 from tests.e2e.helpers import new_convid
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(120)]
 
 WITHOUT_MEDIA = 'sft_legs_without_media_total{{reason="{}"}}'
-
-
-@pytest.fixture
-def topology() -> Iterator[Topology]:
-    with Topology() as topo:
-        yield topo
 
 
 def remove_tc_filters(interface: str) -> int:
@@ -42,14 +33,14 @@ def remove_tc_filters(interface: str) -> int:
 
 async def test_media_on_a_path_the_programs_do_not_see_is_counted_and_reported(topology,
                                                                                  tmp_path):
-    server = SftServer(("-I", HOST_IP, "-O", topology.host_if, "--dataplane", "kernel",
-                        "--instance", f"unseen{os.getpid()}"), tmp_path)
-    server.url = f"http://{HOST_IP}:{server.port}"
+    server = SftServer(("-I", topology.host_ip, "-O", topology.host_if, "--dataplane", "kernel",
+                        "--instance", owned_name("unseen")), tmp_path)
+    server.url = f"http://{topology.host_ip}:{server.port}"
     await server.start()
     try:
         assert remove_tc_filters(topology.host_if) == 1
         conv = new_convid()
-        probes = [await run_probe(server.url, conv, user, CLIENT_IP, 10, topology.netns)
+        probes = [await run_probe(server.url, conv, user, topology.client_ip, 10, topology.netns)
                   for user in ("first", "second")]
         metrics: dict[str, float] = {}
         for _ in range(80):

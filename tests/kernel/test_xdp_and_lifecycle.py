@@ -12,6 +12,7 @@ from harness import Namespace, make_peer, udp_frame
 from sftd.bpf import libbpf
 from sftd.bpf.dataplane import PIN_ROOT, TC_PRIORITY, KernelDataPlane
 from sftd.controller.dataplane import Counter
+from tests.conftest import owned_name
 
 XDP_DROP, XDP_PASS = 1, 2
 
@@ -70,7 +71,7 @@ def _tc_filters(ns: Namespace, dev: str) -> str:
 
 
 def test_attach_close_and_stale_cleanup(netns: Namespace) -> None:
-    instance = f"life{os.getpid()}"
+    instance = owned_name("life")
     dp = KernelDataPlane(("sft0",), (40000, 40999), instance=instance)
     try:
         ifindex = socket.if_nametoindex("sft0")

@@ -5,7 +5,6 @@ counts (per leg, per SSRC with sequence numbers, per CSRC), drops it, and lets
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from test_xsk_steering import HOST_IP, PEER_IP, STUN, VethPeer, receive_udp
 from sftd.bpf import libbpf
 from sftd.sftload.fastpath import FastPath
 from sftd.sftload.sink import XdpSink, interface_of
+from tests.conftest import owned_name
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(60)]
 
@@ -40,7 +40,7 @@ def veth() -> Iterator[VethPeer]:
 def test_counts_match_what_was_sent_and_one_in_n_reaches_the_socket(veth):
     assert interface_of(HOST_IP) == veth.host_if
     fp = FastPath(1)
-    sink = XdpSink(fp, veth.host_if, sample_every=10, instance=f"xk{os.getpid()}")
+    sink = XdpSink(fp, veth.host_if, sample_every=10, instance=owned_name("sink"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         # generic mode: it runs on the receiving core, not the veth sender's
@@ -83,9 +83,9 @@ def test_counts_match_what_was_sent_and_one_in_n_reaches_the_socket(veth):
 
 def test_unregistered_sockets_and_bad_config_are_left_alone(veth):
     with pytest.raises(ValueError, match="sample_every"):
-        XdpSink(FastPath(1), veth.host_if, sample_every=0, instance=f"xk{os.getpid()}")
+        XdpSink(FastPath(1), veth.host_if, sample_every=0, instance=owned_name("sink"))
     fp = FastPath(1)
-    sink = XdpSink(fp, veth.host_if, sample_every=1000, instance=f"xk{os.getpid()}")
+    sink = XdpSink(fp, veth.host_if, sample_every=1000, instance=owned_name("sink"))
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
             other.bind((HOST_IP, LEG_PORT + 1))

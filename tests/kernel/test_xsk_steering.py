@@ -20,6 +20,7 @@ from harness import udp_frame  # tests/kernel is on sys.path
 
 from sftd.bpf.steer import SteerCounter, Steering
 from sftd.engine.xsk import Datagram, UdpTemplate, XskPort
+from tests.conftest import owned_name
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
 
@@ -107,7 +108,7 @@ def veth() -> Iterator[VethPeer]:
 
 @pytest.fixture
 def steering(veth: VethPeer) -> Iterator[Steering]:
-    with Steering(veth.host_if, PORTS, instance=f"xk{os.getpid()}") as s:
+    with Steering(veth.host_if, PORTS, instance=owned_name("xk")) as s:
         yield s
 
 
@@ -283,11 +284,11 @@ def test_echo_loop_returns_every_packet_of_the_windowed_sender():
 
 def test_a_crashed_process_program_is_replaced(veth):
     """A process that died without close() left its program attached and pinned."""
-    crashed = Steering(veth.host_if, PORTS, instance=f"xk{os.getpid()}")
+    crashed = Steering(veth.host_if, PORTS, instance=owned_name("xk"))
     stale_id = crashed.obj.program("sft_steer").id
     crashed.prog._attachment = None  # as if the process died: nothing is undone
     crashed.obj.close()
-    with Steering(veth.host_if, PORTS, instance=f"xk{os.getpid()}") as again:
+    with Steering(veth.host_if, PORTS, instance=owned_name("xk")) as again:
         assert again.native and again.obj.program("sft_steer").id != stale_id
     assert not again.prog.pin_dir.exists()
     out = run("ip", "-j", "link", "show", veth.host_if)
