@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pylibsrtp
-from aioice import Candidate
+from aioice import Candidate, stun
 from aioice.candidate import candidate_foundation, candidate_priority
 from aioice.ice import CandidatePair, Connection, StunProtocol, candidate_pair_priority
 from aiortc.rtcdatachannel import RTCDataChannel, RTCDataChannelParameters
@@ -199,6 +199,10 @@ class LegSocket(StunProtocol):
             return
         source = (addr[0], addr[1])
         if not self.receiver.validated(source, self):
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: %d bytes (first %d) from %s:%d on %s: no validated path",
+                          self.receiver, len(data), first, *source,
+                          self.local_candidate.host if self.local_candidate else "?")
             self.receiver.reject(data)
         elif 127 < first < 192:
             self.receiver.media_received(data, source, self)
@@ -267,6 +271,37 @@ class LegIceConnection(Connection):
                      and p.state == CandidatePair.State.SUCCEEDED]
         if nominated:
             self._nominated[1] = max(nominated, key=self._pair_priority)
+
+    def check_incoming(self, message: stun.Message, addr: tuple[str, int],
+                       protocol: StunProtocol) -> None:
+        super().check_incoming(message, addr, protocol)
+        if not self._nominated:
+            return  # still checking: aioice's own triggered check covers the pair
+        # ICE completed and cancelled the other checks, yet the peer checks (and may
+        # send on) another path: Chrome's controlled side picks its own best pair
+        # for DTLS and media. Check that path ourselves, so it becomes validated
+        # and media latches onto it; until then nothing is accepted from it.
+        pair = next((p for p in self._check_list if p.protocol is protocol
+                     and p.remote_addr == addr), None)
+        if pair is not None and pair.state != CandidatePair.State.SUCCEEDED \
+                and (pair.task is None or pair.task.done()):
+            pair.task = asyncio.create_task(self._validate_path(pair))
+
+    async def _validate_path(self, pair: CandidatePair) -> None:
+        """A check after completion: never nominates, only validates the path."""
+        assert self.remote_password is not None
+        self.check_state(pair, CandidatePair.State.IN_PROGRESS)
+        try:
+            _, addr = await pair.protocol.request(
+                self.build_request(pair, nominate=False), pair.remote_addr,
+                integrity_key=self.remote_password.encode("utf8"))
+        except stun.TransactionError:
+            self.check_state(pair, CandidatePair.State.FAILED)
+            return
+        finally:
+            pair.task = None
+        self.check_state(pair, CandidatePair.State.SUCCEEDED if addr == pair.remote_addr
+                         else CandidatePair.State.FAILED)
 
     def _pair_priority(self, pair: CandidatePair) -> int:
         return candidate_pair_priority(pair.local_candidate, pair.remote_candidate,

@@ -41,7 +41,8 @@ STATE_ESTAB = 4               # wcall STATE.MEDIA_ESTAB
 
 
 async def test_avs_conference_userspace_loopback(sftd_factory, tmp_path):
-    server = await sftd_factory()
+    # AVS_SFTD_ARGS=--debug: sftd's ICE/DTLS story, when a run needs explaining
+    server = await sftd_factory(*os.environ.get("AVS_SFTD_ARGS", "").split())
     await run_conference(server, server.url, CHROMIUM, tmp_path, kernel=False)
 
 
