@@ -16,7 +16,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent  # engine/
 SOURCES = HERE / "src"
 TMPDIR = HERE / "build"
-C_FILES = ("engine.c", "srtp.c", "io_udp.c")
+C_FILES = ("engine.c", "srtp.c", "io_udp.c", "io_xdp.c", "xsk.c")
 
 
 def cdef_text() -> str:

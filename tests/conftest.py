@@ -237,13 +237,15 @@ _veth_count = itertools.count()
 
 class VethTopology:
     """A veth pair: one end in this namespace with ``host_ip``, the other in a new
-    namespace with ``client_ip``. Names (prefix ``e2``) and the /24 are unique to
-    this process and call, so parallel test runs never share a link or a route."""
+    namespace with ``client_ip``. Names (``prefix``, then the process and a count)
+    and the /24 are unique to this process and call, so parallel test runs never
+    share a link or a route."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "e2") -> None:
         n = next(_veth_count)
         tag = f"{os.getpid() % 100000}x{n}"
-        self.netns, self.host_if, self.client_if = f"e2n{tag}", f"e2h{tag}", f"e2c{tag}"
+        self.netns, self.host_if, self.client_if = (f"{prefix}n{tag}", f"{prefix}h{tag}",
+                                                    f"{prefix}c{tag}")
         block = (os.getpid() * 8 + n) % (64 * 256)  # a /24 in 100.64.0.0/10
         prefix = f"100.{64 + block // 256}.{block % 256}"
         self.host_ip, self.client_ip = f"{prefix}.1", f"{prefix}.2"
