@@ -224,6 +224,10 @@ class PlaneSetup:
     # that no media packet went through the Python interpreter (USERSPACE_MEDIA 0)
     # and that the plane sent copies (TX_PACKETS > 0).
     media_outside_python: bool
+    args: tuple[str, ...] = ()  # more sftd options
+    # every copy left through AF_XDP (the engine's XDP_TX equals TX_PACKETS)
+    sent_by_af_xdp: bool = False
+    veth_prefix: str = "e2"  # VethTopology names
 
 
 # Adding a plane to the conformance tests is one entry here.
@@ -231,6 +235,9 @@ PLANES = {
     "userspace": PlaneSetup("userspace", veth=False, media_outside_python=False),
     "kernel": PlaneSetup("kernel", veth=True, media_outside_python=True),
     "native": PlaneSetup("native", veth=False, media_outside_python=True),
+    "native-xdp": PlaneSetup("native", veth=True, media_outside_python=True,
+                             args=("--native-io", "xdp"), sent_by_af_xdp=True,
+                             veth_prefix="xe"),
 }
 _veth_count = itertools.count()
 
@@ -285,6 +292,9 @@ async def _check_media_stayed_outside_python(server: SftServer, setup: PlaneSetu
         f"{through_python:.0f} media packets went through the interpreter on the "
         f"{setup.dataplane} plane")
     assert sent > 0, f"the {setup.dataplane} plane forwarded no media"
+    if setup.sent_by_af_xdp:
+        by_xdp = metrics['sft_dataplane_detail_total{counter="XDP_TX"}']
+        assert by_xdp == sent, f"{sent - by_xdp:.0f} of {sent:.0f} copies left by the sockets"
 
 
 def _plane_params() -> list[Any]:
@@ -301,7 +311,7 @@ async def sftd_on_plane(request: pytest.FixtureRequest,
     setup = PLANES[request.param]
     extra = _sftd_args(request)
     if not setup.veth:
-        server = await sftd_factory(*extra, dataplane=setup.dataplane)
+        server = await sftd_factory(*setup.args, *extra, dataplane=setup.dataplane)
         yield server
         if setup.media_outside_python:
             await _check_media_stayed_outside_python(server, setup)
@@ -310,8 +320,9 @@ async def sftd_on_plane(request: pytest.FixtureRequest,
         pytest.skip(f"the {setup.dataplane} plane needs root (BPF, network namespaces)")
     from pyroute2 import netns
 
-    with VethTopology() as topo:
-        server = await sftd_factory("--instance", topo.netns, *extra, address=topo.host_ip,
+    with VethTopology(setup.veth_prefix) as topo:
+        server = await sftd_factory("--instance", topo.netns, *setup.args, *extra,
+                                    address=topo.host_ip,
                                     interface=topo.host_if, dataplane=setup.dataplane)
         server.client_addresses = (topo.client_ip,)
         # From here this test's sockets (HTTP, ICE, metrics) live in the clients'
