@@ -154,7 +154,7 @@ class UserspaceHarness(Harness):
         return len(leg.ssrcs_seen), len(leg.video_layers)
 
 
-def _veth_clients(prefix: str) -> VethTopology:
+def veth_clients(prefix: str) -> VethTopology:
     """A veth pair whose far end (in its own namespace) is the clients' wire."""
     topology = VethTopology(prefix).__enter__()
     try:
@@ -173,7 +173,7 @@ def _veth_clients(prefix: str) -> VethTopology:
     return topology
 
 
-async def _client_endpoint(topology: VethTopology) -> tuple[asyncio.DatagramTransport,
+async def client_endpoint(topology: VethTopology) -> tuple[asyncio.DatagramTransport,
                                                              _Collect]:
     """A client socket in the clients' namespace."""
     from pyroute2 import netns
@@ -204,7 +204,7 @@ class KernelHarness(Harness):
         ok, reason = kernel_available()
         assert ok, reason  # root but unusable is a failure, never a skip
         super().__init__()
-        self.topology = _veth_clients("e2")
+        self.topology = veth_clients("e2")
         try:
             self.plane = KernelDataPlane(
                 (self.topology.host_if,), KERNEL_PORTS,
@@ -217,7 +217,7 @@ class KernelHarness(Harness):
 
     async def _endpoints(self, leg_id: int) -> tuple[tuple[str, int], Any,
                                                       asyncio.DatagramTransport, _Collect]:
-        client_t, client = await _client_endpoint(self.topology)
+        client_t, client = await client_endpoint(self.topology)
         self.transports.append(client_t)
         return (self.topology.host_ip, KERNEL_PORTS[0] + leg_id), None, client_t, client
 
@@ -276,7 +276,7 @@ class NativeXdpHarness(Harness):
         from sftd.engine.dataplane import NativeDataPlane
 
         super().__init__()
-        self.topology = _veth_clients("xe")
+        self.topology = veth_clients("xe")
         try:
             self.plane = NativeDataPlane(
                 workers=2, io="xdp", interfaces=(self.topology.host_if,),
@@ -290,7 +290,7 @@ class NativeXdpHarness(Harness):
         sft_t, _ = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: _SftSide(self.plane, leg_id),
             local_addr=(self.topology.host_ip, KERNEL_PORTS[0] + leg_id))
-        client_t, client = await _client_endpoint(self.topology)
+        client_t, client = await client_endpoint(self.topology)
         self.transports += [sft_t, client_t]
         return sft_t.get_extra_info("sockname"), sft_t, client_t, client
 

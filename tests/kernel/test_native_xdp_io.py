@@ -19,7 +19,7 @@ from sftd.controller.dataplane import Counter, SlotSource, StreamKind
 from sftd.engine.dataplane import EngineUnavailable, NativeDataPlane
 from sftd.engine.xsk import XskPort
 from tests.conftest import VethTopology
-from tests.dataplane.planes import KERNEL_PORTS, NativeXdpHarness
+from tests.dataplane.planes import KERNEL_PORTS, NativeXdpHarness, client_endpoint
 from tests.rtpkit import make_rtp
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
@@ -108,14 +108,12 @@ class _RecordingHarness(NativeXdpHarness):
     """The legs' sockets keep what reaches them instead of handing it to the plane."""
 
     async def _endpoints(self, leg_id: int) -> Any:
-        from tests.dataplane.planes import _client_endpoint
-
         record = _Record()
         sft_t, _ = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: record, local_addr=(self.topology.host_ip, KERNEL_PORTS[0] + leg_id))
         self.sockets = getattr(self, "sockets", {})
         self.sockets[leg_id] = record
-        client_t, client = await _client_endpoint(self.topology)
+        client_t, client = await client_endpoint(self.topology)
         self.transports += [sft_t, client_t]
         return sft_t.get_extra_info("sockname"), sft_t, client_t, client
 
