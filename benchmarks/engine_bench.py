@@ -46,7 +46,7 @@ from sftd.controller.dataplane import (  # noqa: E402
 )
 from sftd.controller.userspace import UserspaceDataPlane  # noqa: E402
 from sftd.engine.dataplane import NativeDataPlane  # noqa: E402
-from tests.dataplane.planes import KERNEL_PORTS, veth_clients  # noqa: E402
+from tests.dataplane.planes import KERNEL_PORTS, client_socket, veth_clients  # noqa: E402
 from tests.rtpkit import Peer, make_rtp, vp8_payload  # noqa: E402
 
 MODES = ("userspace", "native-inline", "native-dry", "native-worker", "veth-udp", "veth-xdp")
@@ -66,20 +66,12 @@ def make_plane(mode: str, veth: Any) -> Any:
                            dry_run=mode == "native-dry")
 
 
-def client_socket(veth: Any) -> socket.socket:
+def sink_socket(veth: Any) -> socket.socket:
     """A socket of the publisher's or a subscriber's host (the namespace on veth)."""
-    if veth is None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        return sock
-    from pyroute2 import netns
-
-    netns.pushns(veth.netns)
-    try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    finally:
-        netns.popns()
-    sock.bind((veth.client_ip, 0))
+    if veth is not None:
+        return client_socket(veth)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
     return sock
 
 
@@ -104,7 +96,7 @@ async def _run(mode: str, fanout: int, payload: int, packets: int,
         if veth is not None:  # the publisher's burst must not overflow the leg's socket
             sft_t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
                                                       1 << 24)
-        sink = client_socket(veth)
+        sink = sink_socket(veth)
         sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
         sinks.append(sink)
         transports.append(sft_t)

@@ -173,9 +173,8 @@ def veth_clients(prefix: str) -> VethTopology:
     return topology
 
 
-async def client_endpoint(topology: VethTopology) -> tuple[asyncio.DatagramTransport,
-                                                             _Collect]:
-    """A client socket in the clients' namespace."""
+def client_socket(topology: VethTopology) -> socket.socket:
+    """A UDP socket in the clients' namespace, bound to the client address."""
     from pyroute2 import netns
 
     netns.pushns(topology.netns)
@@ -184,7 +183,14 @@ async def client_endpoint(topology: VethTopology) -> tuple[asyncio.DatagramTrans
     finally:
         netns.popns()
     sock.bind((topology.client_ip, 0))
-    return await asyncio.get_running_loop().create_datagram_endpoint(_Collect, sock=sock)
+    return sock
+
+
+async def client_endpoint(topology: VethTopology) -> tuple[asyncio.DatagramTransport,
+                                                             _Collect]:
+    """A client socket in the clients' namespace, collecting what it receives."""
+    return await asyncio.get_running_loop().create_datagram_endpoint(
+        _Collect, sock=client_socket(topology))
 
 
 class KernelHarness(Harness):
