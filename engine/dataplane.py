@@ -416,7 +416,8 @@ class NativeDataPlane:
         not recorded (more than MAX_PENDING_ARRIVALS of a leg between two reads).
         AF_XDP: media received on ports (XDP_RX), copies sent from frames (XDP_TX;
         the rest of TX_PACKETS went by the sockets), kicks, copies that found no
-        free frame; with the xdp I/O the steering programs' counters (STEER_*)."""
+        free frame, media handed to the leg's worker from another worker's port;
+        with the xdp I/O the steering programs' counters (STEER_*)."""
         _, details = self._read_all()
         lib, stats = self._lib, self._stats
         steering = self._xdp.counters() if self._xdp is not None else {}
@@ -425,6 +426,7 @@ class NativeDataPlane:
                 "XDP_TX": details[lib.SFTE_DETAIL_XDP_TX],
                 "XDP_KICKS": details[lib.SFTE_DETAIL_XDP_KICKS],
                 "XDP_NO_FRAME": details[lib.SFTE_DETAIL_XDP_NO_FRAME],
+                "XDP_HANDOFFS": details[lib.SFTE_DETAIL_XDP_HANDOFFS],
                 "UPCALLS": details[lib.SFTE_DETAIL_UPCALLS],
                 "UPCALLS_DROPPED": details[lib.SFTE_DETAIL_UPCALLS_DROPPED],
                 "UPCALLS_UNDELIVERABLE": stats.upcalls_undeliverable,

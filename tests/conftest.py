@@ -248,7 +248,8 @@ class VethTopology:
     and the /24 are unique to this process and call, so parallel test runs never
     share a link or a route."""
 
-    def __init__(self, prefix: str = "e2") -> None:
+    def __init__(self, prefix: str = "e2", queues: int = 1) -> None:
+        self.queues = queues  # receive and transmit queues of each end
         n = next(_veth_count)
         tag = f"{os.getpid() % 100000}x{n}"
         self.netns, self.host_if, self.client_if = (f"{prefix}n{tag}", f"{prefix}h{tag}",
@@ -264,8 +265,9 @@ class VethTopology:
     def __enter__(self) -> VethTopology:
         self._run("ip", "netns", "add", self.netns)
         try:
-            self._run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name",
-                      self.client_if, "netns", self.netns)
+            queues = ("numtxqueues", str(self.queues), "numrxqueues", str(self.queues))
+            self._run("ip", "link", "add", self.host_if, *queues, "type", "veth", "peer",
+                      "name", self.client_if, "netns", self.netns, *queues)
             self._run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
             self._run("ip", "link", "set", self.host_if, "up")
             self._run("ip", "-n", self.netns, "addr", "add", f"{self.client_ip}/24", "dev",

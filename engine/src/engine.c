@@ -938,6 +938,7 @@ static void receive_port(struct worker *w, struct io_xdp_port *p)
 				memcpy(c->data, d->payload, d->payload_len);
 				c->from_port = 1;
 				post(e, leg->worker, c);
+				detail(w, SFTE_DETAIL_XDP_HANDOFFS, 1);
 			}
 		}
 		pthread_rwlock_unlock(&e->tuples_lock);

@@ -58,7 +58,8 @@ enum sfte_detail {
 	SFTE_DETAIL_XDP_TX = 8,          /* copies sent from AF_XDP frames (in TX_PACKETS too) */
 	SFTE_DETAIL_XDP_KICKS = 9,       /* AF_XDP transmit kicks */
 	SFTE_DETAIL_XDP_NO_FRAME = 10,   /* copies that found no free frame: sent by the socket */
-	SFTE_DETAILS = 11,
+	SFTE_DETAIL_XDP_HANDOFFS = 11,   /* media that arrived on another worker's port */
+	SFTE_DETAILS = 12,
 };
 
 /* A leg's AF_XDP path: the 5-tuple the steering program redirects to the engine's

@@ -154,9 +154,9 @@ class UserspaceHarness(Harness):
         return len(leg.ssrcs_seen), len(leg.video_layers)
 
 
-def veth_clients(prefix: str) -> VethTopology:
+def veth_clients(prefix: str, queues: int = 1) -> VethTopology:
     """A veth pair whose far end (in its own namespace) is the clients' wire."""
-    topology = VethTopology(prefix).__enter__()
+    topology = VethTopology(prefix, queues).__enter__()
     try:
         # a wire, not a local socket: packets leave the client end with full checksums
         subprocess.run(["ip", "netns", "exec", topology.netns, "ethtool", "-K",
@@ -278,11 +278,11 @@ class NativeXdpHarness(Harness):
     sees_every_packet = False
     junk_dropped_at_interface = True
 
-    def __init__(self) -> None:
+    def __init__(self, queues: int = 1) -> None:
         from sftd.engine.dataplane import NativeDataPlane
 
         super().__init__()
-        self.topology = veth_clients("xe")
+        self.topology = veth_clients("xe", queues)
         try:
             self.plane = NativeDataPlane(
                 workers=2, io="xdp", interfaces=(self.topology.host_if,),

@@ -146,3 +146,36 @@ async def test_control_goes_to_the_legs_socket_rtp_through_af_xdp():
         assert h.plane.read_detail_counters()["STEER_DROP_UNKNOWN"] == 1
     finally:
         h.close()
+
+
+async def test_media_arriving_on_another_workers_queue_is_handed_over():
+    """Two receive queues, a port on each, owned by workers 0 and 1, with one
+    conference on each worker. The clients' end sends everything on queue 1 (XPS),
+    so conference 1's RTP arrives on worker 1's port and goes to worker 0 through
+    its queue (a conference's state keeps one writer); copies leave from worker
+    0's own port."""
+    h = NativeXdpHarness(queues=2)
+    try:
+        topo = h.topology
+        every_cpu = f"{(1 << os.cpu_count()) - 1:x}"  # type: ignore[operator]
+        for queue, cpus in ((0, "0"), (1, every_cpu)):
+            subprocess.run(["ip", "netns", "exec", topo.netns, "sh", "-c",
+                            f"echo {cpus} > /sys/class/net/{topo.client_if}/queues/"
+                            f"tx-{queue}/xps_cpus"], check=True, capture_output=True)
+        for conference, (pub, sub) in ((1, (1, 2)), (2, (3, 4))):
+            await h.leg(pub, conference=conference)
+            await h.leg(sub, conference=conference)
+            h.plane.set_publisher(pub, (0x1111,), {})
+            h.plane.set_slot(sub, StreamKind.AUDIO, 0, SlotSource(pub, csrc=conference))
+        assert [h.plane._legs[leg].worker for leg in (1, 2, 3, 4)] == [0, 0, 1, 1]
+        for seq in range(20):
+            for pub in (1, 3):
+                h.send(pub, make_rtp(0x1111, seq, seq * 960, bytes([pub]) * 80))
+        for sub, pub in ((2, 1), (4, 3)):
+            got = await h.received(sub)
+            assert [p[16:] for p in got] == [bytes([pub]) * 80] * 20, sub
+        counters, detail = h.plane.read_counters(), h.plane.read_detail_counters()
+        assert counters[Counter.TX_PACKETS] == detail["XDP_TX"] == 40
+        assert detail["XDP_RX"] == 40 and detail["XDP_HANDOFFS"] == 20
+    finally:
+        h.close()
