@@ -416,7 +416,8 @@ class NativeDataPlane:
         not recorded (more than MAX_PENDING_ARRIVALS of a leg between two reads).
         AF_XDP: media received on ports (XDP_RX), copies sent from frames (XDP_TX;
         the rest of TX_PACKETS went by the sockets), kicks, copies that found no
-        free frame, media handed to the leg's worker from another worker's port;
+        free frame, media handed to the leg's worker from another worker's port,
+        steered packets the kernel dropped at a port (its rings full or empty);
         with the xdp I/O the steering programs' counters (STEER_*)."""
         _, details = self._read_all()
         lib, stats = self._lib, self._stats
@@ -427,6 +428,7 @@ class NativeDataPlane:
                 "XDP_KICKS": details[lib.SFTE_DETAIL_XDP_KICKS],
                 "XDP_NO_FRAME": details[lib.SFTE_DETAIL_XDP_NO_FRAME],
                 "XDP_HANDOFFS": details[lib.SFTE_DETAIL_XDP_HANDOFFS],
+                "XDP_RX_DROPPED": lib.sfte_xdp_rx_dropped(self._engine),
                 "UPCALLS": details[lib.SFTE_DETAIL_UPCALLS],
                 "UPCALLS_DROPPED": details[lib.SFTE_DETAIL_UPCALLS_DROPPED],
                 "UPCALLS_UNDELIVERABLE": stats.upcalls_undeliverable,

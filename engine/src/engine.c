@@ -207,6 +207,8 @@ struct sfte_engine {
 	uint32_t upcall_next; /* controller's round-robin over workers */
 	pthread_rwlock_t tuples_lock;
 	struct sfte_leg **tuples; /* TUPLE_BUCKETS chains of steered legs */
+	const struct xsk_port **ports; /* every port, for the controller's statistics */
+	int n_ports;
 };
 
 static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
@@ -1379,11 +1381,23 @@ void sfte_free(struct sfte_engine *e)
 		close(e->upcall_fd);
 	pthread_rwlock_destroy(&e->tuples_lock);
 	free(e->tuples);
+	free(e->ports);
 	free(e->workers);
 	free(e);
 }
 
 int sfte_workers(struct sfte_engine *e) { return e->threads; }
+
+uint64_t sfte_xdp_rx_dropped(struct sfte_engine *e)
+{
+	struct xsk_port_stats stats;
+	uint64_t sum = 0;
+
+	for (int i = 0; i < e->n_ports; i++)
+		if (xsk_port_stats(e->ports[i], &stats) == 0) /* the kernel's part is thread-safe */
+			sum += stats.k_rx_dropped + stats.k_rx_ring_full + stats.k_rx_fill_ring_empty;
+	return sum;
+}
 
 int sfte_add_port(struct sfte_engine *e, int worker, uint32_t ifindex, uint32_t queue,
 		  uint32_t ring_size, uint32_t mode, int xskmap_fd, char *err, size_t errlen)
@@ -1419,6 +1433,15 @@ int sfte_add_port(struct sfte_engine *e, int worker, uint32_t ifindex, uint32_t 
 		free(p);
 		return -1;
 	}
+	const struct xsk_port **all = realloc(e->ports, (size_t)(e->n_ports + 1) * sizeof(*all));
+	if (all == NULL) {
+		snprintf(err, errlen, "out of memory for an AF_XDP port");
+		xsk_port_close(p->port);
+		free(p);
+		return -1;
+	}
+	e->ports = all;
+	e->ports[e->n_ports++] = p->port;
 	ret = xsk_port_zerocopy(p->port);
 	c = new_cmd(CMD_PORT, NULL, 0);
 	c->u.port = p; /* from here the worker's alone */

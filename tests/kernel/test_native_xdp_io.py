@@ -137,6 +137,7 @@ async def test_control_goes_to_the_legs_socket_rtp_through_af_xdp():
         assert counters[Counter.RX_PACKETS] == detail["XDP_RX"] == 20
         assert counters[Counter.TX_PACKETS] == detail["XDP_TX"] == 20
         assert detail["UPCALLS"] == 3 and detail["STEER_REDIRECT"] == 20
+        assert detail["XDP_RX_DROPPED"] == detail["XDP_HANDOFFS"] == 0
         assert (detail["STEER_PASS_STUN"], detail["STEER_PASS_DTLS"],
                 detail["STEER_PASS_RTCP"]) == (1, 1, 1)
         # a removed leg's RTP is no longer steered: dropped at the interface, counted
