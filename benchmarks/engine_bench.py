@@ -9,7 +9,8 @@ SRTP-protected up front. Modes:
   native-dry     the same without the send syscalls: unprotect, rewrite, protect;
   native-worker  NativeDataPlane(workers=1): the publisher's datagrams go over
                  loopback to the leg's socket, the worker thread reads
-                 (recvmmsg), forwards and sends; the worker's CPU is counted.
+                 (recvmmsg), forwards and sends; the worker's CPU is counted
+                 (the publisher stays at most BACKLOG packets ahead of it).
   veth-udp       as native-worker, but the publisher and the subscribers' sinks
                  sit in a network namespace behind a veth pair (root);
   veth-xdp       the same with --native-io xdp: the publisher's RTP is steered
@@ -53,6 +54,9 @@ MODES = ("userspace", "native-inline", "native-dry", "native-worker", "veth-udp"
 DEFAULT_MODES = MODES[:4]  # the veth modes need root
 THROUGH_WORKER = ("native-worker", "veth-udp", "veth-xdp")
 PUBLISHER = 1
+# packets the publisher may be ahead of the worker: within a leg socket's buffer
+# and an AF_XDP port's 2048-frame receive ring
+BACKLOG = 512
 
 
 def make_plane(mode: str, veth: Any) -> Any:
@@ -93,9 +97,8 @@ async def _run(mode: str, fanout: int, payload: int, packets: int,
         local = ("127.0.0.1", 0) if veth is None else (veth.host_ip, KERNEL_PORTS[0] + leg_id)
         sft_t, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
                                                        local_addr=local)
-        if veth is not None:  # the publisher's burst must not overflow the leg's socket
-            sft_t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
-                                                      1 << 24)
+        # the publisher's BACKLOG must not overflow the leg's socket
+        sft_t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
         sink = sink_socket(veth)
         sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
         sinks.append(sink)
@@ -122,8 +125,10 @@ async def _run(mode: str, fanout: int, payload: int, packets: int,
     if mode in THROUGH_WORKER:  # through the socket: the main thread only sends
         for i, data in enumerate(wire):
             publisher_sink.sendto(data, publisher_local)
-            if i % 64 == 63:
-                time.sleep(0.0002)  # the leg's socket buffer holds ~1 MB
+            if i % 64 == 63:  # at most BACKLOG ahead of the worker: nothing is dropped
+                while i + 1 - plane.read_counters()[Counter.RX_PACKETS] > BACKLOG and \
+                        time.perf_counter() - started < 10:
+                    time.sleep(0.0002)
         plane.sync()
         while plane.read_counters()[Counter.RX_PACKETS] < packets and \
                 time.perf_counter() - started < 10:
@@ -145,6 +150,7 @@ async def _run(mode: str, fanout: int, payload: int, packets: int,
     return {"mode": mode, "fanout": fanout, "payload": payload, "copies": copies,
             "received": counters[Counter.RX_PACKETS],
             "copies_by_af_xdp": details.get("XDP_TX", 0),
+            "af_xdp": {k: v for k, v in details.items() if k.startswith(("XDP_", "STEER_")) and v},
             "cpu_ns_per_copy": cpu / max(copies, 1) * 1e9,
             "wall_ns_per_copy": wall / max(copies, 1) * 1e9,
             # native: copies per sendmmsg (each subscriber is its own socket, so a call

@@ -1395,7 +1395,7 @@ uint64_t sfte_xdp_rx_dropped(struct sfte_engine *e)
 
 	for (int i = 0; i < e->n_ports; i++)
 		if (xsk_port_stats(e->ports[i], &stats) == 0) /* the kernel's part is thread-safe */
-			sum += stats.k_rx_dropped + stats.k_rx_ring_full + stats.k_rx_fill_ring_empty;
+			sum += stats.k_rx_dropped + stats.k_rx_ring_full; /* fill ring empty: in dropped */
 	return sum;
 }
 

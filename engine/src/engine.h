@@ -130,8 +130,8 @@ int sfte_workers(struct sfte_engine *e);
  * (zero-copy) or 0 (copy mode), or -1 with the reason in err. Needs workers. */
 int sfte_add_port(struct sfte_engine *e, int worker, uint32_t ifindex, uint32_t queue,
 		  uint32_t ring_size, uint32_t mode, int xskmap_fd, char *err, size_t errlen);
-/* Steered packets the kernel dropped at the ports: the rx or fill ring was full or
- * empty (the worker fell behind), summed over the ports (XDP_STATISTICS). */
+/* Steered packets the kernel dropped at the ports: no free receive frame or the rx
+ * ring full (the worker fell behind), summed over the ports (XDP_STATISTICS). */
 uint64_t sfte_xdp_rx_dropped(struct sfte_engine *e);
 
 /* Readable when sfte_upcall_pop has something (eventfd; -1 with no workers). */
