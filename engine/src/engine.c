@@ -207,7 +207,7 @@ struct sfte_engine {
 	uint32_t upcall_next; /* controller's round-robin over workers */
 	pthread_rwlock_t tuples_lock;
 	struct sfte_leg **tuples; /* TUPLE_BUCKETS chains of steered legs */
-	const struct xsk_port **ports; /* every port, for the controller's statistics */
+	const struct io_xdp_port **ports; /* every port, for the controller's statistics */
 	int n_ports;
 };
 
@@ -418,10 +418,9 @@ static void flush_port(struct worker *w, struct io_xdp_port *p)
 {
 	uint64_t kicks = 0, errors = 0;
 
-	if (p->n_pending == 0 && xsk_tx_unsent(p->port) == 0)
-		return;
 	io_xdp_flush(p, &kicks, &errors);
-	detail(w, SFTE_DETAIL_XDP_KICKS, kicks);
+	if (kicks)
+		detail(w, SFTE_DETAIL_XDP_KICKS, kicks);
 	if (errors)
 		detail(w, SFTE_DETAIL_SEND_ERRORS, errors);
 }
@@ -907,8 +906,8 @@ static void xdp_path(const struct sfte_path *path, const struct sockaddr_storage
 	if (path->ifindex == 0)
 		return;
 	*tx_ifindex = path->ifindex;
-	xsk_udp_template_build(header, path->src_mac, path->dst_mac, local.s_addr,
-			       r->sin_addr.s_addr, htons(path->local_port), r->sin_port, 0);
+	io_xdp_header(header, path->src_mac, path->dst_mac, local.s_addr, r->sin_addr.s_addr,
+		      htons(path->local_port), r->sin_port);
 }
 
 static struct cmd *new_cmd(enum cmd_type type, struct sfte_leg *leg, size_t data_len);
@@ -922,7 +921,7 @@ static void receive_port(struct worker *w, struct io_xdp_port *p)
 	struct sfte_engine *e = w->engine;
 
 	for (int round = 0; round < RECEIVE_ROUNDS; round++) {
-		unsigned n = xsk_rx_batch(p->port, w->xrx, IO_BATCH);
+		unsigned n = io_xdp_receive(p, w->xrx, IO_BATCH);
 		int64_t now;
 		if (n == 0)
 			break;
@@ -944,11 +943,10 @@ static void receive_port(struct worker *w, struct io_xdp_port *p)
 			}
 		}
 		pthread_rwlock_unlock(&e->tuples_lock);
-		xsk_rx_release(p->port, w->xrx, n);
+		io_xdp_release(p, w->xrx, n);
 		if (n < IO_BATCH)
 			break;
 	}
-	xsk_kick(p->port); /* the fill ring's wake-up, if the kernel asks for one */
 }
 
 /* -------------------------------------------------------------- commands */
@@ -964,7 +962,7 @@ static void apply_port(struct worker *w, struct io_xdp_port *p)
 	}
 	w->ports = ports;
 	w->ports[w->n_ports++] = p;
-	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, xsk_port_fd(p->port), &ev) != 0)
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, io_xdp_fd(p), &ev) != 0)
 		perror("sftd engine: watching an AF_XDP port");
 }
 
@@ -1369,8 +1367,7 @@ void sfte_free(struct sfte_engine *e)
 		if (w->wakefd >= 0)
 			close(w->wakefd);
 		for (int p = 0; p < w->n_ports; p++) {
-			xsk_port_close(w->ports[p]->port);
-			free(w->ports[p]);
+			io_xdp_close(w->ports[p]);
 		}
 		free(w->ports);
 		free(w->legs);
@@ -1390,63 +1387,41 @@ int sfte_workers(struct sfte_engine *e) { return e->threads; }
 
 uint64_t sfte_xdp_rx_dropped(struct sfte_engine *e)
 {
-	struct xsk_port_stats stats;
 	uint64_t sum = 0;
 
 	for (int i = 0; i < e->n_ports; i++)
-		if (xsk_port_stats(e->ports[i], &stats) == 0) /* the kernel's part is thread-safe */
-			sum += stats.k_rx_dropped + stats.k_rx_ring_full; /* fill ring empty: in dropped */
+		sum += io_xdp_rx_dropped(e->ports[i]);
 	return sum;
 }
 
 int sfte_add_port(struct sfte_engine *e, int worker, uint32_t ifindex, uint32_t queue,
 		  uint32_t ring_size, uint32_t mode, int xskmap_fd, char *err, size_t errlen)
 {
-	struct xsk_config cfg = {.ifindex = ifindex, .queue_id = queue, .ring_size = ring_size,
-				 .mode = mode, .need_wakeup = 1};
+	const struct io_xdp_port **all;
 	struct io_xdp_port *p;
 	struct cmd *c;
-	int ret;
+	int zerocopy;
 
 	if (!e->threads || worker < 0 || worker >= e->n_workers) {
 		snprintf(err, errlen, "an AF_XDP port needs a worker thread (worker %d of %d)", worker,
 			 e->threads);
 		return -1;
 	}
-	p = calloc(1, sizeof(*p));
-	if (p == NULL) {
-		snprintf(err, errlen, "out of memory for an AF_XDP port");
-		return -1;
-	}
-	p->epoll_tag = IO_EPOLL_PORT;
-	p->ifindex = ifindex;
-	p->queue = queue;
-	if (xsk_port_open(&cfg, &p->port, err, errlen) < 0) {
-		free(p);
-		return -1;
-	}
-	ret = xsk_port_attach_map(p->port, xskmap_fd);
-	if (ret < 0) {
-		snprintf(err, errlen, "AF_XDP port on ifindex %u queue %u: the XSKMAP refused it: %s",
-			 ifindex, queue, strerror(-ret));
-		xsk_port_close(p->port);
-		free(p);
-		return -1;
-	}
-	const struct xsk_port **all = realloc(e->ports, (size_t)(e->n_ports + 1) * sizeof(*all));
+	all = realloc(e->ports, (size_t)(e->n_ports + 1) * sizeof(*all));
 	if (all == NULL) {
 		snprintf(err, errlen, "out of memory for an AF_XDP port");
-		xsk_port_close(p->port);
-		free(p);
 		return -1;
 	}
 	e->ports = all;
-	e->ports[e->n_ports++] = p->port;
-	ret = xsk_port_zerocopy(p->port);
+	p = io_xdp_open(ifindex, queue, ring_size, mode, xskmap_fd, err, errlen);
+	if (p == NULL)
+		return -1;
+	e->ports[e->n_ports++] = p;
+	zerocopy = io_xdp_zerocopy(p);
 	c = new_cmd(CMD_PORT, NULL, 0);
 	c->u.port = p; /* from here the worker's alone */
 	post(e, worker, c);
-	return ret;
+	return zerocopy;
 }
 int sfte_upcall_fd(struct sfte_engine *e) { return e->upcall_fd; }
 

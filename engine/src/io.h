@@ -58,6 +58,25 @@ struct io_xdp_port {
 #define IO_EPOLL_LEG 1
 #define IO_EPOLL_PORT 2
 
+/* Opens a port on (ifindex, queue) (mode: enum xsk_bind_mode) and makes it its
+ * queue's target in the XSKMAP ``xskmap_fd``; NULL with the reason in err. */
+struct io_xdp_port *io_xdp_open(uint32_t ifindex, uint32_t queue, uint32_t ring_size,
+				uint32_t mode, int xskmap_fd, char *err, size_t errlen);
+void io_xdp_close(struct io_xdp_port *p);
+int io_xdp_fd(const struct io_xdp_port *p); /* readable: steered datagrams wait */
+int io_xdp_zerocopy(const struct io_xdp_port *p);
+/* Steered datagrams the kernel dropped at the port (no free frame, rx ring full);
+ * any thread may ask. */
+uint64_t io_xdp_rx_dropped(const struct io_xdp_port *p);
+/* Up to ``max`` received datagrams, in place in their frames (writable); every one
+ * goes back with io_xdp_release, which also wakes the kernel if it asks. */
+unsigned io_xdp_receive(struct io_xdp_port *p, struct xsk_rx_desc *rx, unsigned max);
+void io_xdp_release(struct io_xdp_port *p, const struct xsk_rx_desc *rx, unsigned n);
+/* The Ethernet/IPv4/UDP header of copies from local to remote (network order). */
+void io_xdp_header(struct xsk_udp_template *header, const uint8_t src_mac[6],
+		   const uint8_t dst_mac[6], uint32_t local_ip, uint32_t remote_ip,
+		   uint16_t local_port, uint16_t remote_port);
+
 /* A free frame for the next copy (its payload pointer), or NULL when the port has
  * none; the caller flushes first when n_pending is IO_TX_BATCH. The frame is
  * pending until io_xdp_commit gives its length (0: unused, returned). */
