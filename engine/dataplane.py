@@ -175,7 +175,8 @@ class NativeDataPlane:
                 self._lib.sfte_free(self._engine)  # with any port it had been given
                 if io == "xdp":
                     self._engine = None
-                    raise EngineUnavailable(f"--native-io xdp: {exc}") from exc
+                    raise EngineUnavailable(f"--native-io xdp: {exc} (--native-io udp runs "
+                                            "on the legs' sockets instead)") from exc
                 self._engine = new_engine()
                 self.io_reason = f"AF_XDP unavailable: {exc}"
         self._slot_initial_index = slot_initial_index

@@ -55,7 +55,7 @@ class XdpIo:
                 raise XdpIoUnavailable(f"no interface {ifname!r}: {exc}") from exc
             if loopback:
                 raise XdpIoUnavailable(f"{ifname} is a loopback interface, where AF_XDP "
-                                       "receives nothing of use")
+                                       "receives nothing of use; name the NIC with -O")
         self._ffi, self._lib = ffi, lib
         self._steering: dict[str, Any] = {}
         self.ifindexes: dict[int, str] = {}
