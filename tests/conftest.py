@@ -249,7 +249,7 @@ class VethTopology:
     share a link or a route."""
 
     def __init__(self, prefix: str = "e2", queues: int = 1) -> None:
-        self.queues = queues  # receive and transmit queues of each end
+        self.queues = queues  # real receive and transmit queues of each end
         n = next(_veth_count)
         tag = f"{os.getpid() % 100000}x{n}"
         self.netns, self.host_if, self.client_if = (f"{prefix}n{tag}", f"{prefix}h{tag}",
@@ -265,7 +265,8 @@ class VethTopology:
     def __enter__(self) -> VethTopology:
         self._run("ip", "netns", "add", self.netns)
         try:
-            queues = ("numtxqueues", str(self.queues), "numrxqueues", str(self.queues))
+            queues = ("numtxqueues", str(self.queues), "numrxqueues", str(self.queues)) \
+                if self.queues > 1 else ()  # else the kernel's default: one real queue
             self._run("ip", "link", "add", self.host_if, *queues, "type", "veth", "peer",
                       "name", self.client_if, "netns", self.netns, *queues)
             self._run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
