@@ -911,17 +911,24 @@ static void xdp_path(const struct sfte_path *path, const struct sockaddr_storage
 }
 
 static struct cmd *new_cmd(enum cmd_type type, struct sfte_leg *leg, size_t data_len);
-static void post(struct sfte_engine *e, int worker, struct cmd *c);
+static void post_chain(struct sfte_engine *e, int worker, struct cmd *head, struct cmd *tail);
+
+struct handoff { /* packets of one receive batch for one other worker */
+	int worker;
+	struct cmd *head, *tail;
+};
 
 /* Steered RTP: every datagram on a port is a registered leg's, unless the leg went
- * since. A leg of another worker gets the packet through that worker's queue,
- * posted under the table's lock so that it comes before the leg's removal. */
+ * since. A leg of another worker gets the packet through that worker's queue (one
+ * post per worker and batch), posted under the table's lock so that it comes
+ * before the leg's removal. */
 static void receive_port(struct worker *w, struct io_xdp_port *p)
 {
 	struct sfte_engine *e = w->engine;
+	struct handoff handoffs[IO_BATCH];
 
 	for (int round = 0; round < RECEIVE_ROUNDS; round++) {
-		unsigned n = io_xdp_receive(p, w->xrx, IO_BATCH);
+		unsigned n = io_xdp_receive(p, w->xrx, IO_BATCH), n_handoffs = 0;
 		int64_t now;
 		if (n == 0)
 			break;
@@ -936,12 +943,20 @@ static void receive_port(struct worker *w, struct io_xdp_port *p)
 				handle_media(w, leg, d->payload, d->payload_len, now);
 			} else {
 				struct cmd *c = new_cmd(CMD_PACKET, leg, d->payload_len);
+				unsigned k = 0;
 				memcpy(c->data, d->payload, d->payload_len);
 				c->from_port = 1;
-				post(e, leg->worker, c);
+				while (k < n_handoffs && handoffs[k].worker != leg->worker)
+					k++;
+				if (k == n_handoffs)
+					handoffs[n_handoffs++] = (struct handoff){leg->worker, c, c};
+				else
+					handoffs[k].tail = handoffs[k].tail->next = c;
 				detail(w, SFTE_DETAIL_XDP_HANDOFFS, 1);
 			}
 		}
+		for (unsigned k = 0; k < n_handoffs; k++)
+			post_chain(e, handoffs[k].worker, handoffs[k].head, handoffs[k].tail);
 		pthread_rwlock_unlock(&e->tuples_lock);
 		io_xdp_release(p, w->xrx, n);
 		if (n < IO_BATCH)
@@ -1149,27 +1164,35 @@ static void apply(struct worker *w, struct cmd *c)
 	}
 }
 
-static void post(struct sfte_engine *e, int worker, struct cmd *c)
+/* Appends the commands head..tail (linked by next) to a worker's queue, one wake-up. */
+static void post_chain(struct sfte_engine *e, int worker, struct cmd *head, struct cmd *tail)
 {
 	struct worker *w = &e->workers[worker];
 	uint64_t one = 1;
 
-	c->next = NULL;
+	tail->next = NULL;
+	pthread_mutex_lock(&w->lock);
+	if (w->tail)
+		w->tail->next = head;
+	else
+		w->head = head;
+	w->tail = tail;
+	pthread_mutex_unlock(&w->lock);
+	if (write(w->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		perror("sftd engine: waking a worker");
+}
+
+static void post(struct sfte_engine *e, int worker, struct cmd *c)
+{
 	if (!e->threads) { /* inline: the caller is the worker */
+		struct worker *w = &e->workers[worker];
+		c->next = NULL;
 		apply(w, c);
 		flush_all(w);
 		free(c);
 		return;
 	}
-	pthread_mutex_lock(&w->lock);
-	if (w->tail)
-		w->tail->next = c;
-	else
-		w->head = c;
-	w->tail = c;
-	pthread_mutex_unlock(&w->lock);
-	if (write(w->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		perror("sftd engine: waking a worker");
+	post_chain(e, worker, c, c);
 }
 
 static struct cmd *new_cmd(enum cmd_type type, struct sfte_leg *leg, size_t data_len)
