@@ -12,6 +12,12 @@ sending its own packets on the same socket.
 
 All legs of a conference share one worker (a conference's media state has one
 writer, no locks); conferences are spread over the workers.
+
+I/O (``io``): ``udp`` receives and sends on the legs' sockets; ``xdp`` adds
+AF_XDP (``engine/xdp_io.py``): legs' RTP is steered into AF_XDP ports and copies
+leave from UMEM frames, while everything else still comes by the sockets;
+``auto`` is xdp when it can attach on every interface, else udp, with the reason
+logged.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from sftd.controller.dataplane import (
     SlotSource,
     StreamKind,
 )
+from sftd.engine.xdp_io import XdpIo, XdpIoUnavailable
 
 log = logging.getLogger("sftd.native")
 
@@ -89,6 +96,8 @@ class _Leg:
     worker: int
     n_slots: tuple[int, int]  # audio, video
     transport: asyncio.DatagramTransport | None
+    local: tuple[str, int]  # the steered 5-tuple (xdp I/O)
+    remote: tuple[str, int]
     taken_fd: int = -1  # the event loop stopped reading this fd for the engine
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -110,6 +119,9 @@ class _Stats:
     by_worker: list[int] = field(default_factory=list)  # live legs per worker
 
 
+IO_CHOICES = ("auto", "xdp", "udp")
+
+
 class NativeDataPlane:
     name: str = "native"
     srtp_profiles: tuple[str, ...] = (SRTP_AES_CM_128_HMAC_SHA1_80, SRTP_AEAD_AES_128_GCM,
@@ -120,27 +132,53 @@ class NativeDataPlane:
                  slot_initial_ts: Callable[[], int] | None = None,
                  fixed_ts_gap: Mapping[StreamKind, int] | None = None,
                  layer_paused_after: float = LAYER_PAUSED_AFTER,
-                 dry_run: bool = False) -> None:
+                 dry_run: bool = False, io: str = "udp", interfaces: Sequence[str] = (),
+                 media_ports: tuple[int, int] = (1, 65535), instance: str = "default") -> None:
         """``workers``: engine threads (default and cap: the CPUs this process may
         use); 0 runs everything in the caller's thread (tests, benchmarks).
         ``slot_initial_index``/``slot_initial_ts``: as UserspaceDataPlane's hooks;
         ``fixed_ts_gap``: timestamp gap per kind at a source switch instead of the
         wall-clock gap (UserspaceDataPlane's ``switch_ts_gap`` as constants);
-        ``dry_run``: build and protect copies but do not send them (benchmarks)."""
+        ``dry_run``: build and protect copies but do not send them (benchmarks).
+        ``io``: one of IO_CHOICES; ``interfaces``, ``media_ports`` and ``instance``
+        (its pins' names) are what the xdp I/O attaches to."""
         mod = _module()
         self._ffi, self._lib = mod.ffi, mod.lib
+        if io not in IO_CHOICES:
+            raise ValueError(f"native I/O {io!r} is none of {', '.join(IO_CHOICES)}")
         cpus = usable_cpus()
         if workers is None or workers > cpus:
             workers = cpus
+        self.workers = max(0, workers)
         gaps = fixed_ts_gap or {}
         err = self._ffi.new("char[256]")
-        engine = self._lib.sfte_new(max(0, workers), int(layer_paused_after * 1e9),
-                                    gaps.get(StreamKind.AUDIO, 0), gaps.get(StreamKind.VIDEO, 0),
-                                    int(dry_run), err, 256)
-        if engine == self._ffi.NULL:
-            raise EngineUnavailable(self._ffi.string(err).decode())
-        self._engine = engine
-        self.workers = max(0, workers)
+
+        def new_engine() -> Any:
+            engine = self._lib.sfte_new(self.workers, int(layer_paused_after * 1e9),
+                                        gaps.get(StreamKind.AUDIO, 0),
+                                        gaps.get(StreamKind.VIDEO, 0), int(dry_run), err, 256)
+            if engine == self._ffi.NULL:
+                raise EngineUnavailable(self._ffi.string(err).decode())
+            return engine
+
+        self._engine = new_engine()
+        self._xdp: XdpIo | None = None
+        self.io, self.io_reason = "udp", "--native-io udp"
+        if io != "udp":
+            try:
+                self._xdp = XdpIo(self._ffi, self._lib, self._engine,
+                                  interfaces=tuple(interfaces), media_ports=media_ports,
+                                  instance=instance, workers=self.workers)
+                self.io = "xdp"
+                self.io_reason = f"AF_XDP on {self._xdp.summary}"
+            except XdpIoUnavailable as exc:
+                self._lib.sfte_free(self._engine)  # with any port it had been given
+                if io == "xdp":
+                    self._engine = None
+                    raise EngineUnavailable(f"--native-io xdp: {exc} (--native-io udp runs "
+                                            "on the legs' sockets instead)") from exc
+                self._engine = new_engine()
+                self.io_reason = f"AF_XDP unavailable: {exc}"
         self._slot_initial_index = slot_initial_index
         self._slot_initial_ts = slot_initial_ts
         self._legs: dict[int, _Leg] = {}
@@ -151,8 +189,9 @@ class NativeDataPlane:
         self._upcall = self._ffi.new("struct sfte_upcall *")
         self._upcall_loop: asyncio.AbstractEventLoop | None = None
         self._err = err
-        log.info("native data plane: %s", f"{self.workers} worker threads" if self.workers
-                 else "inline (no worker threads)")
+        log.info("native data plane: %s; I/O %s (%s)",
+                 f"{self.workers} worker threads" if self.workers else
+                 "inline (no worker threads)", self.io, self.io_reason)
 
     # ----------------------------------------------------------------- verbs
     def add_leg(self, spec: LegSpec) -> None:
@@ -194,33 +233,49 @@ class NativeDataPlane:
         fd, loop = self._socket_of(spec.transport)
         cfg.fd = fd
         cfg.take_receive = int(self.workers > 0 and loop is not None)
+        if self._xdp is not None:
+            self._xdp.fill_path(cfg.path, spec.local_addr, spec.remote_addr)
         placement = self._conferences.get(spec.conference_id)
+        candidates = self._xdp.workers if self._xdp is not None else \
+            range(len(self._stats.by_worker))
         worker = placement.worker if placement is not None else \
-            min(range(len(self._stats.by_worker)), key=self._stats.by_worker.__getitem__)
+            min(candidates, key=self._stats.by_worker.__getitem__)
         handle = self._lib.sfte_leg_new(self._engine, cfg, worker, self._err, 256)
         if handle == self._ffi.NULL:
             raise ValueError(self._ffi.string(self._err).decode())
         leg = _Leg(spec, handle, worker, (len(spec.audio_slot_ssrcs), len(spec.video_slot_ssrcs)),
-                   spec.transport)
+                   spec.transport, spec.local_addr, spec.remote_addr)
         if cfg.take_receive:
             self._take_receive(leg, loop)
         self._conferences.setdefault(spec.conference_id, _Placement(worker)).legs += 1
         self._stats.by_worker[worker] += 1
         self._legs[spec.leg_id] = leg
         self._lib.sfte_add_leg(self._engine, handle)
+        if self._xdp is not None:  # after the engine knows the leg: its RTP has a home
+            self._xdp.register(spec.leg_id, leg.local, leg.remote)
 
     def update_leg_address(self, leg_id: int, remote_addr: tuple[str, int],
                            transport: asyncio.DatagramTransport | None = None) -> None:
         leg = self._legs[leg_id]
         fd, loop = -1, None
+        local = leg.local
+        if transport is not None and transport is not leg.transport:
+            local = transport.get_extra_info("sockname")[:2]
+        path = self._ffi.new("struct sfte_path *")
+        if self._xdp is not None:
+            self._xdp.fill_path(path, local, remote_addr)
+            self._xdp.unregister(leg.local, leg.remote)
         if transport is not None and transport is not leg.transport:
             self._give_back_receive(leg)
             leg.transport = transport
             fd, loop = self._socket_of(transport)
         take = int(self.workers > 0 and loop is not None)
         if self._lib.sfte_set_address(self._engine, leg.handle, remote_addr[0].encode(),
-                                      remote_addr[1], fd, take, self._err, 256) != 0:
+                                      remote_addr[1], fd, take, path, self._err, 256) != 0:
             raise ValueError(self._ffi.string(self._err).decode())
+        leg.local, leg.remote = local, remote_addr
+        if self._xdp is not None:
+            self._xdp.register(leg_id, local, remote_addr)
         if take:
             self._take_receive(leg, loop)
 
@@ -228,6 +283,8 @@ class NativeDataPlane:
         leg = self._legs.pop(leg_id, None)
         if leg is None:
             return
+        if self._xdp is not None:  # first: no more of its RTP is steered to the engine
+            self._xdp.unregister(leg.local, leg.remote)
         self._give_back_receive(leg)
         self._lib.sfte_remove_leg(self._engine, leg.handle)
         self._retiring[leg_id] = leg
@@ -357,10 +414,23 @@ class NativeDataPlane:
         its queue had no room for, copies the kernel refused, batches; media that
         reached the event loop (USERSPACE_MEDIA, 0 when the engine reads every
         leg's socket); streams refused by the per-leg cap; transport-wide arrivals
-        not recorded (more than MAX_PENDING_ARRIVALS of a leg between two reads)."""
+        not recorded (more than MAX_PENDING_ARRIVALS of a leg between two reads).
+        AF_XDP: media received on ports (XDP_RX), copies sent from frames (XDP_TX;
+        the rest of TX_PACKETS went by the sockets), kicks, copies that found no
+        free frame, media handed to the leg's worker from another worker's port,
+        steered packets the kernel dropped at a port (its rings full or empty);
+        with the xdp I/O the steering programs' counters (STEER_*)."""
         _, details = self._read_all()
         lib, stats = self._lib, self._stats
-        return {"UPCALLS": details[lib.SFTE_DETAIL_UPCALLS],
+        steering = self._xdp.counters() if self._xdp is not None else {}
+        return {**steering,
+                "XDP_RX": details[lib.SFTE_DETAIL_XDP_RX],
+                "XDP_TX": details[lib.SFTE_DETAIL_XDP_TX],
+                "XDP_KICKS": details[lib.SFTE_DETAIL_XDP_KICKS],
+                "XDP_NO_FRAME": details[lib.SFTE_DETAIL_XDP_NO_FRAME],
+                "XDP_HANDOFFS": details[lib.SFTE_DETAIL_XDP_HANDOFFS],
+                "XDP_RX_DROPPED": lib.sfte_xdp_rx_dropped(self._engine),
+                "UPCALLS": details[lib.SFTE_DETAIL_UPCALLS],
                 "UPCALLS_DROPPED": details[lib.SFTE_DETAIL_UPCALLS_DROPPED],
                 "UPCALLS_UNDELIVERABLE": stats.upcalls_undeliverable,
                 "SEND_ERRORS": details[lib.SFTE_DETAIL_SEND_ERRORS],
@@ -395,6 +465,9 @@ class NativeDataPlane:
     def close(self) -> None:
         if self._engine is None:
             return
+        if self._xdp is not None:  # detached and unpinned before the ports close
+            self._xdp.close()
+            self._xdp = None
         for leg in [*self._legs.values(), *self._retiring.values()]:
             self._give_back_receive(leg)
         if self._upcall_loop is not None and not self._upcall_loop.is_closed():

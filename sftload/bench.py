@@ -1,6 +1,7 @@
 """``sft-bench``: participants per vCPU, measured side by side (docs/benchmark.md).
 
-For each system (``userspace``/``kernel``/``native`` data plane of sftd, ``janus``
+For each system (``userspace``/``kernel``/``native``/``native-xdp`` data plane of
+sftd -- native with the legs' UDP sockets or with AF_XDP I/O --, ``janus``
 VideoRoom as the peer) in the same run: start it in its own network namespace
 pinned to core 0, start ``sft-load --control`` in a second namespace pinned to
 core 1, ramp the number of participants (whole conferences at a time), and at
@@ -233,11 +234,20 @@ class System:
         raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
 
 
+# system name -> sftd's --dataplane and its further options
+SFT_SYSTEMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "userspace": ("userspace", ()),
+    "kernel": ("kernel", ()),
+    "native": ("native", ("--native-io", "udp")),
+    "native-xdp": ("native", ("--native-io", "xdp")),
+}
+
+
 class SftSystem(System):
-    def __init__(self, topo: Topology, workdir: Path, dataplane: str) -> None:
+    def __init__(self, topo: Topology, workdir: Path, name: str) -> None:
         super().__init__(topo, workdir)
-        self.name = dataplane
-        self.dataplane = dataplane
+        self.name = name
+        self.dataplane, self.options = SFT_SYSTEMS[name]
         self.url = f"http://{topo.ip_sft}:8585"
         self.metrics_url = f"http://{topo.ip_sft}:49090/metrics"
 
@@ -245,7 +255,8 @@ class SftSystem(System):
         self._spawn([str(VENV_BIN / "sftd"), "-I", self.topo.ip_sft, "-p", "8585",
                      "-M", self.topo.ip_sft, "-r", "49090", "-O", self.topo.if_sft,
                      "--media-ports", "20000-60000", "--dataplane", self.dataplane,
-                     "--instance", f"bench{self.topo.tag}", "--setup-timeout", "30"],
+                     "--instance", f"bench{self.topo.tag}", "--setup-timeout", "30",
+                     *self.options],
                     ready="listening")
 
     def load_args(self) -> list[str]:
@@ -259,13 +270,13 @@ class SftSystem(System):
 
 
 def make_system(name: str, topo: Topology, workdir: Path) -> System:
-    if name in ("userspace", "kernel", "native"):
+    if name in SFT_SYSTEMS:
         return SftSystem(topo, workdir, name)
     if name == "janus":
         from .janus import JanusSystem
 
         return JanusSystem(topo, workdir)
-    raise ValueError(f"unknown system {name!r} (userspace, kernel, native, janus)")
+    raise ValueError(f"unknown system {name!r} ({', '.join(SFT_SYSTEMS)}, janus)")
 
 
 def system_available(name: str) -> tuple[bool, str]:
@@ -279,9 +290,11 @@ def system_available(name: str) -> tuple[bool, str]:
             return kernel_available()
         except Exception as exc:  # not built / not importable yet
             return False, f"sftd.bpf.dataplane unavailable: {exc}"
-    if name == "native":
+    if name in ("native", "native-xdp"):
         from sftd.engine.dataplane import native_available
 
+        if name == "native-xdp" and os.geteuid() != 0:
+            return False, "AF_XDP and XDP need root"
         return native_available()
     if name == "janus":
         from . import janus
@@ -505,7 +518,8 @@ def summary(runs: list[Run]) -> dict[str, Any]:
             "loss": best["loss"]}
     ratios = {}
     for a, b in (("kernel", "userspace"), ("kernel", "janus"), ("userspace", "janus"),
-                 ("native", "userspace"), ("native", "kernel"), ("native", "janus")):
+                 ("native", "userspace"), ("native", "kernel"), ("native", "janus"),
+                 ("native-xdp", "native"), ("native-xdp", "kernel")):
         if out.get(a) and out.get(b):
             ratios[f"{a}/{b}"] = round(out[a]["participants_per_vcpu"]
                                        / out[b]["participants_per_vcpu"], 2)
@@ -548,7 +562,8 @@ def plot(runs: list[Run], path: Path, title: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="sft-bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--systems", default="userspace,kernel,janus",
-                   help="comma-separated: userspace, kernel, native, janus (unavailable ones are "
+                   help="comma-separated: userspace, kernel, native, native-xdp, janus "
+                   "(unavailable ones are "
                    "skipped with the reason)")
     p.add_argument("--quick", action="store_true",
                    help="a handful of participants, short windows (CI): < 2 minutes")

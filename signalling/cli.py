@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataplane", choices=("auto", *DATAPLANES), default="auto",
                    help="auto: kernel when BPF can be loaded here, else userspace; native: the "
                         "C engine on the legs' sockets, -w threads (default auto)")
+    p.add_argument("--native-io", choices=("auto", "xdp", "udp"), default="auto",
+                   help="media I/O of --dataplane native: xdp steers legs' RTP into AF_XDP "
+                        "sockets on each -O interface and sends copies from them (root, not "
+                        "loopback); udp uses the legs' UDP sockets; auto: xdp when it attaches "
+                        "on every -O interface, else udp, the reason logged (default auto)")
     p.add_argument("--instance", default="default", metavar="NAME",
                    help="instance name: BPF pins live under /sys/fs/bpf/sftd/NAME "
                         "(default 'default')")
@@ -213,7 +218,7 @@ def config_from_args(args: argparse.Namespace, media_addresses: list[str],
         listen=(args.listen_addr, args.listen_port),
         metrics_listen=(args.metrics_addr, args.metrics_port),
         dataplane=args.dataplane, interface_names=interface_names, instance=args.instance,
-        workers=args.workers,
+        workers=args.workers, native_io=args.native_io,
         tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
         drain_timeout=args.drain_timeout)
 

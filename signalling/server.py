@@ -44,6 +44,7 @@ class ServerConfig:
     tls: tuple[str, str] | None = None  # (certificate, key) files: HTTPS signalling
     drain_timeout: float = 0.0  # after SIGTERM, exit after this long (0: last call)
     workers: int = 16  # -w: the native plane's media threads (at most one per CPU)
+    native_io: str = "auto"  # --native-io: the native plane's media I/O (auto, xdp, udp)
 
 
 DataPlaneFactory = Callable[[ServerConfig], DataPlane]
@@ -83,7 +84,9 @@ def _native(config: ServerConfig) -> DataPlane:
     except ImportError as exc:
         raise DataPlaneUnavailable(f"native data plane not installed ({exc})") from exc
     try:
-        return NativeDataPlane(workers=config.workers)
+        return NativeDataPlane(workers=config.workers, io=config.native_io,
+                               interfaces=tuple(config.interface_names),
+                               media_ports=config.sft.media_ports, instance=config.instance)
     except EngineUnavailable as exc:
         raise DataPlaneUnavailable(str(exc)) from exc
 

@@ -301,6 +301,10 @@ class PlaneSetup:
     # that no media packet went through the Python interpreter (USERSPACE_MEDIA 0)
     # and that the plane sent copies (TX_PACKETS > 0).
     media_outside_python: bool
+    args: tuple[str, ...] = ()  # more sftd options
+    # every copy left through AF_XDP (the engine's XDP_TX equals TX_PACKETS)
+    sent_by_af_xdp: bool = False
+    veth_prefix: str = "e2"  # VethTopology names
 
 
 # Adding a plane to the conformance tests is one entry here.
@@ -308,20 +312,26 @@ PLANES = {
     "userspace": PlaneSetup("userspace", veth=False, media_outside_python=False),
     "kernel": PlaneSetup("kernel", veth=True, media_outside_python=True),
     "native": PlaneSetup("native", veth=False, media_outside_python=True),
+    "native-xdp": PlaneSetup("native", veth=True, media_outside_python=True,
+                             args=("--native-io", "xdp"), sent_by_af_xdp=True,
+                             veth_prefix="xe"),
 }
 _veth_count = itertools.count()
 
 
 class VethTopology:
     """A veth pair: one end in this namespace with ``host_ip``, the other in a new
-    namespace with ``client_ip``. Names and the /24 are unique to this process and
-    call, so parallel test runs never share a link or a route; the namespace's
-    name (owned_name) is also the instance name for a kernel plane on it."""
+    namespace with ``client_ip``. Names (``prefix``, then the process and a count)
+    and the /24 are unique to this process and call, so parallel test runs never
+    share a link or a route; the namespace's name (owned_name) is also the
+    instance name for a kernel plane on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "e2", queues: int = 1) -> None:
+        self.queues = queues  # real receive and transmit queues of each end
         n = next(_veth_count)
         tag = f"{os.getpid()}x{n}"  # interface names: at most 15 characters
-        self.netns, self.host_if, self.client_if = owned_name(f"e2n{n}"), f"e2h{tag}", f"e2c{tag}"
+        self.netns = owned_name(f"{prefix}n{n}")
+        self.host_if, self.client_if = f"{prefix}h{tag}", f"{prefix}c{tag}"
         self.host_ip, self.client_ip = self._free_subnet(os.getpid() * 8 + n)
 
     @staticmethod
@@ -344,8 +354,10 @@ class VethTopology:
     def __enter__(self) -> VethTopology:
         self._run("ip", "netns", "add", self.netns)
         try:
-            self._run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name",
-                      self.client_if, "netns", self.netns)
+            queues = ("numtxqueues", str(self.queues), "numrxqueues", str(self.queues)) \
+                if self.queues > 1 else ()  # else the kernel's default: one real queue
+            self._run("ip", "link", "add", self.host_if, *queues, "type", "veth", "peer",
+                      "name", self.client_if, "netns", self.netns, *queues)
             self._run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
             self._run("ip", "link", "set", self.host_if, "up")
             self._run("ip", "-n", self.netns, "addr", "add", f"{self.client_ip}/24", "dev",
@@ -379,6 +391,9 @@ async def _check_media_stayed_outside_python(server: SftServer, setup: PlaneSetu
         f"{through_python:.0f} media packets went through the interpreter on the "
         f"{setup.dataplane} plane")
     assert sent > 0, f"the {setup.dataplane} plane forwarded no media"
+    if setup.sent_by_af_xdp:
+        by_xdp = metrics['sft_dataplane_detail_total{counter="XDP_TX"}']
+        assert by_xdp == sent, f"{sent - by_xdp:.0f} of {sent:.0f} copies left by the sockets"
 
 
 def _plane_params() -> list[Any]:
@@ -395,7 +410,7 @@ async def sftd_on_plane(request: pytest.FixtureRequest,
     setup = PLANES[request.param]
     extra = _sftd_args(request)
     if not setup.veth:
-        server = await sftd_factory(*extra, dataplane=setup.dataplane)
+        server = await sftd_factory(*setup.args, *extra, dataplane=setup.dataplane)
         yield server
         if setup.media_outside_python:
             await _check_media_stayed_outside_python(server, setup)
@@ -404,8 +419,9 @@ async def sftd_on_plane(request: pytest.FixtureRequest,
         pytest.skip(f"the {setup.dataplane} plane needs root (BPF, network namespaces)")
     from pyroute2 import netns
 
-    with VethTopology() as topo:
-        server = await sftd_factory("--instance", topo.netns, *extra, address=topo.host_ip,
+    with VethTopology(setup.veth_prefix) as topo:
+        server = await sftd_factory("--instance", topo.netns, *setup.args, *extra,
+                                    address=topo.host_ip,
                                     interface=topo.host_if, dataplane=setup.dataplane)
         server.client_addresses = (topo.client_ip,)
         # From here this test's sockets (HTTP, ICE, metrics) live in the clients'

@@ -32,6 +32,7 @@
 #define MAX_VIDEO_LAYERS (2 * SFTE_MAX_SSRCS_PER_LEG)
 #define UPCALL_RING 256
 #define RECEIVE_ROUNDS 4 /* batches from one socket before the others get a turn */
+#define TUPLE_BUCKETS 4096 /* the engine's table of steered 5-tuples */
 
 static const uint32_t CLOCK_RATE[2] = {48000, 90000};
 
@@ -83,6 +84,7 @@ struct video_layer {
 };
 
 struct sfte_leg {
+	int epoll_tag; /* IO_EPOLL_LEG; first, as in struct io_xdp_port */
 	struct sfte_engine *engine;
 	int worker;
 	uint32_t id, conference_id;
@@ -115,9 +117,21 @@ struct sfte_leg {
 	uint64_t arrivals_head, arrivals_tail;
 	int removed;  /* by its worker; memory still valid */
 	int released; /* the worker is done with it: the controller may free it */
+	/* AF_XDP receive: the steered 5-tuple, network order, in the engine's table
+	 * (written under tuples_lock by the controller, read under it by port workers) */
+	struct sfte_leg *tuple_next;
+	int tuple_keyed;
+	uint32_t tuple_local_ip, tuple_remote_ip;
+	uint16_t tuple_local_port, tuple_remote_port;
+	/* AF_XDP transmit (the worker's): copies to this leg leave on a port of
+	 * tx_ifindex (0: by the socket) behind tx_header */
+	uint32_t tx_ifindex;
+	struct xsk_udp_template tx_header;
 };
 
-enum cmd_type { CMD_ADD, CMD_ADDRESS, CMD_REMOVE, CMD_PUBLISHER, CMD_SLOT, CMD_PACKET, CMD_SYNC };
+enum cmd_type {
+	CMD_ADD, CMD_ADDRESS, CMD_REMOVE, CMD_PUBLISHER, CMD_SLOT, CMD_PACKET, CMD_SYNC, CMD_PORT
+};
 
 struct cmd {
 	struct cmd *next;
@@ -128,6 +142,8 @@ struct cmd {
 			struct sockaddr_storage remote;
 			socklen_t remote_len;
 			int fd, take_receive;
+			uint32_t tx_ifindex;
+			struct xsk_udp_template tx_header;
 		} address;
 		struct {
 			uint32_t audio[SFTE_MAX_SSRCS_PER_LEG], video[SFTE_MAX_SSRCS_PER_LEG];
@@ -140,7 +156,9 @@ struct cmd {
 			struct sfte_leg *publisher;
 		} slot;
 		uint64_t ticket;
+		struct io_xdp_port *port;
 	} u;
+	int from_port; /* CMD_PACKET: received on another worker's AF_XDP port */
 	size_t len;
 	uint8_t data[];
 };
@@ -164,6 +182,9 @@ struct worker {
 	struct io_tx tx[IO_TX_BATCH];
 	struct io_tx *txp[IO_TX_BATCH];
 	int n_tx;
+	struct io_xdp_port **ports; /* AF_XDP ports this worker drives */
+	int n_ports;
+	struct xsk_rx_desc xrx[IO_BATCH];
 	struct sfte_leg **releasing; /* removed this round, released after its events */
 	uint32_t n_releasing, cap_releasing;
 	struct sfte_upcall *upcalls; /* SPSC ring: this worker -> controller */
@@ -184,6 +205,10 @@ struct sfte_engine {
 	pthread_mutex_t sync_lock;
 	pthread_cond_t synced;
 	uint32_t upcall_next; /* controller's round-robin over workers */
+	pthread_rwlock_t tuples_lock;
+	struct sfte_leg **tuples; /* TUPLE_BUCKETS chains of steered legs */
+	const struct io_xdp_port **ports; /* every port, for the controller's statistics */
+	int n_ports;
 };
 
 static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
@@ -389,6 +414,34 @@ static void flush_tx(struct worker *w)
 	w->n_tx = 0;
 }
 
+static void flush_port(struct worker *w, struct io_xdp_port *p)
+{
+	uint64_t kicks = 0, errors = 0;
+
+	io_xdp_flush(p, &kicks, &errors);
+	if (kicks)
+		detail(w, SFTE_DETAIL_XDP_KICKS, kicks);
+	if (errors)
+		detail(w, SFTE_DETAIL_SEND_ERRORS, errors);
+}
+
+/* Everything queued goes out: socket copies in sendmmsg batches, AF_XDP copies
+ * in one submit per port. */
+static void flush_all(struct worker *w)
+{
+	flush_tx(w);
+	for (int i = 0; i < w->n_ports; i++)
+		flush_port(w, w->ports[i]);
+}
+
+static struct io_xdp_port *port_towards(struct worker *w, uint32_t ifindex)
+{
+	for (int i = 0; ifindex && i < w->n_ports; i++)
+		if (w->ports[i]->ifindex == ifindex)
+			return w->ports[i];
+	return NULL;
+}
+
 static int64_t switch_gap(struct sfte_engine *e, const struct slot *slot, int64_t now)
 {
 	int64_t gap;
@@ -418,7 +471,10 @@ static void send_copy(struct worker *w, struct sfte_leg *sub, struct slot *slot,
 	uint16_t seq = (uint16_t)(v->seq + slot->seq_offset);
 	uint32_t ts = v->timestamp + slot->ts_offset;
 	size_t len = 16 + (plain_len - v->ext_offset), header, out;
-	struct io_tx *t;
+	struct io_xdp_port *port = port_towards(w, sub->tx_ifindex);
+	struct xsk_tx_desc *frame = NULL;
+	struct io_tx *t = NULL;
+	uint8_t *buf;
 
 	if ((uint16_t)(seq - slot->last_seq) < 0x8000) {
 		slot->last_seq = seq;
@@ -429,32 +485,51 @@ static void send_copy(struct worker *w, struct sfte_leg *sub, struct slot *slot,
 		count(w, SFTE_DROP_MALFORMED, 1);
 		return;
 	}
-	if (w->n_tx == IO_TX_BATCH)
-		flush_tx(w);
-	t = &w->tx[w->n_tx];
+	if (port != NULL) { /* the copy is written into the frame it leaves in */
+		if (port->n_pending == IO_TX_BATCH)
+			flush_port(w, port);
+		frame = io_xdp_reserve(port);
+		if (frame == NULL)
+			detail(w, SFTE_DETAIL_XDP_NO_FRAME, 1);
+	}
+	if (frame != NULL) {
+		buf = frame->payload;
+	} else {
+		if (w->n_tx == IO_TX_BATCH)
+			flush_tx(w);
+		t = &w->tx[w->n_tx];
+		buf = t->data;
+	}
 	/* the slot's header: CC=1, its SSRC, sequence, timestamp and CSRC */
-	t->data[0] = (uint8_t)((plain[0] & 0xF0) | 1);
-	t->data[1] = plain[1];
-	put16(t->data + 2, seq);
-	put32(t->data + 4, ts);
-	put32(t->data + 8, slot->ssrc);
-	put32(t->data + 12, slot->csrc);
-	memcpy(t->data + 16, plain + v->ext_offset, plain_len - v->ext_offset);
+	buf[0] = (uint8_t)((plain[0] & 0xF0) | 1);
+	buf[1] = plain[1];
+	put16(buf + 2, seq);
+	put32(buf + 4, ts);
+	put32(buf + 8, slot->ssrc);
+	put32(buf + 12, slot->csrc);
+	memcpy(buf + 16, plain + v->ext_offset, plain_len - v->ext_offset);
 	header = 16 + (v->payload_offset - v->ext_offset);
-	out = srtp_protect(&sub->tx, &slot->tx_index, t->data, len, header);
+	out = srtp_protect(&sub->tx, &slot->tx_index, buf, len, header);
 	if (out == 0) {
+		if (frame != NULL)
+			io_xdp_commit(port, frame, 0, NULL); /* the frame goes back unused */
 		count(w, SFTE_DROP_MALFORMED, 1);
 		return;
 	}
-	if (sub->fd < 0) {
-		count(w, SFTE_DROP_NO_ROUTE, 1);
-		return;
+	if (frame != NULL) {
+		io_xdp_commit(port, frame, (uint32_t)out, &sub->tx_header);
+		detail(w, SFTE_DETAIL_XDP_TX, 1);
+	} else {
+		if (sub->fd < 0) {
+			count(w, SFTE_DROP_NO_ROUTE, 1);
+			return;
+		}
+		t->fd = sub->fd;
+		memcpy(&t->dest, &sub->remote, sub->remote_len);
+		t->dest_len = sub->remote_len;
+		t->len = out;
+		w->n_tx++;
 	}
-	t->fd = sub->fd;
-	memcpy(&t->dest, &sub->remote, sub->remote_len);
-	t->dest_len = sub->remote_len;
-	t->len = out;
-	w->n_tx++;
 	STORE(&slot->sent, slot->sent + 1);
 	count(w, SFTE_TX_PACKETS, 1);
 	count(w, SFTE_TX_BYTES, out);
@@ -767,7 +842,154 @@ static void receive_leg(struct worker *w, struct sfte_leg *leg)
 	}
 }
 
+/* ------------------------------------------------------------- AF_XDP */
+
+static uint32_t tuple_hash(uint32_t local_ip, uint32_t remote_ip, uint16_t local_port,
+			   uint16_t remote_port)
+{
+	uint32_t h = remote_ip * 0x9E3779B1u ^ local_ip;
+
+	h ^= ((uint32_t)remote_port << 16 | local_port) * 0x85EBCA6Bu;
+	return (h ^ h >> 15) & (TUPLE_BUCKETS - 1);
+}
+
+static struct sfte_leg **tuple_bucket(struct sfte_engine *e, const struct sfte_leg *leg)
+{
+	return &e->tuples[tuple_hash(leg->tuple_local_ip, leg->tuple_remote_ip,
+				     leg->tuple_local_port, leg->tuple_remote_port)];
+}
+
+/* The table's writers hold tuples_lock for writing. */
+static void tuple_insert(struct sfte_engine *e, struct sfte_leg *leg)
+{
+	struct sfte_leg **bucket;
+
+	if (!leg->tuple_keyed)
+		return;
+	bucket = tuple_bucket(e, leg);
+	leg->tuple_next = *bucket;
+	*bucket = leg;
+}
+
+static void tuple_remove(struct sfte_engine *e, struct sfte_leg *leg)
+{
+	struct sfte_leg **link;
+
+	if (!leg->tuple_keyed)
+		return;
+	for (link = tuple_bucket(e, leg); *link != NULL; link = &(*link)->tuple_next)
+		if (*link == leg) {
+			*link = leg->tuple_next;
+			return;
+		}
+}
+
+static struct sfte_leg *tuple_find(struct sfte_engine *e, const struct xsk_rx_desc *d)
+{
+	struct sfte_leg *leg = e->tuples[tuple_hash(d->daddr, d->saddr, d->dport, d->sport)];
+
+	for (; leg != NULL; leg = leg->tuple_next)
+		if (leg->tuple_remote_ip == d->saddr && leg->tuple_local_ip == d->daddr &&
+		    leg->tuple_remote_port == d->sport && leg->tuple_local_port == d->dport)
+			return leg;
+	return NULL;
+}
+
+/* The 5-tuple and the copies' header of a leg at ``remote`` on ``path``; an
+ * IPv6 leg or one without a path has neither (its media stays on the socket). */
+static void xdp_path(const struct sfte_path *path, const struct sockaddr_storage *remote,
+		     struct sfte_leg *key, uint32_t *tx_ifindex, struct xsk_udp_template *header)
+{
+	const struct sockaddr_in *r = (const struct sockaddr_in *)remote;
+	struct in_addr local;
+
+	key->tuple_keyed = 0;
+	*tx_ifindex = 0;
+	if (path == NULL || remote->ss_family != AF_INET ||
+	    inet_pton(AF_INET, path->local_host, &local) != 1)
+		return;
+	key->tuple_keyed = 1;
+	key->tuple_local_ip = local.s_addr;
+	key->tuple_remote_ip = r->sin_addr.s_addr;
+	key->tuple_local_port = htons(path->local_port);
+	key->tuple_remote_port = r->sin_port;
+	if (path->ifindex == 0)
+		return;
+	*tx_ifindex = path->ifindex;
+	io_xdp_header(header, path->src_mac, path->dst_mac, local.s_addr, r->sin_addr.s_addr,
+		      htons(path->local_port), r->sin_port);
+}
+
+static struct cmd *new_cmd(enum cmd_type type, struct sfte_leg *leg, size_t data_len);
+static void post_chain(struct sfte_engine *e, int worker, struct cmd *head, struct cmd *tail);
+
+struct handoff { /* packets of one receive batch for one other worker */
+	int worker;
+	struct cmd *head, *tail;
+};
+
+/* Steered RTP: every datagram on a port is a registered leg's, unless the leg went
+ * since. A leg of another worker gets the packet through that worker's queue (one
+ * post per worker and batch), posted under the table's lock so that it comes
+ * before the leg's removal. */
+static void receive_port(struct worker *w, struct io_xdp_port *p)
+{
+	struct sfte_engine *e = w->engine;
+	struct handoff handoffs[IO_BATCH];
+
+	for (int round = 0; round < RECEIVE_ROUNDS; round++) {
+		unsigned n = io_xdp_receive(p, w->xrx, IO_BATCH), n_handoffs = 0;
+		int64_t now;
+		if (n == 0)
+			break;
+		detail(w, SFTE_DETAIL_RX_BATCHES, 1);
+		detail(w, SFTE_DETAIL_XDP_RX, n);
+		now = now_ns();
+		pthread_rwlock_rdlock(&e->tuples_lock);
+		for (unsigned i = 0; i < n; i++) {
+			const struct xsk_rx_desc *d = &w->xrx[i];
+			struct sfte_leg *leg = tuple_find(e, d);
+			if (leg == NULL || leg->worker == w->index) {
+				handle_media(w, leg, d->payload, d->payload_len, now);
+			} else {
+				struct cmd *c = new_cmd(CMD_PACKET, leg, d->payload_len);
+				unsigned k = 0;
+				memcpy(c->data, d->payload, d->payload_len);
+				c->from_port = 1;
+				while (k < n_handoffs && handoffs[k].worker != leg->worker)
+					k++;
+				if (k == n_handoffs)
+					handoffs[n_handoffs++] = (struct handoff){leg->worker, c, c};
+				else
+					handoffs[k].tail = handoffs[k].tail->next = c;
+				detail(w, SFTE_DETAIL_XDP_HANDOFFS, 1);
+			}
+		}
+		for (unsigned k = 0; k < n_handoffs; k++)
+			post_chain(e, handoffs[k].worker, handoffs[k].head, handoffs[k].tail);
+		pthread_rwlock_unlock(&e->tuples_lock);
+		io_xdp_release(p, w->xrx, n);
+		if (n < IO_BATCH)
+			break;
+	}
+}
+
 /* -------------------------------------------------------------- commands */
+
+static void apply_port(struct worker *w, struct io_xdp_port *p)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = p};
+	struct io_xdp_port **ports = realloc(w->ports, (size_t)(w->n_ports + 1) * sizeof(*ports));
+
+	if (ports == NULL) {
+		fprintf(stderr, "sftd engine: out of memory for an AF_XDP port\n");
+		abort(); /* the port is in the XSKMAP: its packets would go nowhere */
+	}
+	w->ports = ports;
+	w->ports[w->n_ports++] = p;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, io_xdp_fd(p), &ev) != 0)
+		perror("sftd engine: watching an AF_XDP port");
+}
 
 static void epoll_watch(struct worker *w, struct sfte_leg *leg)
 {
@@ -910,7 +1132,10 @@ static void apply(struct worker *w, struct cmd *c)
 		apply_add(w, c->leg);
 		break;
 	case CMD_ADDRESS:
+		flush_all(w); /* queued copies leave with the header they were made for */
 		memcpy(&c->leg->remote, &c->u.address.remote, sizeof(c->leg->remote));
+		c->leg->tx_ifindex = c->u.address.tx_ifindex;
+		c->leg->tx_header = c->u.address.tx_header;
 		c->leg->remote_len = c->u.address.remote_len;
 		if (c->u.address.fd >= 0) {
 			epoll_unwatch(w, c->leg);
@@ -922,6 +1147,7 @@ static void apply(struct worker *w, struct cmd *c)
 		}
 		break;
 	case CMD_REMOVE:
+		flush_all(w);
 		apply_remove(w, c->leg);
 		break;
 	case CMD_PUBLISHER:
@@ -931,40 +1157,52 @@ static void apply(struct worker *w, struct cmd *c)
 		apply_slot(c);
 		break;
 	case CMD_PACKET:
-		detail(w, SFTE_DETAIL_INJECTED, 1);
+		if (!c->from_port)
+			detail(w, SFTE_DETAIL_INJECTED, 1);
 		handle_media(w, c->leg, c->data, c->len, now_ns());
 		break;
 	case CMD_SYNC:
-		flush_tx(w);
+		flush_all(w);
 		pthread_mutex_lock(&e->sync_lock);
 		__atomic_store_n(&w->synced, c->u.ticket, __ATOMIC_RELEASE);
 		pthread_cond_broadcast(&e->synced);
 		pthread_mutex_unlock(&e->sync_lock);
 		break;
+	case CMD_PORT:
+		apply_port(w, c->u.port);
+		break;
 	}
 }
 
-static void post(struct sfte_engine *e, int worker, struct cmd *c)
+/* Appends the commands head..tail (linked by next) to a worker's queue, one wake-up. */
+static void post_chain(struct sfte_engine *e, int worker, struct cmd *head, struct cmd *tail)
 {
 	struct worker *w = &e->workers[worker];
 	uint64_t one = 1;
 
-	c->next = NULL;
-	if (!e->threads) { /* inline: the caller is the worker */
-		apply(w, c);
-		flush_tx(w);
-		free(c);
-		return;
-	}
+	tail->next = NULL;
 	pthread_mutex_lock(&w->lock);
 	if (w->tail)
-		w->tail->next = c;
+		w->tail->next = head;
 	else
-		w->head = c;
-	w->tail = c;
+		w->head = head;
+	w->tail = tail;
 	pthread_mutex_unlock(&w->lock);
 	if (write(w->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		perror("sftd engine: waking a worker");
+}
+
+static void post(struct sfte_engine *e, int worker, struct cmd *c)
+{
+	if (!e->threads) { /* inline: the caller is the worker */
+		struct worker *w = &e->workers[worker];
+		c->next = NULL;
+		apply(w, c);
+		flush_all(w);
+		free(c);
+		return;
+	}
+	post_chain(e, worker, c, c);
 }
 
 static struct cmd *new_cmd(enum cmd_type type, struct sfte_leg *leg, size_t data_len)
@@ -1031,11 +1269,18 @@ static void *worker_main(void *arg)
 			run_commands(w);
 		}
 		for (int i = 0; i < n; i++) {
-			struct sfte_leg *leg = events[i].data.ptr;
-			if (events[i].data.ptr != w && !leg->removed)
-				receive_leg(w, leg);
+			void *source = events[i].data.ptr;
+			if (source == w)
+				continue;
+			if (*(const int *)source == IO_EPOLL_PORT) {
+				receive_port(w, source);
+			} else {
+				struct sfte_leg *leg = source;
+				if (!leg->removed)
+					receive_leg(w, leg);
+			}
 		}
-		flush_tx(w);
+		flush_all(w);
 		release_removed(w);
 		notify_upcalls(w);
 	}
@@ -1082,8 +1327,14 @@ struct sfte_engine *sfte_new(int workers, int64_t layer_paused_ns, uint32_t ts_g
 	e->upcall_fd = -1;
 	pthread_mutex_init(&e->sync_lock, NULL);
 	pthread_cond_init(&e->synced, NULL);
+	pthread_rwlockattr_t writer_first;
+	pthread_rwlockattr_init(&writer_first); /* the controller is not starved by the ports */
+	pthread_rwlockattr_setkind_np(&writer_first, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&e->tuples_lock, &writer_first);
+	pthread_rwlockattr_destroy(&writer_first);
+	e->tuples = calloc(TUPLE_BUCKETS, sizeof(*e->tuples));
 	e->workers = calloc((size_t)e->n_workers, sizeof(*e->workers));
-	if (e->workers == NULL)
+	if (e->workers == NULL || e->tuples == NULL)
 		goto fail;
 	if (workers && (e->upcall_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
 		goto fail;
@@ -1136,6 +1387,8 @@ void sfte_free(struct sfte_engine *e)
 		struct cmd *c = w->head, *next;
 		for (; c != NULL; c = next) {
 			next = c->next;
+			if (c->type == CMD_PORT)
+				apply_port(w, c->u.port); /* closed below with the others */
 			free(c);
 		}
 		while (w->n_legs > 0) /* legs still added: let go of them */
@@ -1146,17 +1399,63 @@ void sfte_free(struct sfte_engine *e)
 			close(w->epfd);
 		if (w->wakefd >= 0)
 			close(w->wakefd);
+		for (int p = 0; p < w->n_ports; p++) {
+			io_xdp_close(w->ports[p]);
+		}
+		free(w->ports);
 		free(w->legs);
 		free(w->conference_packets);
 		free(w->upcalls);
 	}
 	if (e->upcall_fd >= 0)
 		close(e->upcall_fd);
+	pthread_rwlock_destroy(&e->tuples_lock);
+	free(e->tuples);
+	free(e->ports);
 	free(e->workers);
 	free(e);
 }
 
 int sfte_workers(struct sfte_engine *e) { return e->threads; }
+
+uint64_t sfte_xdp_rx_dropped(struct sfte_engine *e)
+{
+	uint64_t sum = 0;
+
+	for (int i = 0; i < e->n_ports; i++)
+		sum += io_xdp_rx_dropped(e->ports[i]);
+	return sum;
+}
+
+int sfte_add_port(struct sfte_engine *e, int worker, uint32_t ifindex, uint32_t queue,
+		  uint32_t ring_size, uint32_t mode, int xskmap_fd, char *err, size_t errlen)
+{
+	const struct io_xdp_port **all;
+	struct io_xdp_port *p;
+	struct cmd *c;
+	int zerocopy;
+
+	if (!e->threads || worker < 0 || worker >= e->n_workers) {
+		snprintf(err, errlen, "an AF_XDP port needs a worker thread (worker %d of %d)", worker,
+			 e->threads);
+		return -1;
+	}
+	all = realloc(e->ports, (size_t)(e->n_ports + 1) * sizeof(*all));
+	if (all == NULL) {
+		snprintf(err, errlen, "out of memory for an AF_XDP port");
+		return -1;
+	}
+	e->ports = all;
+	p = io_xdp_open(ifindex, queue, ring_size, mode, xskmap_fd, err, errlen);
+	if (p == NULL)
+		return -1;
+	e->ports[e->n_ports++] = p;
+	zerocopy = io_xdp_zerocopy(p);
+	c = new_cmd(CMD_PORT, NULL, 0);
+	c->u.port = p; /* from here the worker's alone */
+	post(e, worker, c);
+	return zerocopy;
+}
 int sfte_upcall_fd(struct sfte_engine *e) { return e->upcall_fd; }
 
 int sfte_upcall_pop(struct sfte_engine *e, struct sfte_upcall *out)
@@ -1217,6 +1516,7 @@ struct sfte_leg *sfte_leg_new(struct sfte_engine *e, const struct sfte_leg_confi
 		snprintf(err, errlen, "out of memory for leg %u", cfg->leg_id);
 		return NULL;
 	}
+	leg->epoll_tag = IO_EPOLL_LEG;
 	leg->engine = e;
 	leg->worker = worker;
 	leg->id = cfg->leg_id;
@@ -1233,6 +1533,7 @@ struct sfte_leg *sfte_leg_new(struct sfte_engine *e, const struct sfte_leg_confi
 	    srtp_ctx_init(&leg->rx, cfg->profile, cfg->rx_master, cfg->master_len, 1, err, errlen) ||
 	    srtp_ctx_init(&leg->tx, cfg->profile, cfg->tx_master, cfg->master_len, 0, err, errlen))
 		goto fail;
+	xdp_path(&cfg->path, &leg->remote, leg, &leg->tx_ifindex, &leg->tx_header);
 	if (cfg->fd >= 0 && (leg->fd = fcntl_dup(cfg->fd)) < 0) {
 		snprintf(err, errlen, "leg %u: cannot keep its socket: %s", cfg->leg_id,
 			 strerror(errno));
@@ -1275,13 +1576,20 @@ void sfte_leg_free(struct sfte_leg *leg)
 	free(leg);
 }
 
+/* The table changes with the command posted under its lock: a port worker that
+ * found the leg posted its packet before the command, one that did not find it
+ * posts after. */
 void sfte_add_leg(struct sfte_engine *e, struct sfte_leg *leg)
 {
+	pthread_rwlock_wrlock(&e->tuples_lock);
 	post(e, leg->worker, new_cmd(CMD_ADD, leg, 0));
+	tuple_insert(e, leg);
+	pthread_rwlock_unlock(&e->tuples_lock);
 }
 
 int sfte_set_address(struct sfte_engine *e, struct sfte_leg *leg, const char *host, uint16_t port,
-		     int fd, int take_receive, char *err, size_t errlen)
+		     int fd, int take_receive, const struct sfte_path *path, char *err,
+		     size_t errlen)
 {
 	struct cmd *c = new_cmd(CMD_ADDRESS, leg, 0);
 
@@ -1298,13 +1606,22 @@ int sfte_set_address(struct sfte_engine *e, struct sfte_leg *leg, const char *ho
 		return -1;
 	}
 	c->u.address.take_receive = take_receive && e->threads;
+	pthread_rwlock_wrlock(&e->tuples_lock);
+	tuple_remove(e, leg);
+	xdp_path(path, &c->u.address.remote, leg, &c->u.address.tx_ifindex,
+		 &c->u.address.tx_header);
 	post(e, leg->worker, c);
+	tuple_insert(e, leg);
+	pthread_rwlock_unlock(&e->tuples_lock);
 	return 0;
 }
 
 void sfte_remove_leg(struct sfte_engine *e, struct sfte_leg *leg)
 {
+	pthread_rwlock_wrlock(&e->tuples_lock);
+	tuple_remove(e, leg);
 	post(e, leg->worker, new_cmd(CMD_REMOVE, leg, 0));
+	pthread_rwlock_unlock(&e->tuples_lock);
 }
 
 int sfte_leg_released(struct sfte_leg *leg)

@@ -49,12 +49,27 @@ enum sfte_counter {
 enum sfte_detail {
 	SFTE_DETAIL_UPCALLS = 0,         /* non-media datagrams handed to the controller */
 	SFTE_DETAIL_UPCALLS_DROPPED = 1, /* ... dropped: the controller's queue was full */
-	SFTE_DETAIL_SEND_ERRORS = 2,     /* copies the kernel refused (sendmmsg) */
+	SFTE_DETAIL_SEND_ERRORS = 2,     /* copies the kernel refused (sendmmsg, AF_XDP) */
 	SFTE_DETAIL_TWCC_DROPPED = 3,    /* arrivals past SFTE_ARRIVALS between two reads */
 	SFTE_DETAIL_RX_BATCHES = 4,      /* recvmmsg calls that returned datagrams */
 	SFTE_DETAIL_TX_BATCHES = 5,      /* sendmmsg calls */
 	SFTE_DETAIL_INJECTED = 6,        /* media the controller handed in (sfte_packet) */
-	SFTE_DETAILS = 7,
+	SFTE_DETAIL_XDP_RX = 7,          /* media received on an AF_XDP port */
+	SFTE_DETAIL_XDP_TX = 8,          /* copies sent from AF_XDP frames (in TX_PACKETS too) */
+	SFTE_DETAIL_XDP_KICKS = 9,       /* AF_XDP transmit kicks */
+	SFTE_DETAIL_XDP_NO_FRAME = 10,   /* copies that found no free frame: sent by the socket */
+	SFTE_DETAIL_XDP_HANDOFFS = 11,   /* media that arrived on another worker's port */
+	SFTE_DETAILS = 12,
+};
+
+/* A leg's AF_XDP path: the 5-tuple the steering program redirects to the engine's
+ * ports (local and remote IPv4), and how copies to the leg are framed. */
+struct sfte_path {
+	char local_host[64]; /* "" : no AF_XDP path */
+	uint16_t local_port;
+	uint32_t ifindex;    /* the interface towards the leg; 0: copies go by the socket */
+	uint8_t src_mac[6];
+	uint8_t dst_mac[6];
 };
 
 struct sfte_leg_config {
@@ -74,6 +89,7 @@ struct sfte_leg_config {
 	uint16_t slot_last_seq[SFTE_MAX_SLOTS]; /* a slot's first packet gets this + 1 */
 	uint32_t slot_last_ts[SFTE_MAX_SLOTS];
 	uint8_t ext_audio_level, ext_rid, ext_frame_descriptor, ext_transport_cc;
+	struct sfte_path path;
 };
 
 struct sfte_receive_stats {
@@ -109,6 +125,15 @@ struct sfte_engine *sfte_new(int workers, int64_t layer_paused_ns, uint32_t ts_g
 			     uint32_t ts_gap_video, int dry_run, char *err, size_t errlen);
 void sfte_free(struct sfte_engine *e);
 int sfte_workers(struct sfte_engine *e);
+/* Opens an AF_XDP port on (ifindex, queue) for worker ``worker`` and makes it its
+ * queue's target in the XSKMAP ``xskmap_fd``; mode: enum xsk_bind_mode. Returns 1
+ * (zero-copy) or 0 (copy mode), or -1 with the reason in err. Needs workers. */
+int sfte_add_port(struct sfte_engine *e, int worker, uint32_t ifindex, uint32_t queue,
+		  uint32_t ring_size, uint32_t mode, int xskmap_fd, char *err, size_t errlen);
+/* Steered packets the kernel dropped at the ports: no free receive frame or the rx
+ * ring full (the worker fell behind), summed over the ports (XDP_STATISTICS). */
+uint64_t sfte_xdp_rx_dropped(struct sfte_engine *e);
+
 /* Readable when sfte_upcall_pop has something (eventfd; -1 with no workers). */
 int sfte_upcall_fd(struct sfte_engine *e);
 int sfte_upcall_pop(struct sfte_engine *e, struct sfte_upcall *out);
@@ -117,9 +142,11 @@ int sfte_upcall_pop(struct sfte_engine *e, struct sfte_upcall *out);
 struct sfte_leg *sfte_leg_new(struct sfte_engine *e, const struct sfte_leg_config *config,
 			      int worker, char *err, size_t errlen);
 void sfte_add_leg(struct sfte_engine *e, struct sfte_leg *leg);
-/* New validated address; fd >= 0: a new socket (take_receive as in the config). */
+/* New validated address; fd >= 0: a new socket (take_receive as in the config);
+ * path: the AF_XDP path from there. */
 int sfte_set_address(struct sfte_engine *e, struct sfte_leg *leg, const char *host,
-		     uint16_t port, int fd, int take_receive, char *err, size_t errlen);
+		     uint16_t port, int fd, int take_receive, const struct sfte_path *path,
+		     char *err, size_t errlen);
 void sfte_remove_leg(struct sfte_engine *e, struct sfte_leg *leg);
 /* After sfte_remove_leg: 1 once the worker let go of it; then sfte_leg_free. */
 int sfte_leg_released(struct sfte_leg *leg);

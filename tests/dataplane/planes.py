@@ -6,6 +6,9 @@ userspace  the sockets and the plane's own sockets on loopback; packets reach
 kernel     the plane's programs on the host end of a veth pair; the client
            sockets in a network namespace at the other end, so every packet
            crosses the interface the programs serve.
+native     the C engine's workers on the legs' loopback sockets.
+native-xdp the C engine with AF_XDP I/O on the host end of a veth pair (as the
+           kernel plane), the legs' own sockets bound there too.
 """
 
 from __future__ import annotations
@@ -81,6 +84,10 @@ class Harness:
     # demultiplexer in sftd sorts them; media it finds there is counted in
     # read_userspace_media_drops.
     sees_every_packet = True
+    # True: XDP on the interface drops what is not STUN/DTLS/RTP/RTCP (and RTP from
+    # addresses no leg validated) before any socket, counted in the detail
+    # counters STEER_* rather than in read_counters.
+    junk_dropped_at_interface = False
 
     def __init__(self) -> None:
         self.transports: list[asyncio.BaseTransport] = []
@@ -170,6 +177,45 @@ class UserspaceHarness(Harness):
         return len(leg.ssrcs_seen), len(leg.video_layers)
 
 
+def veth_clients(prefix: str, queues: int = 1) -> VethTopology:
+    """A veth pair whose far end (in its own namespace) is the clients' wire."""
+    topology = VethTopology(prefix, queues).__enter__()
+    try:
+        # a wire, not a local socket: packets leave the client end with full checksums
+        subprocess.run(["ip", "netns", "exec", topology.netns, "ethtool", "-K",
+                        topology.client_if, "tx", "off"], check=True, capture_output=True)
+        client_mac = subprocess.run(
+            ["ip", "-n", topology.netns, "-br", "link", "show", topology.client_if],
+            check=True, capture_output=True, text=True).stdout.split()[2]
+        subprocess.run(["ip", "neigh", "replace", topology.client_ip, "lladdr", client_mac,
+                        "dev", topology.host_if, "nud", "permanent"], check=True,
+                       capture_output=True)
+    except BaseException:
+        topology.__exit__()
+        raise
+    return topology
+
+
+def namespace_client_socket(topology: VethTopology) -> socket.socket:
+    """A client's UDP socket in the clients' namespace, bound to the client address."""
+    from pyroute2 import netns
+
+    netns.pushns(topology.netns)
+    try:
+        sock = client_socket()
+    finally:
+        netns.popns()
+    sock.bind((topology.client_ip, 0))
+    return sock
+
+
+async def client_endpoint(topology: VethTopology) -> tuple[asyncio.DatagramTransport,
+                                                             _Collect]:
+    """A client socket in the clients' namespace, collecting what it receives."""
+    return await asyncio.get_running_loop().create_datagram_endpoint(
+        _Collect, sock=namespace_client_socket(topology))
+
+
 class KernelHarness(Harness):
     """The kernel plane on a veth's host end, with sftd's production ring sizes."""
 
@@ -187,19 +233,8 @@ class KernelHarness(Harness):
         ok, reason = kernel_available()
         assert ok, reason  # root but unusable is a failure, never a skip
         super().__init__()
-        self.topology = VethTopology().__enter__()
+        self.topology = veth_clients("e2")
         try:
-            # a wire, not a local socket: packets leave the client end with full checksums
-            subprocess.run(["ip", "netns", "exec", self.topology.netns, "ethtool", "-K",
-                            self.topology.client_if, "tx", "off"], check=True,
-                           capture_output=True)
-            client_mac = subprocess.run(
-                ["ip", "-n", self.topology.netns, "-br", "link", "show",
-                 self.topology.client_if], check=True, capture_output=True,
-                text=True).stdout.split()[2]
-            subprocess.run(["ip", "neigh", "replace", self.topology.client_ip, "lladdr",
-                            client_mac, "dev", self.topology.host_if, "nud", "permanent"],
-                           check=True, capture_output=True)
             self.plane = KernelDataPlane(
                 (self.topology.host_if,), KERNEL_PORTS,
                 instance=owned_name(f"e2dp{next(_instances)}"),
@@ -211,16 +246,7 @@ class KernelHarness(Harness):
 
     async def _endpoints(self, leg_id: int) -> tuple[tuple[str, int], Any,
                                                       asyncio.DatagramTransport, _Collect]:
-        from pyroute2 import netns
-
-        netns.pushns(self.topology.netns)
-        try:
-            sock = client_socket()
-        finally:
-            netns.popns()
-        sock.bind((self.topology.client_ip, 0))
-        client_t, client = await asyncio.get_running_loop().create_datagram_endpoint(
-            _Collect, sock=sock)
+        client_t, client = await client_endpoint(self.topology)
         self.transports.append(client_t)
         return (self.topology.host_ip, KERNEL_PORTS[0] + leg_id), None, client_t, client
 
@@ -266,9 +292,52 @@ class NativeHarness(UserspaceHarness):
         return int(seen), int(video_layers)
 
 
+class NativeXdpHarness(Harness):
+    """The native engine with AF_XDP I/O on a veth's host end: legs' RTP is steered
+    into the engine's AF_XDP port, copies leave from its frames; the legs' own
+    sockets (bound on the host end) get the rest, as in sftd."""
+
+    plane_name = "native-xdp"
+    sees_every_packet = False
+    junk_dropped_at_interface = True
+
+    def __init__(self, queues: int = 1) -> None:
+        from sftd.engine.dataplane import NativeDataPlane
+
+        super().__init__()
+        self.topology = veth_clients("xe", queues)
+        try:
+            self.plane = NativeDataPlane(
+                workers=2, io="xdp", interfaces=(self.topology.host_if,),
+                media_ports=KERNEL_PORTS, instance=f"xe{os.getpid()}x{next(_instances)}")
+        except BaseException:
+            self.topology.__exit__()
+            raise
+
+    async def _endpoints(self, leg_id: int) -> tuple[tuple[str, int], Any,
+                                                      asyncio.DatagramTransport, _Collect]:
+        sft_t, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _SftSide(self.plane, leg_id),
+            local_addr=(self.topology.host_ip, KERNEL_PORTS[0] + leg_id))
+        client_t, client = await client_endpoint(self.topology)
+        self.transports += [sft_t, client_t]
+        return sft_t.get_extra_info("sockname"), sft_t, client_t, client
+
+    def ssrc_state(self, leg_id: int) -> tuple[int, int]:
+        seen, video_layers = self.plane.leg_ssrc_state(leg_id)
+        return int(seen), int(video_layers)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.topology.__exit__()
+
+
 # Adding a plane to the contract tests is one entry here (and one class above).
 PLANE_HARNESSES: dict[str, tuple[type[Harness], list[pytest.MarkDecorator]]] = {
     "userspace": (UserspaceHarness, []),
     "kernel": (KernelHarness, [pytest.mark.kernel]),
     "native": (NativeHarness, []),
+    "native-xdp": (NativeXdpHarness, [pytest.mark.kernel]),
 }

@@ -104,6 +104,10 @@ async def test_bad_packets_are_counted_never_forwarded(h):
     assert (c[Counter.DROP_REPLAY], c[Counter.DROP_AUTH], c[Counter.DROP_PADDING]) == (1, 1, 1)
     if h.sees_every_packet:
         assert (c[Counter.DROP_MALFORMED], c[Counter.DROP_UNKNOWN_LEG]) == (2, 1)
+    elif h.junk_dropped_at_interface:  # by design: XDP dropped the two, counted there
+        assert (c[Counter.DROP_MALFORMED], c[Counter.DROP_UNKNOWN_LEG]) == (0, 1)
+        detail = h.plane.read_detail_counters()
+        assert (detail["STEER_DROP_SHORT"], detail["STEER_DROP_JUNK"]) == (1, 1)
     else:  # by design: the non-RTP went to the leg's socket, the media to handle_packet
         assert (c[Counter.DROP_MALFORMED], c[Counter.DROP_UNKNOWN_LEG]) == (0, 0)
         assert h.plane.read_userspace_media_drops()["leg_not_served_yet"] == 1
@@ -315,7 +319,7 @@ async def test_gcm_profiles(h, profile):
 
 # Not on the kernel plane: it reads the plane's per-leg state; the kernel plane's
 # cap is tested on its maps in tests/kernel/test_ssrc_cap.py.
-@pytest.mark.parametrize("h", ["userspace", "native"], indirect=True)
+@pytest.mark.parametrize("h", ["userspace", "native", "native-xdp"], indirect=True)
 async def test_ssrcs_past_the_per_leg_cap_are_dropped_without_state(h):
     await h.leg(1)
     await h.leg(2)
