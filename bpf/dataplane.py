@@ -372,8 +372,9 @@ class KernelDataPlane:
             audio_ssrcs, (StreamKind.AUDIO, None))
         wanted.update({ssrc: (StreamKind.VIDEO, int(layer))
                        for ssrc, layer in video_ssrcs.items()})
-        for ssrc in list(leg.streams):
-            if ssrc not in wanted:
+        for ssrc, stream in list(leg.streams.items()):
+            learned = stream.kind == StreamKind.VIDEO and stream.layer is None  # from a RID
+            if ssrc not in wanted and not learned:
                 self._delete_stream(leg, ssrc)
         for ssrc, (kind, layer) in wanted.items():
             current = leg.streams.get(ssrc)

@@ -230,6 +230,25 @@ async def test_a_layer_is_learned_from_padding_probes_too(h):
     assert after[Counter.DROP_UNKNOWN_SSRC] == before[Counter.DROP_UNKNOWN_SSRC]
 
 
+async def test_a_learned_layer_survives_a_later_set_publisher(h):
+    """The controller declares the answer's SSRCs once the leg is up, which may
+    be after the first packets taught a RID layer: the learned layer stays (the
+    browser sends no RID any more once reports acked the SSRC)."""
+    await h.leg(1)
+    await h.leg(2)
+    learned = 0x5C
+    await h.open_stream(1, make_rtp(learned, 0, 0, vp8_payload(False), pt=100,
+                                    extensions={EXT.rid: b"l"}))
+    h.send(1, make_rtp(learned, 1, 3000, vp8_payload(False), pt=100,
+                       extensions={EXT.rid: b"l"}))
+    await h.received(2)  # nobody subscribes yet: learned, not forwarded
+    h.plane.set_publisher(1, (0x5D,), {})  # audio only declared: the RID-only answer
+    h.plane.set_slot(2, StreamKind.VIDEO, 1, SlotSource(1, csrc=5, layer=Layer.LOW))
+    h.send(1, make_rtp(learned, 2, 6000, vp8_payload(True), pt=100))  # no RID any more
+    (got,) = await h.received(2)
+    assert rtp.is_keyframe(got, rtp.parse(got), EXT.frame_descriptor)
+
+
 async def test_paused_preferred_layer_gives_way_to_the_flowing_one(h):
     """A sender pauses its high layer when its estimate drops: the slot moves to
     the low layer at its next keyframe and back to high at high's keyframe."""

@@ -78,8 +78,11 @@ async def test_aiortc_and_chromium_call_through_the_kernel_path(topology, sftd_f
                         break
                 await asyncio.sleep(0.3)
             else:
+                counters = {k: v for k, v in (await server.metrics()).items()
+                            if "dataplane" in k and v}
                 raise AssertionError(f"browsers did not decode each other and the probe "
-                                     f"through the kernel path: {stats}\n{server.log_tail(40)}")
+                                     f"through the kernel path: {stats}\n{server.log_tail(40)}"
+                                     f"\ndata plane counters (non-zero): {counters}")
         finally:
             for context in contexts:
                 await context.close()
