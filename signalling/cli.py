@@ -95,11 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataplane", choices=("auto", *DATAPLANES), default="auto",
                    help="auto: kernel when BPF can be loaded here, else userspace; native: the "
                         "C engine on the legs' sockets, -w threads (default auto)")
-    p.add_argument("--native-io", choices=("auto", "xdp", "udp"), default="auto",
-                   help="media I/O of --dataplane native: xdp steers legs' RTP into AF_XDP "
-                        "sockets on each -O interface and sends copies from them (root, not "
-                        "loopback); udp uses the legs' UDP sockets; auto: xdp when it attaches "
-                        "on every -O interface, else udp, the reason logged (default auto)")
+    p.add_argument("--native-io", choices=("auto", "xdp", "udp"), default="udp",
+                   help="media I/O of --dataplane native: udp uses the legs' UDP sockets; xdp "
+                        "(experimental: rare corrupt copies under load, see the README) steers "
+                        "legs' RTP into AF_XDP sockets on each -O interface and sends copies "
+                        "from them (root, not loopback); auto: xdp when it attaches on every "
+                        "-O interface, else udp, the reason logged (default udp)")
     p.add_argument("--instance", default="default", metavar="NAME",
                    help="instance name: BPF pins live under /sys/fs/bpf/sftd/NAME "
                         "(default 'default')")

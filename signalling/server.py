@@ -44,7 +44,7 @@ class ServerConfig:
     tls: tuple[str, str] | None = None  # (certificate, key) files: HTTPS signalling
     drain_timeout: float = 0.0  # after SIGTERM, exit after this long (0: last call)
     workers: int = 16  # -w: the native plane's media threads (at most one per CPU)
-    native_io: str = "auto"  # --native-io: the native plane's media I/O (auto, xdp, udp)
+    native_io: str = "udp"  # --native-io: the native plane's media I/O (auto, xdp, udp)
 
 
 DataPlaneFactory = Callable[[ServerConfig], DataPlane]
