@@ -77,6 +77,25 @@ def owned_name(label: str) -> str:
     return f"test-{os.getpid()}-{label}"
 
 
+@contextlib.contextmanager
+def host_veth(tag: str, addresses: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """A veth pair in this namespace named ``<tag><pid>`` and ``<tag><pid>p``;
+    ``addresses`` (CIDR) go on the first end, then the second, in order. Both
+    ends are up; the pair is removed by name afterwards."""
+    name = f"{tag}{os.getpid() % 100000}"
+    ends = (name, f"{name}p")
+    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", ends[1]],
+                   check=True)
+    try:
+        for end, address in zip(ends, addresses):
+            subprocess.run(["ip", "addr", "add", address, "dev", end], check=True)
+        for end in ends:
+            subprocess.run(["ip", "link", "set", end, "up"], check=True)
+        yield ends
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

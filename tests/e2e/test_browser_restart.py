@@ -5,9 +5,10 @@ after the restart, and media must keep flowing both ways."""
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
+
+from tests.conftest import host_veth
 
 from .helpers import new_convid
 from .test_browser import _wait_async, page_stats
@@ -19,17 +20,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.kernel, pytest.mark.timeout(120)]
 def second_path():
     """A veth pair with an address on each end: Chrome gathers a host candidate
     on each, sftd offers media on one of them besides loopback."""
-    name = f"rs{os.getpid() % 100000}"
     base = f"198.18.{os.getpid() % 250}"
-    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"],
-                   check=True)
-    try:
-        for dev, host in ((name, 1), (f"{name}p", 2)):
-            subprocess.run(["ip", "addr", "add", f"{base}.{host}/30", "dev", dev], check=True)
-            subprocess.run(["ip", "link", "set", dev, "up"], check=True)
+    with host_veth("rs", (f"{base}.1/30", f"{base}.2/30")) as (name, _):
         yield name
-    finally:
-        subprocess.run(["ip", "link", "del", name], capture_output=True)
 
 
 @pytest.mark.parametrize("dataplane", ["userspace", "native"])

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from tests.conftest import host_veth
 from tests.e2e.helpers import gets_media, media_table, new_convid, wait_until
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
@@ -16,18 +17,10 @@ pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
 
 @pytest.fixture
 def vanishing_link():
-    """A veth pair (no dummy driver in every kernel) with an address on one end,
-    removed by name afterwards."""
-    name = f"vg{os.getpid() % 100000}"
+    """A veth pair (no dummy driver in every kernel) with an address on one end."""
     address = f"198.18.{os.getpid() % 250}.{(os.getpid() // 250) % 250 + 1}"
-    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"],
-                   check=True)
-    try:
-        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", name], check=True)
-        subprocess.run(["ip", "link", "set", name, "up"], check=True)
+    with host_veth("vg", (f"{address}/32",)) as (name, _):
         yield name, address
-    finally:
-        subprocess.run(["ip", "link", "del", name], capture_output=True)
 
 
 async def test_offers_leave_out_a_removed_interface(vanishing_link, sftd_factory, wire_client):
