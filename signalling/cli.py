@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--media-ports", type=_port_range, default=(32768, 61000), metavar="LO-HI",
                    help="UDP port range for media legs (default 32768-61000)")
     p.add_argument("--dataplane", choices=("auto", *DATAPLANES), default="auto",
-                   help="auto: kernel when BPF can be loaded here, else userspace; native: the "
-                        "C engine on the legs' sockets, -w threads (default auto)")
+                   help="auto: the fastest plane that runs here, native (the C engine, -w "
+                        "threads), else kernel (eBPF, root), else userspace; the log says "
+                        "which and why (default auto)")
     p.add_argument("--native-io", choices=("auto", "xdp", "udp"), default="udp",
                    help="media I/O of --dataplane native: udp uses the legs' UDP sockets; xdp "
                         "(experimental: rare corrupt copies under load, see the README) steers "

@@ -44,13 +44,18 @@ def _start_and_read_log(command: list[str], tmp_path, seconds: float = 60.0) -> 
     return log.read_text()
 
 
-def test_no_bpffs_falls_back_to_userspace_with_the_reason(tmp_path):
+def test_no_bpffs_falls_back_to_userspace_with_every_reason(tmp_path):
+    """auto's whole chain: native with AF_XDP cannot serve lo, the kernel plane
+    needs bpffs, so userspace runs and the log names both reasons."""
     # a private mount namespace without bpffs: the host's mount stays
     command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
                'umount /sys/fs/bpf 2>/dev/null; exec "$@"', "sh",
-               *_sftd_args("--dataplane", "auto", "--instance", owned_name("nobpffs"))]
+               *_sftd_args("--dataplane", "auto", "--native-io", "xdp",
+                           "--instance", owned_name("nobpffs"))]
     text = _start_and_read_log(command, tmp_path)
-    assert "data plane: userspace, because the kernel path is unavailable" in text, text
+    assert "data plane: userspace (--dataplane auto), because the native path is " \
+           "unavailable" in text, text
+    assert "lo is a loopback interface" in text and "the kernel path is unavailable" in text
     assert "bpffs" in text and "userspace data plane" in text
 
 
@@ -62,7 +67,9 @@ def test_kernel_requested_without_bpffs_refuses_to_start(tmp_path):
     assert "--dataplane kernel requested but unavailable" in text and "bpffs" in text, text
 
 
-def test_not_root_falls_back_to_userspace(tmp_path):
+def test_not_root_runs_the_native_plane(tmp_path):
+    """auto as an unprivileged user: the native engine's UDP I/O needs no
+    privilege, so nobody gets the fastest plane, not the userspace fallback."""
     os.chmod(tmp_path, 0o777)
     # nobody, keeping only the right to read files: CI's clone may sit in a
     # directory only root can enter (mktemp -d is 0700)
@@ -70,7 +77,7 @@ def test_not_root_falls_back_to_userspace(tmp_path):
                "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
                *_sftd_args("--dataplane", "auto")]
     text = _start_and_read_log(command, tmp_path)
-    assert "kernel path is unavailable: not root" in text, text
+    assert "data plane: native (--dataplane auto: the fastest plane" in text, text
     assert "listening" in text
 
 

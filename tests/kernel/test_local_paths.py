@@ -18,6 +18,7 @@ from tests.e2e.helpers import new_convid
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(150)]
 
 INFO = 'sft_dataplane_info{dataplane="kernel"}'
+AUTO_INFO = 'sft_dataplane_info{dataplane="native"}'  # what --dataplane auto takes
 TX = 'sft_dataplane_packets_total{counter="TX_PACKETS"}'
 USERSPACE_MEDIA = 'sft_dataplane_detail_total{counter="USERSPACE_MEDIA"}'
 
@@ -110,7 +111,7 @@ async def test_clients_on_this_host_get_media_on_the_kernel_plane(tmp_path):
     kernel plane forwards them without the interpreter. (A client offering only
     127.0.0.1 is refused unless media is on lo: loopback candidates would let a
     stranger aim the SFT's ICE checks at this host's own services.)"""
-    server = await default_sftd(tmp_path).start()
+    server = await default_sftd(tmp_path, "--dataplane", "kernel").start()
     try:
         conv = new_convid()
         nic = await asyncio.to_thread(host_address)
@@ -132,7 +133,7 @@ async def test_clients_on_this_host_get_media_on_the_kernel_plane(tmp_path):
 async def test_a_conference_with_legs_on_a_veth_and_on_loopback(topology, tmp_path):
     """One client behind a veth (the ``-O`` interface), one on this host (lo):
     each decodes the other, both on the kernel plane, nothing in user space."""
-    server = default_sftd(tmp_path, "-O", topology.host_if)
+    server = default_sftd(tmp_path, "-O", topology.host_if, "--dataplane", "kernel")
     server.args[server.args.index("-I") + 1] = topology.host_ip
     server.url = f"http://{topology.host_ip}:{server.port}"
     await server.start()
@@ -156,8 +157,8 @@ ARTIFACTS = Path(os.environ.get("SFT_TEST_ARTIFACTS", ROOT / "results" / "test-a
 async def test_readme_first_command_two_local_tabs(tmp_path, browser_page):
     """What a newcomer does first: ``sftd --demo`` as scripts/serve.sh starts it
     (default -O, --dataplane auto), the demo page in two headless Chromium tabs on
-    this host. Both decode video and audio from the other, on the kernel plane,
-    with no media in the interpreter. A screenshot of one tab is kept."""
+    this host. Both decode video and audio from the other, on the plane auto
+    takes (native), with no media in the interpreter. A screenshot of one tab is kept."""
     from tests.e2e.test_browser import browser_gets, page_stats
 
     server = default_sftd(tmp_path, "--demo")
@@ -191,10 +192,10 @@ async def test_readme_first_command_two_local_tabs(tmp_path, browser_page):
               f"{got[1]['audioPackets']}; TX_PACKETS {metrics[TX]:.0f}, USERSPACE_MEDIA "
               f"{metrics[USERSPACE_MEDIA]:.0f}, legs {[k for k in metrics if 'sft_legs{' in k]}; "
               f"screenshot {shot}")
-        assert metrics[INFO] == 1, server.log_tail(30)
-        assert metrics['sft_legs{dataplane="kernel",interface="lo"}'] == 2
+        assert metrics[AUTO_INFO] == 1, server.log_tail(30)
+        assert metrics['sft_legs{dataplane="native",interface="any"}'] == 2
         assert metrics[USERSPACE_MEDIA] == 0
-        # all the tabs got came through the kernel plane's copies
+        # all the tabs got came through the native plane's copies
         assert metrics[TX] >= sum(g["videoPackets"] + g["audioPackets"] for g in got) > 0
         assert shot.stat().st_size > 1000
     finally:

@@ -70,6 +70,19 @@ async def test_a_taken_port_is_a_startup_error() -> None:
             await built.start()
 
 
+async def test_auto_takes_the_native_plane_and_says_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The real registry: the native engine runs anywhere it is built (its UDP I/O
+    needs no privilege), and it is the fastest, so auto takes it and logs why."""
+    caplog.set_level(logging.INFO, logger="sftd")
+    plane = server.choose_dataplane(_config(dataplane="auto", interface_names=["lo"]))
+    try:
+        assert plane.name == "native"
+        assert "data plane: native (--dataplane auto: the fastest plane" in caplog.text
+    finally:
+        plane.close()
+
+
 def _unavailable(config: ServerConfig) -> server.DataPlane:
     raise DataPlaneUnavailable("needs hardware this host lacks")
 
