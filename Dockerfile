@@ -45,7 +45,8 @@ COPY --from=builder /opt/sftd/venv /opt/sftd/venv
 ENV PATH=/opt/sftd/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# Non-root by default (the userspace data plane needs no privilege). The kernel
+# Non-root by default (the native engine on UDP sockets, which --dataplane auto
+# takes, and the userspace plane need no privilege). The kernel
 # data plane needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, which Kubernetes
 # and Docker only hand to uid 0: the Helm chart runs it as 0 with exactly
 # those three; with Docker: --user 0 --cap-drop ALL --cap-add BPF
