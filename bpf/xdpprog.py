@@ -1,10 +1,12 @@
-"""One single-program XDP object on one interface, with its own maps pinned by name.
+"""One single-program XDP (or TC ingress) object on one interface, with its own maps
+pinned by name.
 
-Shared by the steering program (``bpf/steer.py``) and the load generator's sink
-(``sftload/sink.py``): open and load the object, pin the named maps under
-``/sys/fs/bpf/sftd/<pin_name>/`` with the program itself (a crashed process's
-program is found by that pin, detached from the interface and unpinned), attach
-in driver mode where the driver has it, and undo exactly that on close.
+Shared by the steering program (``bpf/steer.py``, XDP) and the load generator's
+sink (``sftload/sink.py``, TC ingress): open and load the object, pin the named
+maps under ``/sys/fs/bpf/sftd/<pin_name>/`` with the program itself (a crashed
+process's program is found by that pin, detached from the interface and
+unpinned), attach (XDP in driver mode where the driver has it), and undo
+exactly that on close.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ class XdpProgramError(RuntimeError):
     """The XDP program could not be set up."""
 
 
+# the clsact ingress slot of a tc_hook program (the kernel plane's priority is 0x5F7)
+TC_HANDLE, TC_PRIORITY = 1, 0x5F8
+
+
 class PinnedXdpProgram:
     def __init__(self, object_path: Path, program: str, maps: tuple[str, ...], ifname: str,
-                 pin_name: str) -> None:
+                 pin_name: str, tc_hook: bool = False) -> None:
         if not pin_name or "/" in pin_name or "/" in ifname:
             raise XdpProgramError(f"bad pin name {pin_name!r} or interface {ifname!r}")
         if not object_path.exists():
@@ -38,6 +44,7 @@ class PinnedXdpProgram:
         except OSError as exc:
             raise XdpProgramError(f"no interface {ifname!r} in this network namespace") from exc
         self.ifname = ifname
+        self.tc_hook = tc_hook  # a TC ingress program instead of XDP
         self.program = program
         self.map_names = maps
         self.pin_dir = PIN_ROOT / pin_name
@@ -63,12 +70,13 @@ class PinnedXdpProgram:
             for name, m in self.maps.items():
                 self.obj.pin_map(m, self.pin_dir / name)
             self.obj.pin_program(self.program, self._program_pin)
-            self._attachment = libbpf.attach_xdp(self.ifindex, self.obj.program(self.program),
-                                                 native)
+            prog = self.obj.program(self.program)
+            self._attachment = (libbpf.attach_tc(self.ifindex, prog, TC_HANDLE, TC_PRIORITY)
+                                if self.tc_hook else libbpf.attach_xdp(self.ifindex, prog, native))
         except BaseException:
             self.close()
             raise
-        if native and self._attachment.fallback:
+        if native and not self.tc_hook and self._attachment.fallback:
             log.warning("%s on %s runs in generic XDP mode (driver mode refused: %s)",
                         self.program, self.ifname, self._attachment.fallback)
 
@@ -92,8 +100,12 @@ class PinnedXdpProgram:
                 stale_id = libbpf.prog_id_of_fd(fd)
             finally:
                 os.close(fd)
-            for mode in (libbpf.XDP_FLAGS_DRV_MODE, libbpf.XDP_FLAGS_SKB_MODE):
-                libbpf.detach_xdp(self.ifindex, stale_id, mode)  # only if still stale_id
+            if self.tc_hook:  # each only if it still runs stale_id
+                libbpf.detach_tc(self.ifindex, TC_HANDLE, TC_PRIORITY, stale_id,
+                                 destroy_hook=True)
+            else:
+                for mode in (libbpf.XDP_FLAGS_DRV_MODE, libbpf.XDP_FLAGS_SKB_MODE):
+                    libbpf.detach_xdp(self.ifindex, stale_id, mode)
             log.info("removed the stale %s of %s from %s", self.program, self.pin_dir,
                      self.ifname)
         self._remove_pins()

@@ -573,8 +573,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--conference-size", type=int, default=10)
     p.add_argument("--sample-every", type=int, default=100)
     p.add_argument("--sink", choices=("socket", "xdp"), default="socket",
-                   help="xdp: the generator counts received media in XDP and decrypts only "
-                        "the sampled packets, so it is not the bottleneck (sft-load --sink)")
+                   help="xdp: the generator counts and drops received media in a BPF program "
+                        "(TC ingress) and decrypts only the sampled packets, so it is not the "
+                        "bottleneck (sft-load --sink)")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for JSON + PNG")
     p.add_argument("--name", help="file stem (default: bench-<time>)")
     p.add_argument("--require", default="", help="systems that must run (error if unavailable)")

@@ -148,7 +148,7 @@ class LoadGenerator:
         self.vstreams = vstreams
         self.metrics_url = metrics_url
         self.join_concurrency = join_concurrency
-        # --sink xdp: XDP counts and drops media, passing 1 in sample_every to the
+        # --sink xdp: BPF counts and drops media, passing 1 in sample_every to the
         # sockets, where the C receiver samples every packet it still gets
         self.fp = FastPath(1 if sink == "xdp" else sample_every)
         self.sink = (XdpSink(self.fp, interface_of(local_address), sample_every,
@@ -636,8 +636,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sample-every", type=int, default=100,
                    help="decrypt and check 1 received packet in N per leg")
     p.add_argument("--sink", choices=("socket", "xdp"), default="socket",
-                   help="xdp: count and drop received media in XDP on the generator's "
-                        "interface, only sampled packets reach the sockets (needs root)")
+                   help="xdp: count and drop received media in a BPF program (TC ingress) on "
+                        "the generator's interface, only sampled packets reach the sockets "
+                        "(needs root)")
     p.add_argument("--join-concurrency", type=int, default=4)
     p.add_argument("--control", action="store_true",
                    help="JSON-lines commands on stdin (used by sft-bench)")

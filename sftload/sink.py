@@ -1,8 +1,10 @@
-"""``--sink xdp``: the generator counts received media in XDP (``bpf/src/sink.bpf.c``)
-and drops it, so at hundreds of participants the receiving side costs no
-syscalls or copies. One packet in ``sample_every`` per leg still reaches the
-leg's socket, where the C receiver hands it to the sampler (decrypt, route and
-latency checks) as before.
+"""``--sink xdp``: the generator counts received media in a BPF program at TC
+ingress of its veth end (``bpf/src/sink.bpf.c``) and drops it, so at hundreds of
+participants the receiving side costs no syscalls or copies. (The option keeps
+its first name: it was an XDP program, which could not see the kernel plane's
+copies.) One packet in ``sample_every`` per leg still reaches the leg's socket,
+where the C receiver hands it to the sampler (decrypt, route and latency
+checks) as before.
 
 The counts have the C receiver's shape (``FastPath.leg_stat``, ``slot_stats``,
 ``csrc_stats``); :meth:`XdpSink.refresh` reads the maps once per snapshot.
@@ -52,7 +54,8 @@ class XdpSink:
         if sample_every < 1:
             raise ValueError(f"sample_every must be >= 1, not {sample_every}")
         self._abi = abi_mod.load()
-        self.prog = PinnedXdpProgram(OBJECT_PATH, PROGRAM, MAPS, ifname, f"sink-{instance}")
+        self.prog = PinnedXdpProgram(OBJECT_PATH, PROGRAM, MAPS, ifname, f"sink-{instance}",
+                                     tc_hook=True)
         self.maps = self.prog.maps
         try:
             self.maps["sft_sink_config"].update(
@@ -60,10 +63,9 @@ class XdpSink:
         except BaseException:
             self.prog.close()
             raise
-        # Generic (skb) mode on purpose: a veth runs a driver-mode program in the NAPI
-        # of the sending CPU, the SFT's, which would then pay for the generator's
-        # counting; generic mode runs after RPS, on the generator's core (netns.py).
-        self.prog.attach(native=False)
+        # TC ingress runs after RPS, on the generator's core (netns.py); a driver-mode
+        # XDP program on a veth would run in the sending CPU's NAPI, the SFT's.
+        self.prog.attach()
         self.fp = fp
         self._leg_keys: dict[int, bytes] = {}
         self._slots: dict[int, list[int]] = {}

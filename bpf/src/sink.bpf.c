@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: AGPL-3.0-or-later
-/* The load generator's media sink, on its veth end: RTP arriving at a
- * registered leg socket is counted per leg, per SSRC (sequence numbers) and per
- * CSRC, then dropped, except 1 in sample_every per leg that continues to the
+/* The load generator's media sink, at TC ingress of its veth end: RTP arriving
+ * at a registered leg socket is counted per leg, per SSRC (sequence numbers) and
+ * per CSRC, then dropped, except 1 in sample_every per leg that continues to the
  * socket for the sampler. Everything else (STUN, DTLS, SRTCP, signalling)
- * passes. Counting mirrors sftload/native/fastpath.c's receiver. */
+ * passes. Counting mirrors sftload/native/fastpath.c's receiver.
+ *
+ * TC, not generic XDP: generic XDP skips packets a TC program redirected
+ * (skb_is_redirected), which is every copy of the SFT's kernel plane. */
 #include "sft_internal.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -77,46 +80,48 @@ static __always_inline void sft_sink_count_seq(struct sft_sink_slot *slot, __u16
 		slot->reordered++;
 }
 
-SEC("xdp")
-int sft_sink(struct xdp_md *ctx)
+SEC("tc")
+int sft_sink(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	const struct sft_sink_config *cfg;
 	struct sft_local_key local = {};
 	struct sft_stream_key slot_key;
 	struct sft_sink_slot *slot;
 	struct sft_sink_leg *leg;
-	struct ethhdr *eth = data;
+	void *data, *data_end;
+	struct ethhdr *eth;
 	struct iphdr *iph;
 	struct udphdr *udp;
 	__u32 zero = 0, len, every;
 	__u8 *rtp;
 	__u64 now, n;
 
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return XDP_PASS;
+		return TC_ACT_OK;
 	iph = (void *)(eth + 1);
 	/* what the SFT sends has no IP options and is not fragmented */
 	if ((void *)(iph + 1) > data_end || iph->version != 4 || iph->ihl != 5 ||
 	    iph->protocol != IPPROTO_UDP || (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
-		return XDP_PASS;
+		return TC_ACT_OK;
 	udp = (void *)(iph + 1);
 	rtp = (void *)(udp + 1);
-	/* the RTP header with one CSRC */
+	/* the RTP header with one CSRC, in the linear part (the rest need not be) */
 	if ((void *)(rtp + 16) > data_end)
-		return XDP_PASS;
+		return TC_ACT_OK;
 	len = bpf_ntohs(udp->len);
-	if (len < 8 + 12 || (void *)udp + len > data_end)
-		return XDP_PASS;
+	if (len < 8 + 12 || sizeof(*eth) + sizeof(*iph) + len > skb->len)
+		return TC_ACT_OK;
 	len -= 8;
 	if (rtp[0] < 128 || rtp[0] > 191 || (rtp[1] >= 192 && rtp[1] <= 223))
-		return XDP_PASS; /* STUN, DTLS, SRTCP: the generator's sockets answer them */
+		return TC_ACT_OK; /* STUN, DTLS, SRTCP: the generator's sockets answer them */
 	local.local_ip = iph->daddr;
 	local.local_port = udp->dest;
 	leg = bpf_map_lookup_elem(&sft_sink_legs, &local);
 	if (!leg)
-		return XDP_PASS;
+		return TC_ACT_OK;
 
 	now = bpf_ktime_get_ns();
 	n = __sync_fetch_and_add(&leg->rx_rtp, 1) + 1;
@@ -143,5 +148,5 @@ int sft_sink(struct xdp_md *ctx)
 	}
 	cfg = bpf_map_lookup_elem(&sft_sink_config, &zero);
 	every = cfg && cfg->sample_every > 1 ? cfg->sample_every : 1;
-	return n % every == 0 ? XDP_PASS : XDP_DROP;
+	return n % every == 0 ? TC_ACT_OK : TC_ACT_SHOT;
 }

@@ -1,18 +1,21 @@
-"""The load generator's XDP sink (bpf/src/sink.bpf.c, sftload/sink.py) on a real veth:
-it counts what a peer sends to a leg socket the way the generator's C receiver
-counts (per leg, per SSRC with sequence numbers, per CSRC), drops it, and lets
-1 packet in N per leg and all control traffic through to the socket."""
+"""The load generator's sink (bpf/src/sink.bpf.c at TC ingress, sftload/sink.py) on a
+real veth: it counts what a peer sends to a leg socket the way the generator's C
+receiver counts (per leg, per SSRC with sequence numbers, per CSRC), drops it, and
+lets 1 packet in N per leg and all control traffic through to the socket. Packets
+a TC program redirected on their way (the kernel plane's copies) count too."""
 
 from __future__ import annotations
 
 import socket
 import struct
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 from test_xsk_steering import HOST_IP, PEER_IP, STUN, VethPeer, receive_udp
 
 from sftd.bpf import libbpf
+from sftd.bpf.xdpprog import TC_HANDLE, TC_PRIORITY
 from sftd.sftload.fastpath import FastPath
 from sftd.sftload.sink import XdpSink, interface_of
 from tests.conftest import owned_name
@@ -43,9 +46,9 @@ def test_counts_match_what_was_sent_and_one_in_n_reaches_the_socket(veth):
     sink = XdpSink(fp, veth.host_if, sample_every=10, instance=owned_name("sink"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        # generic mode: it runs on the receiving core, not the veth sender's
-        assert not sink.prog.native
-        assert libbpf.xdp_prog_id(sink.prog.ifindex, libbpf.XDP_FLAGS_SKB_MODE) > 0
+        # TC ingress: it runs on the receiving core, not the veth sender's
+        assert libbpf.tc_prog_id(sink.prog.ifindex, TC_HANDLE, TC_PRIORITY) > 0
+        assert libbpf.xdp_prog_id(sink.prog.ifindex, libbpf.XDP_FLAGS_SKB_MODE) == 0
         sock.bind((HOST_IP, LEG_PORT))
         leg = fp.add_leg(sock.fileno(), (PEER_IP, PEER_PORT))
         sink.add_leg(leg, (HOST_IP, LEG_PORT))
@@ -92,5 +95,52 @@ def test_unregistered_sockets_and_bad_config_are_left_alone(veth):
             veth.send([(PEER_PORT, rtp(AUDIO, 1, None))] * 3, (HOST_IP, LEG_PORT + 1))
             assert len(receive_udp(other)) == 3  # no leg there: every packet passes
     finally:
+        sink.close()
+        fp.close()
+
+
+def redirect_through_tc(veth: VethPeer) -> None:
+    """The peer's packets to HOST_IP leave through a second veth pair whose far end
+    redirects them (act_mirred) out of the peer's end of ``veth``: they reach the
+    sink marked as redirected, as the kernel plane's clone_redirect copies do."""
+    def peer(*args: str) -> None:
+        subprocess.run(["ip", "-n", veth.netns, *args], check=True, capture_output=True)
+
+    near, far = f"{veth.peer_if}a", f"{veth.peer_if}b"
+    peer("link", "add", near, "type", "veth", "peer", "name", far)
+    peer("link", "set", near, "up")
+    peer("link", "set", far, "up")
+    peer("route", "add", f"{HOST_IP}/32", "dev", near, "src", PEER_IP)
+    peer("neigh", "add", HOST_IP, "lladdr", veth.host_mac.hex(":"), "dev", near,
+         "nud", "permanent")
+    for tc in (["qdisc", "add", "dev", far, "clsact"],
+               ["filter", "add", "dev", far, "ingress", "protocol", "ip", "u32", "match",
+                "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev",
+                veth.peer_if]):
+        subprocess.run(["tc", "-n", veth.netns, *tc], check=True, capture_output=True)
+
+
+def test_packets_a_tc_program_redirected_are_counted(veth):
+    """The kernel plane sends its copies with bpf_clone_redirect; generic XDP skips
+    such packets (the former sink saw none and the bench reported 100 % loss)."""
+    redirect_through_tc(veth)
+    fp = FastPath(1)
+    sink = XdpSink(fp, veth.host_if, sample_every=4, instance=owned_name("sink"))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((HOST_IP, LEG_PORT))
+        leg = fp.add_leg(sock.fileno(), (PEER_IP, PEER_PORT))
+        sink.add_leg(leg, (HOST_IP, LEG_PORT))
+        sink.add_slot(leg, AUDIO, 0)
+        media = [rtp(AUDIO, seq, AUDIO_CSRC) for seq in range(20)]
+        veth.send([(PEER_PORT, p) for p in media], (HOST_IP, LEG_PORT))
+
+        got = receive_udp(sock)
+        sink.refresh()
+        assert sink.leg_stat(leg)["rx_rtp"] == 20
+        assert sink.csrc_stats(leg) == {(0, AUDIO_CSRC): 20}
+        assert got == [media[i] for i in range(3, 20, 4)]  # and the samples got through
+    finally:
+        sock.close()
         sink.close()
         fp.close()
