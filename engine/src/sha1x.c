@@ -14,10 +14,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-/* Streams interleaved: two beat one by ~1.6x on Zen with SHA-NI, three and four
- * are slower than two (benchmarks/sha1x_bench.c, which also tries those). */
-#define LANES 2
-#define MAX_LANES 4 /* array size, for the bench's widths */
+#define MAX_LANES 4 /* array size: the bench tries up to 4 */
 #define BLOCK 64
 #define IPAD_BLOCKS_BITS (BLOCK * 8)
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -143,6 +140,8 @@ static void hmac1(const struct sha1x_hmac_key *const key[], const uint8_t *const
 	hmac_lanes(1, key, msg, len, digest);
 }
 
+_Static_assert(SHA1X_LANES == 2, "sha1x_hmac calls hmac2");
+
 static void hmac2(const struct sha1x_hmac_key *const key[], const uint8_t *const msg[],
 		  size_t len, uint8_t digest[][SHA1X_DIGEST])
 {
@@ -154,7 +153,7 @@ void sha1x_hmac(size_t n, const struct sha1x_hmac_key *const key[],
 {
 	size_t i = 0;
 
-	for (; i + LANES <= n; i += LANES)
+	for (; i + SHA1X_LANES <= n; i += SHA1X_LANES)
 		hmac2(key + i, msg + i, len, digest + i);
 	for (; i < n; i++)
 		hmac1(key + i, msg + i, len, digest + i);

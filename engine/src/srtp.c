@@ -17,6 +17,7 @@
 #include "engine.h"
 
 #define HMAC_SHA1_80_TAG 10
+#define ROC_BYTES 4 /* the HMAC's input after the packet */
 #define GCM_TAG 16
 #define SEQ_MEDIAN 0x8000
 #define SEQ_MAX 0x10000
@@ -51,6 +52,15 @@ static int derive(const uint8_t *key, size_t key_len, const uint8_t salt[14], ui
 	     EVP_EncryptUpdate(c, out, &outl, zeros, n) == 1 && outl == n;
 	EVP_CIPHER_CTX_free(c);
 	return ok;
+}
+
+static void copy_sha1_state(uint32_t h[5], const SHA_CTX *c)
+{
+	h[0] = c->h0;
+	h[1] = c->h1;
+	h[2] = c->h2;
+	h[3] = c->h3;
+	h[4] = c->h4;
 }
 
 int srtp_ctx_init(struct srtp_ctx *ctx, int profile, const uint8_t *master, size_t len,
@@ -96,6 +106,9 @@ int srtp_ctx_init(struct srtp_ctx *ctx, int profile, const uint8_t *master, size
 		SHA1_Init(&ctx->hmac_outer);
 		SHA1_Update(&ctx->hmac_outer, pad, sizeof(pad));
 		OPENSSL_cleanse(pad, sizeof(pad));
+		ctx->has_hmac_lanes = sha1x_supported();
+		copy_sha1_state(ctx->hmac_lanes.inner, &ctx->hmac_inner);
+		copy_sha1_state(ctx->hmac_lanes.outer, &ctx->hmac_outer);
 	}
 	OPENSSL_cleanse(session_key, sizeof(session_key));
 	OPENSSL_cleanse(auth_key, sizeof(auth_key));
@@ -115,6 +128,7 @@ void srtp_ctx_free(struct srtp_ctx *ctx)
 	ctx->cipher = NULL;
 	OPENSSL_cleanse(&ctx->hmac_inner, sizeof(ctx->hmac_inner));
 	OPENSSL_cleanse(&ctx->hmac_outer, sizeof(ctx->hmac_outer));
+	OPENSSL_cleanse(&ctx->hmac_lanes, sizeof(ctx->hmac_lanes));
 }
 
 size_t srtp_header_len(const uint8_t *pkt, size_t len)
@@ -225,15 +239,24 @@ static int gcm_set_iv(struct srtp_ctx *ctx, uint8_t iv[12])
 	return EVP_CIPHER_CTX_ctrl(ctx->cipher, EVP_CTRL_GCM_SET_IV_FIXED, -1, iv) == 1;
 }
 
+static void put_roc(uint8_t out[ROC_BYTES], uint64_t index)
+{
+	uint32_t roc = (uint32_t)(index >> 16);
+
+	out[0] = (uint8_t)(roc >> 24);
+	out[1] = (uint8_t)(roc >> 16);
+	out[2] = (uint8_t)(roc >> 8);
+	out[3] = (uint8_t)roc;
+}
+
 /* HMAC-SHA1 over the packet and the ROC (RFC 3711 4.2), first 10 bytes. */
 static int cm_tag(struct srtp_ctx *ctx, const uint8_t *pkt, size_t len, uint64_t index,
 		  uint8_t tag[20])
 {
-	uint32_t roc = (uint32_t)(index >> 16);
-	uint8_t roc_be[4] = {(uint8_t)(roc >> 24), (uint8_t)(roc >> 16), (uint8_t)(roc >> 8),
-			     (uint8_t)roc};
+	uint8_t roc_be[ROC_BYTES];
 	SHA_CTX c = ctx->hmac_inner;
 
+	put_roc(roc_be, index);
 	SHA1_Update(&c, pkt, len);
 	SHA1_Update(&c, roc_be, sizeof(roc_be));
 	SHA1_Final(tag, &c);
@@ -322,8 +345,8 @@ enum srtp_result srtp_unprotect(struct srtp_ctx *ctx, const struct srtp_rx_strea
 	return SRTP_OK;
 }
 
-size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size_t len,
-		    size_t hlen)
+static size_t protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size_t len,
+		      size_t hlen, struct srtp_untagged *untagged)
 {
 	uint64_t index;
 	int32_t d = estimate(*tx_index, be16(pkt + 2), &index);
@@ -337,7 +360,14 @@ size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size
 	if (ctx->profile == SFTE_PROFILE_AES_CM_128_HMAC_SHA1_80) {
 		uint8_t tag[20];
 		cm_iv(ctx, pkt, index, iv);
-		if (!ctr_xor(ctx, iv, pkt + hlen, len - hlen) || !cm_tag(ctx, pkt, len, index, tag))
+		if (!ctr_xor(ctx, iv, pkt + hlen, len - hlen))
+			return 0;
+		if (untagged != NULL && ctx->has_hmac_lanes) { /* the ROC where the tag goes */
+			put_roc(pkt + len, index);
+			*untagged = (struct srtp_untagged){ctx, pkt, len};
+			return len + HMAC_SHA1_80_TAG;
+		}
+		if (!cm_tag(ctx, pkt, len, index, tag))
 			return 0;
 		memcpy(pkt + len, tag, HMAC_SHA1_80_TAG);
 		return len + HMAC_SHA1_80_TAG;
@@ -351,4 +381,36 @@ size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size
 	    EVP_CIPHER_CTX_ctrl(ctx->cipher, EVP_CTRL_GCM_GET_TAG, GCM_TAG, pkt + len) != 1)
 		return 0;
 	return len + GCM_TAG;
+}
+
+size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size_t len,
+		    size_t hlen)
+{
+	return protect(ctx, tx_index, pkt, len, hlen, NULL);
+}
+
+size_t srtp_protect_untagged(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt,
+			     size_t len, size_t hlen, struct srtp_untagged *untagged)
+{
+	untagged->ctx = NULL;
+	return protect(ctx, tx_index, pkt, len, hlen, untagged);
+}
+
+void srtp_write_tags(const struct srtp_untagged *copies, size_t n)
+{
+	enum { RUN = 8 };
+	const struct sha1x_hmac_key *keys[RUN];
+	const uint8_t *msgs[RUN];
+	uint8_t digests[RUN][SHA1X_DIGEST];
+
+	for (size_t i = 0, k; i < n; i += k) {
+		size_t len = copies[i].len;
+		for (k = 0; k < RUN && i + k < n && copies[i + k].len == len; k++) {
+			keys[k] = &copies[i + k].ctx->hmac_lanes;
+			msgs[k] = copies[i + k].pkt;
+		}
+		sha1x_hmac(k, keys, msgs, len + ROC_BYTES, digests);
+		for (size_t j = 0; j < k; j++)
+			memcpy(copies[i + j].pkt + len, digests[j], HMAC_SHA1_80_TAG);
+	}
 }

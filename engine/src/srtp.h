@@ -15,6 +15,8 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
+#include "sha1x.h"
+
 #define SRTP_REPLAY_WINDOW 1024
 #define SRTP_MAX_TAG 16
 
@@ -33,6 +35,17 @@ struct srtp_ctx {
 	/* CM: HMAC-SHA1 with the session auth key, the key's inner and outer pads
 	 * hashed once (the per-packet HMAC copies these states) */
 	SHA_CTX hmac_inner, hmac_outer;
+	/* the same two states for sha1x; set where the CPU has SHA-NI */
+	struct sha1x_hmac_key hmac_lanes;
+	int has_hmac_lanes;
+};
+
+/* A protected AES-CM copy whose HMAC-SHA1 tag is still to be written: the
+ * packet of ``len`` bytes (the ROC already appended) and its context. */
+struct srtp_untagged {
+	struct srtp_ctx *ctx;
+	uint8_t *pkt;
+	size_t len;
 };
 
 /* Receive state of one SSRC: the highest SRTP index and which of the 1024
@@ -61,6 +74,16 @@ void srtp_rx_commit(struct srtp_rx_stream *stream, int32_t delta);
  * length, or 0 if the index is older than the window (libsrtp refuses it). */
 size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size_t len,
 		    size_t header_len);
+
+/* As srtp_protect, but where tags are cheaper several at a time (AES-CM with
+ * SHA-NI: sha1x) the tag is left for srtp_write_tags and *untagged says where;
+ * otherwise the tag is written and untagged->ctx is NULL. The length returned
+ * counts the tag either way; the copy must not be sent before it is written. */
+size_t srtp_protect_untagged(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt,
+			     size_t len, size_t header_len, struct srtp_untagged *untagged);
+/* The tags of copies left by srtp_protect_untagged; neighbours of one length
+ * are hashed together. */
+void srtp_write_tags(const struct srtp_untagged *copies, size_t n);
 
 /* RTP header length as libsrtp validates it (CSRCs, extension), or 0 if it
  * does not fit ``len``. */
