@@ -183,7 +183,7 @@ struct worker {
 	struct io_tx *txp[IO_TX_BATCH];
 	int n_tx;
 	/* copies of the packet being forwarded whose tags sha1x computes together
-	 * (srtp_protect_untagged); none is left after forward() or a flush */
+	 * (srtp_protect leaves them); none is left after forward() or a flush */
 	struct srtp_untagged untagged[SHA1X_LANES];
 	int n_untagged;
 	struct io_xdp_port **ports; /* AF_XDP ports this worker drives */
@@ -519,10 +519,10 @@ static void send_copy(struct worker *w, struct sfte_leg *sub, struct slot *slot,
 	put32(buf + 4, ts);
 	put32(buf + 8, slot->ssrc);
 	put32(buf + 12, slot->csrc);
-	memcpy(buf + 16, plain + v->ext_offset, plain_len - v->ext_offset);
 	header = 16 + (v->payload_offset - v->ext_offset);
-	out = srtp_protect_untagged(&sub->tx, &slot->tx_index, buf, len, header,
-				    &w->untagged[w->n_untagged]);
+	memcpy(buf + 16, plain + v->ext_offset, header - 16); /* the payload: as it is encrypted */
+	out = srtp_protect(&sub->tx, &slot->tx_index, buf, len, header, plain + v->payload_offset,
+			   &w->untagged[w->n_untagged]);
 	if (out == 0) {
 		if (frame != NULL)
 			io_xdp_commit(port, frame, 0, NULL); /* the frame goes back unused */

@@ -269,35 +269,38 @@ static int cm_tag(struct srtp_ctx *ctx, const uint8_t *pkt, size_t len, uint64_t
 
 /* AES-CTR as RFC 3711 4.1.1 counts (16-bit block counter under the IV): the
  * counter blocks go through one ECB call, which keeps the key schedule and
- * pipelines the blocks, then XOR. */
-static int ctr_xor(struct srtp_ctx *ctx, const uint8_t iv[16], uint8_t *data, size_t n)
+ * pipelines the blocks, then dst = src XOR keystream (dst may be src). */
+static int ctr_xor(struct srtp_ctx *ctx, const uint8_t iv[16], const uint8_t *src, uint8_t *dst,
+		   size_t n)
 {
 	uint8_t blocks[SFTE_MAX_PACKET + 16], stream[SFTE_MAX_PACKET + 16];
 	size_t count = (n + 15) / 16;
+	uint16_t first = (uint16_t)(iv[14] << 8 | iv[15]);
 	int outl = 0;
 
 	if (n == 0)
 		return 1;
 	if (n > SFTE_MAX_PACKET)
 		return 0;
-	for (size_t b = 0; b < count; b++) {
-		uint16_t counter = (uint16_t)((iv[14] << 8 | iv[15]) + b);
-		memcpy(blocks + 16 * b, iv, 14);
+	for (size_t b = 0; b < count; b++) { /* whole-block copies: no byte loop */
+		uint16_t counter = (uint16_t)(first + b);
+		memcpy(blocks + 16 * b, iv, 16);
 		blocks[16 * b + 14] = (uint8_t)(counter >> 8);
 		blocks[16 * b + 15] = (uint8_t)counter;
 	}
 	if (EVP_EncryptUpdate(ctx->cipher, stream, &outl, blocks, (int)(16 * count)) != 1)
 		return 0;
 	size_t i = 0;
-	for (; i + 8 <= n; i += 8) { /* word-wise; memcpy keeps it alignment-safe */
-		uint64_t a, b;
-		memcpy(&a, data + i, 8);
-		memcpy(&b, stream + i, 8);
-		a ^= b;
-		memcpy(data + i, &a, 8);
+	for (; i + 16 <= n; i += 16) { /* memcpy keeps it alignment-safe */
+		uint64_t a[2], k[2];
+		memcpy(a, src + i, 16);
+		memcpy(k, stream + i, 16);
+		a[0] ^= k[0];
+		a[1] ^= k[1];
+		memcpy(dst + i, a, 16);
 	}
 	for (; i < n; i++)
-		data[i] ^= stream[i];
+		dst[i] = src[i] ^ stream[i];
 	return 1;
 }
 
@@ -327,7 +330,7 @@ enum srtp_result srtp_unprotect(struct srtp_ctx *ctx, const struct srtp_rx_strea
 		    CRYPTO_memcmp(tag, pkt + body, HMAC_SHA1_80_TAG) != 0)
 			return SRTP_FAIL_AUTH;
 		cm_iv(ctx, pkt, index, iv);
-		if (!ctr_xor(ctx, iv, pkt + hlen, body - hlen))
+		if (!ctr_xor(ctx, iv, pkt + hlen, pkt + hlen, body - hlen))
 			return SRTP_FAIL_AUTH;
 	} else {
 		gcm_iv(ctx, pkt, index, iv);
@@ -345,14 +348,16 @@ enum srtp_result srtp_unprotect(struct srtp_ctx *ctx, const struct srtp_rx_strea
 	return SRTP_OK;
 }
 
-static size_t protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size_t len,
-		      size_t hlen, struct srtp_untagged *untagged)
+size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size_t len,
+		    size_t hlen, const uint8_t *payload, struct srtp_untagged *untagged)
 {
 	uint64_t index;
 	int32_t d = estimate(*tx_index, be16(pkt + 2), &index);
 	uint8_t iv[16];
 	int outl = 0;
 
+	if (untagged != NULL)
+		untagged->ctx = NULL;
 	if (d < -(SRTP_REPLAY_WINDOW - 1))
 		return 0; /* libsrtp: replay_old even with repeats allowed */
 	if (d > 0)
@@ -360,7 +365,7 @@ static size_t protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, si
 	if (ctx->profile == SFTE_PROFILE_AES_CM_128_HMAC_SHA1_80) {
 		uint8_t tag[20];
 		cm_iv(ctx, pkt, index, iv);
-		if (!ctr_xor(ctx, iv, pkt + hlen, len - hlen))
+		if (!ctr_xor(ctx, iv, payload, pkt + hlen, len - hlen))
 			return 0;
 		if (untagged != NULL && ctx->has_hmac_lanes) { /* the ROC where the tag goes */
 			put_roc(pkt + len, index);
@@ -372,6 +377,8 @@ static size_t protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, si
 		memcpy(pkt + len, tag, HMAC_SHA1_80_TAG);
 		return len + HMAC_SHA1_80_TAG;
 	}
+	if (payload != pkt + hlen)
+		memcpy(pkt + hlen, payload, len - hlen); /* GCM encrypts in place */
 	gcm_iv(ctx, pkt, index, iv);
 	if (!gcm_set_iv(ctx, iv) ||
 	    EVP_EncryptUpdate(ctx->cipher, NULL, &outl, pkt, (int)hlen) != 1 ||
@@ -381,19 +388,6 @@ static size_t protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, si
 	    EVP_CIPHER_CTX_ctrl(ctx->cipher, EVP_CTRL_GCM_GET_TAG, GCM_TAG, pkt + len) != 1)
 		return 0;
 	return len + GCM_TAG;
-}
-
-size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size_t len,
-		    size_t hlen)
-{
-	return protect(ctx, tx_index, pkt, len, hlen, NULL);
-}
-
-size_t srtp_protect_untagged(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt,
-			     size_t len, size_t hlen, struct srtp_untagged *untagged)
-{
-	untagged->ctx = NULL;
-	return protect(ctx, tx_index, pkt, len, hlen, untagged);
 }
 
 void srtp_write_tags(const struct srtp_untagged *copies, size_t n)

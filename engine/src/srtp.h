@@ -40,7 +40,7 @@ struct srtp_ctx {
 	int has_hmac_lanes;
 };
 
-/* A protected AES-CM copy whose HMAC-SHA1 tag is still to be written: the
+/* An encrypted AES-CM copy whose HMAC-SHA1 tag is still to be written: the
  * packet of ``len`` bytes (the ROC already appended) and its context. */
 struct srtp_untagged {
 	struct srtp_ctx *ctx;
@@ -69,19 +69,18 @@ enum srtp_result srtp_unprotect(struct srtp_ctx *ctx, const struct srtp_rx_strea
 /* Record an authentic packet's index (stream zeroed for a new SSRC). */
 void srtp_rx_commit(struct srtp_rx_stream *stream, int32_t delta);
 
-/* Encrypt in place and append the tag; the buffer has room for SRTP_MAX_TAG more.
- * ``tx_index`` is the SSRC's outbound index (0 for a new one). Returns the new
- * length, or 0 if the index is older than the window (libsrtp refuses it). */
+/* Encrypt and append the tag: the header (``header_len`` bytes) is at ``pkt``,
+ * the payload is read from ``payload`` (pkt + header_len: in place; elsewhere:
+ * encrypted into pkt as it is copied). The buffer has room for SRTP_MAX_TAG
+ * more than ``len``. ``tx_index`` is the SSRC's outbound index (0 for a new
+ * one). Returns the new length, or 0 if the index is older than the window
+ * (libsrtp refuses it).
+ * With ``untagged``, where tags are cheaper several at a time (AES-CM with
+ * SHA-NI: sha1x), the tag is left for srtp_write_tags and *untagged says where
+ * (otherwise untagged->ctx is NULL): the copy must not leave before that. */
 size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size_t len,
-		    size_t header_len);
-
-/* As srtp_protect, but where tags are cheaper several at a time (AES-CM with
- * SHA-NI: sha1x) the tag is left for srtp_write_tags and *untagged says where;
- * otherwise the tag is written and untagged->ctx is NULL. The length returned
- * counts the tag either way; the copy must not be sent before it is written. */
-size_t srtp_protect_untagged(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt,
-			     size_t len, size_t header_len, struct srtp_untagged *untagged);
-/* The tags of copies left by srtp_protect_untagged; neighbours of one length
+		    size_t header_len, const uint8_t *payload, struct srtp_untagged *untagged);
+/* The tags of copies srtp_protect left untagged; neighbours of one length
  * are hashed together. */
 void srtp_write_tags(const struct srtp_untagged *copies, size_t n);
 
