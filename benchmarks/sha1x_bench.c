@@ -22,7 +22,8 @@ static void hmac4(const struct sha1x_hmac_key *const key[], const uint8_t *const
 #include <openssl/sha.h>
 
 #define KEYS 4
-#define ROUNDS 200000
+#define TRIALS 100
+#define PER_TRIAL 1000 /* HMACs */
 
 static SHA_CTX inner_ctx[KEYS], outer_ctx[KEYS];
 static struct sha1x_hmac_key keys[KEYS];
@@ -69,6 +70,30 @@ static double now_ns(void)
 typedef void lanes_fn(const struct sha1x_hmac_key *const[], const uint8_t *const[], size_t,
 		      uint8_t[][SHA1X_DIGEST]);
 
+/* OpenSSL as a one-lane function, for the same timing loop */
+static void openssl1(const struct sha1x_hmac_key *const key[], const uint8_t *const msg[],
+		     size_t len, uint8_t digest[][SHA1X_DIGEST])
+{
+	openssl_hmac((int)(key[0] - keys), msg[0], len, digest[0]);
+}
+
+/* The fastest of TRIALS runs: the CPUs are shared, the minimum is the
+ * figure least disturbed by other jobs. */
+static double best_ns_per_hmac(lanes_fn *fn, int lanes, const struct sha1x_hmac_key *const kp[],
+			       const uint8_t *const mp[], size_t len, uint8_t got[][SHA1X_DIGEST])
+{
+	double best = 1e18;
+
+	for (int t = 0; t < TRIALS; t++) {
+		double start = now_ns();
+		for (int r = 0; r < PER_TRIAL / lanes; r++)
+			fn(kp, mp, len, got);
+		double per = (now_ns() - start) / (PER_TRIAL / lanes * lanes);
+		best = per < best ? per : best;
+	}
+	return best;
+}
+
 int main(void)
 {
 	static uint8_t data[KEYS][1600];
@@ -78,7 +103,9 @@ int main(void)
 	unsigned int want_len;
 	const size_t lengths[] = {128, 1216};
 	struct { const char *name; int lanes; lanes_fn *fn; } impl[] = {
-		{"sha1x 1 lane", 1, hmac1}, {"sha1x 2 lanes", 2, hmac2}, {"sha1x 4 lanes", 4, hmac4}};
+		{"OpenSSL SHA1_*", 1, openssl1}, {"sha1x 1 lane", 1, hmac1},
+		{"sha1x 2 lanes", 2, hmac2}, {"sha1x 4 lanes", 4, hmac4}};
+	enum { IMPLS = sizeof(impl) / sizeof(impl[0]) };
 
 	if (!sha1x_supported()) {
 		puts("no SHA-NI on this CPU");
@@ -95,7 +122,7 @@ int main(void)
 		mp[i] = data[i];
 	}
 	for (size_t len = 0; len <= 1500; len++)
-		for (int f = 0; f < 3; f++) {
+		for (int f = 0; f < IMPLS; f++) {
 			impl[f].fn(kp, mp, len, got);
 			for (int l = 0; l < impl[f].lanes; l++) {
 				HMAC(EVP_sha1(), key_bytes[l], 20, data[l], len, want, &want_len);
@@ -106,18 +133,13 @@ int main(void)
 			}
 		}
 	for (size_t n = 0; n < sizeof(lengths) / sizeof(lengths[0]); n++) {
-		size_t len = lengths[n];
-		double start = now_ns();
-		for (int r = 0; r < ROUNDS; r++)
-			openssl_hmac(r & 3, data[r & 3], len, got[0]);
-		double base = (now_ns() - start) / ROUNDS;
-		printf("%5zu B  %-16s %7.1f ns/HMAC\n", len, "OpenSSL SHA1_*", base);
-		for (int f = 0; f < 3; f++) {
-			start = now_ns();
-			for (int r = 0; r < ROUNDS / impl[f].lanes; r++)
-				impl[f].fn(kp, mp, len, got);
-			double per = (now_ns() - start) / (ROUNDS / impl[f].lanes * impl[f].lanes);
-			printf("%5zu B  %-16s %7.1f ns/HMAC  %.2fx\n", len, impl[f].name, per, base / per);
+		double base = 0;
+		for (int f = 0; f < IMPLS; f++) {
+			double per = best_ns_per_hmac(impl[f].fn, impl[f].lanes, kp, mp, lengths[n], got);
+			if (f == 0)
+				base = per;
+			printf("%5zu B  %-16s %7.1f ns/HMAC  %.2fx\n", lengths[n], impl[f].name, per,
+			       base / per);
 		}
 	}
 	return 0;

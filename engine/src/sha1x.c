@@ -7,9 +7,10 @@
  * The whole file is compiled for SHA-NI and SSE4.1 (the pragma, in place of
  * per-file compiler flags the cffi build does not have): nothing in it may run
  * before sha1x_supported(). */
-#pragma GCC target("sha,sse4.1")
-
 #include "sha1x.h"
+
+#ifdef SHA1X_BUILT
+#pragma GCC target("sha,sse4.1")
 
 #include <immintrin.h>
 #include <string.h>
@@ -158,3 +159,12 @@ void sha1x_hmac(size_t n, const struct sha1x_hmac_key *const key[],
 	for (; i < n; i++)
 		hmac1(key + i, msg + i, len, digest + i);
 }
+#else
+#include <stdlib.h>
+
+void sha1x_hmac(size_t n, const struct sha1x_hmac_key *const key[],
+		const uint8_t *const msg[], size_t len, uint8_t digest[][SHA1X_DIGEST])
+{
+	abort(); /* unreachable: sha1x_supported() is 0 on this CPU */
+}
+#endif

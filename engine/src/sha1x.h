@@ -22,10 +22,18 @@ struct sha1x_hmac_key {
 	uint32_t inner[5], outer[5];
 };
 
+#if defined(__x86_64__) || defined(__i386__)
+#define SHA1X_BUILT 1
 static inline int sha1x_supported(void)
 {
 	return __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1");
 }
+#else /* other CPUs keep OpenSSL's SHA-1; sha1x.c compiles to nothing */
+static inline int sha1x_supported(void)
+{
+	return 0;
+}
+#endif
 
 /* digest[i] = HMAC-SHA1(key[i], msg[i][0 .. len)) for i < n, SHA1X_LANES at a
  * time. */
