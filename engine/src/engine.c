@@ -520,7 +520,8 @@ static void send_copy(struct worker *w, struct sfte_leg *sub, struct slot *slot,
 	put32(buf + 8, slot->ssrc);
 	put32(buf + 12, slot->csrc);
 	header = 16 + (v->payload_offset - v->ext_offset);
-	memcpy(buf + 16, plain + v->ext_offset, header - 16); /* the payload: as it is encrypted */
+	/* the header extension; srtp_protect copies the payload as it encrypts it */
+	memcpy(buf + 16, plain + v->ext_offset, header - 16);
 	out = srtp_protect(&sub->tx, &slot->tx_index, buf, len, header, plain + v->payload_offset,
 			   &w->untagged[w->n_untagged]);
 	if (out == 0) {
