@@ -182,6 +182,10 @@ struct worker {
 	struct io_tx tx[IO_TX_BATCH];
 	struct io_tx *txp[IO_TX_BATCH];
 	int n_tx;
+	/* copies of the packet being forwarded whose tags sha1x computes together
+	 * (srtp_protect leaves them); none is left after forward() or a flush */
+	struct srtp_untagged untagged[SHA1X_LANES];
+	int n_untagged;
 	struct io_xdp_port **ports; /* AF_XDP ports this worker drives */
 	int n_ports;
 	struct xsk_rx_desc xrx[IO_BATCH];
@@ -387,11 +391,18 @@ static void route_remove(struct sfte_leg *pub, int kind, const struct slot *slot
 
 /* ----------------------------------------------------------- per packet */
 
+static void write_tags(struct worker *w)
+{
+	srtp_write_tags(w->untagged, (size_t)w->n_untagged);
+	w->n_untagged = 0;
+}
+
 static void flush_tx(struct worker *w)
 {
 	struct sfte_engine *e = w->engine;
 	int n = w->n_tx;
 
+	write_tags(w);
 	if (n == 0)
 		return;
 	/* Stable order by socket, so that one sendmmsg carries a subscriber's copies. */
@@ -418,6 +429,7 @@ static void flush_port(struct worker *w, struct io_xdp_port *p)
 {
 	uint64_t kicks = 0, errors = 0;
 
+	write_tags(w);
 	io_xdp_flush(p, &kicks, &errors);
 	if (kicks)
 		detail(w, SFTE_DETAIL_XDP_KICKS, kicks);
@@ -507,9 +519,11 @@ static void send_copy(struct worker *w, struct sfte_leg *sub, struct slot *slot,
 	put32(buf + 4, ts);
 	put32(buf + 8, slot->ssrc);
 	put32(buf + 12, slot->csrc);
-	memcpy(buf + 16, plain + v->ext_offset, plain_len - v->ext_offset);
 	header = 16 + (v->payload_offset - v->ext_offset);
-	out = srtp_protect(&sub->tx, &slot->tx_index, buf, len, header);
+	/* the header extension; srtp_protect copies the payload as it encrypts it */
+	memcpy(buf + 16, plain + v->ext_offset, header - 16);
+	out = srtp_protect(&sub->tx, &slot->tx_index, buf, len, header, plain + v->payload_offset,
+			   &w->untagged[w->n_untagged]);
 	if (out == 0) {
 		if (frame != NULL)
 			io_xdp_commit(port, frame, 0, NULL); /* the frame goes back unused */
@@ -530,6 +544,8 @@ static void send_copy(struct worker *w, struct sfte_leg *sub, struct slot *slot,
 		t->len = out;
 		w->n_tx++;
 	}
+	if (w->untagged[w->n_untagged].ctx != NULL && ++w->n_untagged == SHA1X_LANES)
+		write_tags(w); /* the copy is queued: its tag may wait for the next one */
 	STORE(&slot->sent, slot->sent + 1);
 	count(w, SFTE_TX_PACKETS, 1);
 	count(w, SFTE_TX_BYTES, out);
@@ -683,6 +699,7 @@ static void forward(struct worker *w, struct sfte_leg *leg, int kind, const uint
 		send_copy(w, r->items[i].subscriber, slot, plain, len, v, now);
 		sent = 1;
 	}
+	write_tags(w); /* an odd copy out */
 	if (kind == KIND_VIDEO && !sent)
 		count(w, SFTE_DROP_NOT_READY, 1);
 }

@@ -17,6 +17,7 @@
 #include "engine.h"
 
 #define HMAC_SHA1_80_TAG 10
+#define ROC_BYTES 4 /* the HMAC's input after the packet */
 #define GCM_TAG 16
 #define SEQ_MEDIAN 0x8000
 #define SEQ_MAX 0x10000
@@ -51,6 +52,15 @@ static int derive(const uint8_t *key, size_t key_len, const uint8_t salt[14], ui
 	     EVP_EncryptUpdate(c, out, &outl, zeros, n) == 1 && outl == n;
 	EVP_CIPHER_CTX_free(c);
 	return ok;
+}
+
+static void copy_sha1_state(uint32_t h[5], const SHA_CTX *c)
+{
+	h[0] = c->h0;
+	h[1] = c->h1;
+	h[2] = c->h2;
+	h[3] = c->h3;
+	h[4] = c->h4;
 }
 
 int srtp_ctx_init(struct srtp_ctx *ctx, int profile, const uint8_t *master, size_t len,
@@ -96,6 +106,9 @@ int srtp_ctx_init(struct srtp_ctx *ctx, int profile, const uint8_t *master, size
 		SHA1_Init(&ctx->hmac_outer);
 		SHA1_Update(&ctx->hmac_outer, pad, sizeof(pad));
 		OPENSSL_cleanse(pad, sizeof(pad));
+		ctx->has_hmac_lanes = sha1x_supported();
+		copy_sha1_state(ctx->hmac_lanes.inner, &ctx->hmac_inner);
+		copy_sha1_state(ctx->hmac_lanes.outer, &ctx->hmac_outer);
 	}
 	OPENSSL_cleanse(session_key, sizeof(session_key));
 	OPENSSL_cleanse(auth_key, sizeof(auth_key));
@@ -115,6 +128,7 @@ void srtp_ctx_free(struct srtp_ctx *ctx)
 	ctx->cipher = NULL;
 	OPENSSL_cleanse(&ctx->hmac_inner, sizeof(ctx->hmac_inner));
 	OPENSSL_cleanse(&ctx->hmac_outer, sizeof(ctx->hmac_outer));
+	OPENSSL_cleanse(&ctx->hmac_lanes, sizeof(ctx->hmac_lanes));
 }
 
 size_t srtp_header_len(const uint8_t *pkt, size_t len)
@@ -225,15 +239,24 @@ static int gcm_set_iv(struct srtp_ctx *ctx, uint8_t iv[12])
 	return EVP_CIPHER_CTX_ctrl(ctx->cipher, EVP_CTRL_GCM_SET_IV_FIXED, -1, iv) == 1;
 }
 
+static void put_roc(uint8_t out[ROC_BYTES], uint64_t index)
+{
+	uint32_t roc = (uint32_t)(index >> 16);
+
+	out[0] = (uint8_t)(roc >> 24);
+	out[1] = (uint8_t)(roc >> 16);
+	out[2] = (uint8_t)(roc >> 8);
+	out[3] = (uint8_t)roc;
+}
+
 /* HMAC-SHA1 over the packet and the ROC (RFC 3711 4.2), first 10 bytes. */
 static int cm_tag(struct srtp_ctx *ctx, const uint8_t *pkt, size_t len, uint64_t index,
 		  uint8_t tag[20])
 {
-	uint32_t roc = (uint32_t)(index >> 16);
-	uint8_t roc_be[4] = {(uint8_t)(roc >> 24), (uint8_t)(roc >> 16), (uint8_t)(roc >> 8),
-			     (uint8_t)roc};
+	uint8_t roc_be[ROC_BYTES];
 	SHA_CTX c = ctx->hmac_inner;
 
+	put_roc(roc_be, index);
 	SHA1_Update(&c, pkt, len);
 	SHA1_Update(&c, roc_be, sizeof(roc_be));
 	SHA1_Final(tag, &c);
@@ -246,35 +269,38 @@ static int cm_tag(struct srtp_ctx *ctx, const uint8_t *pkt, size_t len, uint64_t
 
 /* AES-CTR as RFC 3711 4.1.1 counts (16-bit block counter under the IV): the
  * counter blocks go through one ECB call, which keeps the key schedule and
- * pipelines the blocks, then XOR. */
-static int ctr_xor(struct srtp_ctx *ctx, const uint8_t iv[16], uint8_t *data, size_t n)
+ * pipelines the blocks, then dst = src XOR keystream (dst may be src). */
+static int ctr_xor(struct srtp_ctx *ctx, const uint8_t iv[16], const uint8_t *src, uint8_t *dst,
+		   size_t n)
 {
 	uint8_t blocks[SFTE_MAX_PACKET + 16], stream[SFTE_MAX_PACKET + 16];
 	size_t count = (n + 15) / 16;
+	uint16_t first = (uint16_t)(iv[14] << 8 | iv[15]);
 	int outl = 0;
 
 	if (n == 0)
 		return 1;
 	if (n > SFTE_MAX_PACKET)
 		return 0;
-	for (size_t b = 0; b < count; b++) {
-		uint16_t counter = (uint16_t)((iv[14] << 8 | iv[15]) + b);
-		memcpy(blocks + 16 * b, iv, 14);
+	for (size_t b = 0; b < count; b++) { /* whole-block copies: no byte loop */
+		uint16_t counter = (uint16_t)(first + b);
+		memcpy(blocks + 16 * b, iv, 16);
 		blocks[16 * b + 14] = (uint8_t)(counter >> 8);
 		blocks[16 * b + 15] = (uint8_t)counter;
 	}
 	if (EVP_EncryptUpdate(ctx->cipher, stream, &outl, blocks, (int)(16 * count)) != 1)
 		return 0;
 	size_t i = 0;
-	for (; i + 8 <= n; i += 8) { /* word-wise; memcpy keeps it alignment-safe */
-		uint64_t a, b;
-		memcpy(&a, data + i, 8);
-		memcpy(&b, stream + i, 8);
-		a ^= b;
-		memcpy(data + i, &a, 8);
+	for (; i + 16 <= n; i += 16) { /* memcpy keeps it alignment-safe */
+		uint64_t a[2], k[2];
+		memcpy(a, src + i, 16);
+		memcpy(k, stream + i, 16);
+		a[0] ^= k[0];
+		a[1] ^= k[1];
+		memcpy(dst + i, a, 16);
 	}
 	for (; i < n; i++)
-		data[i] ^= stream[i];
+		dst[i] = src[i] ^ stream[i];
 	return 1;
 }
 
@@ -304,7 +330,7 @@ enum srtp_result srtp_unprotect(struct srtp_ctx *ctx, const struct srtp_rx_strea
 		    CRYPTO_memcmp(tag, pkt + body, HMAC_SHA1_80_TAG) != 0)
 			return SRTP_FAIL_AUTH;
 		cm_iv(ctx, pkt, index, iv);
-		if (!ctr_xor(ctx, iv, pkt + hlen, body - hlen))
+		if (!ctr_xor(ctx, iv, pkt + hlen, pkt + hlen, body - hlen))
 			return SRTP_FAIL_AUTH;
 	} else {
 		gcm_iv(ctx, pkt, index, iv);
@@ -323,13 +349,15 @@ enum srtp_result srtp_unprotect(struct srtp_ctx *ctx, const struct srtp_rx_strea
 }
 
 size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size_t len,
-		    size_t hlen)
+		    size_t hlen, const uint8_t *payload, struct srtp_untagged *untagged)
 {
 	uint64_t index;
 	int32_t d = estimate(*tx_index, be16(pkt + 2), &index);
 	uint8_t iv[16];
 	int outl = 0;
 
+	if (untagged != NULL)
+		untagged->ctx = NULL;
 	if (d < -(SRTP_REPLAY_WINDOW - 1))
 		return 0; /* libsrtp: replay_old even with repeats allowed */
 	if (d > 0)
@@ -337,11 +365,20 @@ size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size
 	if (ctx->profile == SFTE_PROFILE_AES_CM_128_HMAC_SHA1_80) {
 		uint8_t tag[20];
 		cm_iv(ctx, pkt, index, iv);
-		if (!ctr_xor(ctx, iv, pkt + hlen, len - hlen) || !cm_tag(ctx, pkt, len, index, tag))
+		if (!ctr_xor(ctx, iv, payload, pkt + hlen, len - hlen))
+			return 0;
+		if (untagged != NULL && ctx->has_hmac_lanes) { /* the ROC where the tag goes */
+			put_roc(pkt + len, index);
+			*untagged = (struct srtp_untagged){ctx, pkt, len};
+			return len + HMAC_SHA1_80_TAG;
+		}
+		if (!cm_tag(ctx, pkt, len, index, tag))
 			return 0;
 		memcpy(pkt + len, tag, HMAC_SHA1_80_TAG);
 		return len + HMAC_SHA1_80_TAG;
 	}
+	if (payload != pkt + hlen)
+		memcpy(pkt + hlen, payload, len - hlen); /* GCM encrypts in place */
 	gcm_iv(ctx, pkt, index, iv);
 	if (!gcm_set_iv(ctx, iv) ||
 	    EVP_EncryptUpdate(ctx->cipher, NULL, &outl, pkt, (int)hlen) != 1 ||
@@ -351,4 +388,23 @@ size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size
 	    EVP_CIPHER_CTX_ctrl(ctx->cipher, EVP_CTRL_GCM_GET_TAG, GCM_TAG, pkt + len) != 1)
 		return 0;
 	return len + GCM_TAG;
+}
+
+void srtp_write_tags(const struct srtp_untagged *copies, size_t n)
+{
+	enum { RUN = 8 };
+	const struct sha1x_hmac_key *keys[RUN];
+	const uint8_t *msgs[RUN];
+	uint8_t digests[RUN][SHA1X_DIGEST];
+
+	for (size_t i = 0, k; i < n; i += k) {
+		size_t len = copies[i].len;
+		for (k = 0; k < RUN && i + k < n && copies[i + k].len == len; k++) {
+			keys[k] = &copies[i + k].ctx->hmac_lanes;
+			msgs[k] = copies[i + k].pkt;
+		}
+		sha1x_hmac(k, keys, msgs, len + ROC_BYTES, digests);
+		for (size_t j = 0; j < k; j++)
+			memcpy(copies[i + j].pkt + len, digests[j], HMAC_SHA1_80_TAG);
+	}
 }

@@ -15,6 +15,8 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
+#include "sha1x.h"
+
 #define SRTP_REPLAY_WINDOW 1024
 #define SRTP_MAX_TAG 16
 
@@ -33,6 +35,17 @@ struct srtp_ctx {
 	/* CM: HMAC-SHA1 with the session auth key, the key's inner and outer pads
 	 * hashed once (the per-packet HMAC copies these states) */
 	SHA_CTX hmac_inner, hmac_outer;
+	/* the same two states for sha1x; set where the CPU has SHA-NI */
+	struct sha1x_hmac_key hmac_lanes;
+	int has_hmac_lanes;
+};
+
+/* An encrypted AES-CM copy whose HMAC-SHA1 tag is still to be written: the
+ * packet of ``len`` bytes (the ROC already appended) and its context. */
+struct srtp_untagged {
+	struct srtp_ctx *ctx;
+	uint8_t *pkt;
+	size_t len;
 };
 
 /* Receive state of one SSRC: the highest SRTP index and which of the 1024
@@ -56,11 +69,20 @@ enum srtp_result srtp_unprotect(struct srtp_ctx *ctx, const struct srtp_rx_strea
 /* Record an authentic packet's index (stream zeroed for a new SSRC). */
 void srtp_rx_commit(struct srtp_rx_stream *stream, int32_t delta);
 
-/* Encrypt in place and append the tag; the buffer has room for SRTP_MAX_TAG more.
- * ``tx_index`` is the SSRC's outbound index (0 for a new one). Returns the new
- * length, or 0 if the index is older than the window (libsrtp refuses it). */
+/* Encrypt and append the tag: the header (``header_len`` bytes) is at ``pkt``,
+ * the payload is read from ``payload`` (pkt + header_len: in place; elsewhere:
+ * encrypted into pkt as it is copied). The buffer has room for SRTP_MAX_TAG
+ * more than ``len``. ``tx_index`` is the SSRC's outbound index (0 for a new
+ * one). Returns the new length, or 0 if the index is older than the window
+ * (libsrtp refuses it).
+ * With ``untagged``, where tags are cheaper several at a time (AES-CM with
+ * SHA-NI: sha1x), the tag is left for srtp_write_tags and *untagged says where
+ * (otherwise untagged->ctx is NULL): the copy must not leave before that. */
 size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size_t len,
-		    size_t header_len);
+		    size_t header_len, const uint8_t *payload, struct srtp_untagged *untagged);
+/* The tags of copies srtp_protect left untagged; neighbours of one length
+ * are hashed together. */
+void srtp_write_tags(const struct srtp_untagged *copies, size_t n);
 
 /* RTP header length as libsrtp validates it (CSRCs, extension), or 0 if it
  * does not fit ``len``. */
