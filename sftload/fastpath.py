@@ -100,6 +100,11 @@ class FastPath:
             if n < 256:
                 return out
 
+    def pop_samples(self) -> list[tuple[int, bytes, tuple[str, int], int, int]]:
+        """The sampled RTP, as ``pop``; the ROC from the receiver's extended
+        sequence numbers, right when it receives every packet (XdpSink's own)."""
+        return self.pop(samples=True)
+
     def refresh(self) -> None:
         """Nothing to do: the receiver's counts are read live (XdpSink reads its maps)."""
 

@@ -113,7 +113,7 @@ class LegState:
     protocol: Any
     pub: media.Publisher
     rx: Any  # libsrtp, for SRTCP from the SFT
-    sample_rx: media.SrtpReceiver  # sampled SRTP, with the ROC the C receiver tracked
+    sample_rx: media.SrtpReceiver  # sampled SRTP, with the ROC of the receive side (self.rx)
     slot_kind: dict[int, int]
     audio_ssrc: int
     conference: int
@@ -307,7 +307,7 @@ class LoadGenerator:
 
     def drain_samples(self) -> None:
         s = self.samples
-        for leg, data, _addr, recv_ns, roc in self.fp.pop(samples=True):
+        for leg, data, _addr, recv_ns, roc in self.rx.pop_samples():
             st = self.legs[leg]
             try:
                 plain = st.sample_rx.unprotect(data, roc)

@@ -4,7 +4,8 @@ participants the receiving side costs no syscalls or copies. (The option keeps
 its first name: it was an XDP program, which could not see the kernel plane's
 copies.) One packet in ``sample_every`` per leg still reaches the leg's socket,
 where the C receiver hands it to the sampler (decrypt, route and latency
-checks) as before.
+checks) as before; its SRTP rollover counter comes from the sink's sequence
+numbers (``XdpSink.pop_samples``), since the receiver sees too little.
 
 The counts have the C receiver's shape (``FastPath.leg_stat``, ``slot_stats``,
 ``csrc_stats``); :meth:`XdpSink.refresh` reads the maps once per snapshot.
@@ -41,6 +42,12 @@ def interface_of(address: str) -> str:
                 return str(ipr.get_links(msg["index"])[0].get_attr("IFLA_IFNAME"))
     raise XdpProgramError(f"no interface holds {address}: --sink xdp needs the generator's "
                           "own address (--local-address)")
+
+
+def extend_sequence(highest: int, seq: int) -> int:
+    """The extended sequence number of ``seq``, a packet at or before the
+    stream's extended ``highest`` (counted before the packet was passed on)."""
+    return highest - ((highest - seq) & 0xFFFF)
 
 
 def _be32(addr: str) -> int:
@@ -88,6 +95,35 @@ class XdpSink:
 
     def _slot_key(self, leg: int, ssrc: int) -> bytes:
         return self._abi.pack("sft_stream_key", leg_id=leg, ssrc=ssrc)
+
+    def pop_samples(self) -> list[tuple[int, bytes, tuple[str, int], int, int]]:
+        """The sampled RTP as ``FastPath.pop_samples``, but with each packet's ROC
+        from the sink's sequence numbers. The C receiver sees only the samples, so
+        for a stream that wrapped before its first sample it would start at ROC 0
+        one wrap behind the sender, and every sample of it would fail to
+        authenticate; the sink counted every packet of the stream."""
+        samples = self.fp.pop_samples()
+        highest: dict[tuple[int, int], int | None] = {}  # one map read per stream and call
+        out = []
+        for leg, data, addr, recv_ns, roc in samples:
+            ssrc, seq = int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big")
+            key = (leg, ssrc)
+            if key not in highest:
+                highest[key] = self.extended_highest(leg, ssrc)
+            top = highest[key]
+            if top is not None:  # else a stream the sink does not count: the receiver's
+                roc = extend_sequence(top, seq) >> 16
+            out.append((leg, data, addr, recv_ns, roc))
+        return out
+
+    def extended_highest(self, leg: int, ssrc: int) -> int | None:
+        """The highest extended sequence number the sink counted on (leg, SSRC);
+        None for a stream it has not counted."""
+        raw = self.maps["sft_sink_slots"].lookup(self._slot_key(leg, ssrc))
+        if not raw:
+            return None
+        slot = self._abi.unpack("sft_sink_slot", raw)
+        return int(slot.ext_max) if slot.started else None
 
     def refresh(self) -> None:
         """Reads every leg's, slot's and CSRC's counts from the maps."""

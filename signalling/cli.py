@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "which and why (default auto)")
     p.add_argument("--native-io", choices=("auto", "xdp", "udp"), default="udp",
                    help="media I/O of --dataplane native: udp uses the legs' UDP sockets; xdp "
-                        "(experimental: rare corrupt copies under load, see the README) steers "
+                        "(experimental, see the README) steers "
                         "legs' RTP into AF_XDP sockets on each -O interface and sends copies "
                         "from them (root, not loopback); auto: xdp when it attaches on every "
                         "-O interface, else udp, the reason logged (default udp)")

@@ -501,6 +501,13 @@ static void send_copy(struct worker *w, struct sfte_leg *sub, struct slot *slot,
 		if (port->n_pending == IO_TX_BATCH)
 			flush_port(w, port);
 		frame = io_xdp_reserve(port);
+		if (frame == NULL) {
+			/* Every frame is pending or in flight. Sending them (after the socket
+			 * copies, which are older) frees frames as the kernel completes them;
+			 * a copy that took the socket now would overtake the pending ones. */
+			flush_all(w);
+			frame = io_xdp_reserve(port);
+		}
 		if (frame == NULL)
 			detail(w, SFTE_DETAIL_XDP_NO_FRAME, 1);
 	}

@@ -327,6 +327,17 @@ class NativeXdpHarness(Harness):
         seen, video_layers = self.plane.leg_ssrc_state(leg_id)
         return int(seen), int(video_layers)
 
+    def clients_transmit_on_last_queue(self) -> None:
+        """The clients' end sends everything on its last queue (XPS), so one
+        receive queue, and the port of one worker, gets every leg's RTP."""
+        topo = self.topology
+        every_cpu = f"{(1 << (os.cpu_count() or 1)) - 1:x}"
+        for queue in range(topo.queues):
+            cpus = every_cpu if queue == topo.queues - 1 else "0"
+            subprocess.run(["ip", "netns", "exec", topo.netns, "sh", "-c",
+                            f"echo {cpus} > /sys/class/net/{topo.client_if}/queues/"
+                            f"tx-{queue}/xps_cpus"], check=True, capture_output=True)
+
     def close(self) -> None:
         try:
             super().close()

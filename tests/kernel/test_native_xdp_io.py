@@ -157,12 +157,7 @@ async def test_media_arriving_on_another_workers_queue_is_handed_over():
     0's own port."""
     h = NativeXdpHarness(queues=2)
     try:
-        topo = h.topology
-        every_cpu = f"{(1 << os.cpu_count()) - 1:x}"  # type: ignore[operator]
-        for queue, cpus in ((0, "0"), (1, every_cpu)):
-            subprocess.run(["ip", "netns", "exec", topo.netns, "sh", "-c",
-                            f"echo {cpus} > /sys/class/net/{topo.client_if}/queues/"
-                            f"tx-{queue}/xps_cpus"], check=True, capture_output=True)
+        h.clients_transmit_on_last_queue()
         for conference, (pub, sub) in ((1, (1, 2)), (2, (3, 4))):
             await h.leg(pub, conference=conference)
             await h.leg(sub, conference=conference)

@@ -6,9 +6,11 @@ a TC program redirected on their way (the kernel plane's copies) count too."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +18,7 @@ from test_xsk_steering import HOST_IP, PEER_IP, STUN, VethPeer, receive_udp
 
 from sftd.bpf import libbpf
 from sftd.bpf.xdpprog import TC_HANDLE, TC_PRIORITY
+from sftd.sftload import media
 from sftd.sftload.fastpath import FastPath
 from sftd.sftload.sink import XdpSink, interface_of
 from tests.conftest import owned_name
@@ -132,15 +135,63 @@ def test_packets_a_tc_program_redirected_are_counted(veth):
         leg = fp.add_leg(sock.fileno(), (PEER_IP, PEER_PORT))
         sink.add_leg(leg, (HOST_IP, LEG_PORT))
         sink.add_slot(leg, AUDIO, 0)
-        media = [rtp(AUDIO, seq, AUDIO_CSRC) for seq in range(20)]
-        veth.send([(PEER_PORT, p) for p in media], (HOST_IP, LEG_PORT))
+        packets = [rtp(AUDIO, seq, AUDIO_CSRC) for seq in range(20)]
+        veth.send([(PEER_PORT, p) for p in packets], (HOST_IP, LEG_PORT))
 
         got = receive_udp(sock)
         sink.refresh()
         assert sink.leg_stat(leg)["rx_rtp"] == 20
         assert sink.csrc_stats(leg) == {(0, AUDIO_CSRC): 20}
-        assert got == [media[i] for i in range(3, 20, 4)]  # and the samples got through
+        assert got == [packets[i] for i in range(3, 20, 4)]  # and the samples got through
     finally:
+        sock.close()
+        sink.close()
+        fp.close()
+
+
+def test_samples_of_a_stream_that_wrapped_before_its_first_sample_decrypt(veth):
+    """The SFT numbers a slot from a random sequence number; this one starts at
+    65500 and wraps (ROC 1 at the sender) before its 100th packet, the first
+    that reaches the socket. The C receiver sees only the samples, so its own
+    count starts there at ROC 0; the sink counted every packet and knows better.
+    (The native-xdp capacity benchmark's "4 of 560 sampled copies failed
+    authentication, all on one SSRC" was such a stream.)"""
+    key = os.urandom(media.KEY_LEN + media.SALT_LEN)
+    sender = media.session(key, inbound=False)
+    sent = [rtp(VIDEO, seq, VIDEO_CSRC) for seq in range(65500, 65500 + 300)]
+    fp = FastPath(1)
+    sink = XdpSink(fp, veth.host_if, sample_every=100, instance=owned_name("sink"))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver_rocs: list[int] = []
+    receiver_pop = fp.pop_samples
+
+    def pop_recording_the_receivers_roc() -> list[tuple[int, bytes, tuple[str, int], int, int]]:
+        got = receiver_pop()
+        receiver_rocs.extend(roc for *_, roc in got)
+        return got
+
+    fp.pop_samples = pop_recording_the_receivers_roc  # type: ignore[method-assign]
+    try:
+        sock.bind((HOST_IP, LEG_PORT))
+        leg = fp.add_leg(sock.fileno(), (PEER_IP, PEER_PORT))
+        fp.add_slot(leg, VIDEO, 1)
+        sink.add_leg(leg, (HOST_IP, LEG_PORT))
+        sink.add_slot(leg, VIDEO, 1)
+        fp.enable(leg)
+        fp.start()
+        veth.send([(PEER_PORT, sender.protect(p)) for p in sent], (HOST_IP, LEG_PORT))
+        samples: list[tuple[int, bytes, tuple[str, int], int, int]] = []
+        deadline = time.monotonic() + 5
+        while len(samples) < 3 and time.monotonic() < deadline:
+            samples += sink.pop_samples()
+            time.sleep(0.02)
+        assert [int.from_bytes(d[2:4], "big") for _, d, *_ in samples] == [63, 163, 263]
+        assert receiver_rocs == [0, 0, 0]  # what the sampler used to decrypt with
+        sampler = media.SrtpReceiver(key)
+        assert [sampler.unprotect(data, roc) for _, data, _, _, roc in samples] == \
+            [sent[99], sent[199], sent[299]]
+    finally:
+        fp.stop()
         sock.close()
         sink.close()
         fp.close()
