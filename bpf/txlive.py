@@ -72,7 +72,7 @@ def payload(pattern: bytes, seq: int, length: int) -> bytes:
 
 
 def _ip_checksum(header: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    total: int = sum(struct.unpack(f"!{len(header) // 2}H", header))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -339,6 +339,7 @@ class Traffic:
 
     payload_len: int
     batch: int = 64
+    payload_len_odd: int = 0  # odd sequence numbers' payload bytes (0: payload_len)
     ndest: int = 256
     packets: int = 0  # 0: for ``seconds``
     seconds: float = 0.0
@@ -346,6 +347,9 @@ class Traffic:
     sport: int = 5000
     dport_base: int = 20000
     daddr_base: str = "10.79.0.1"
+
+    def length(self, seq: int) -> int:
+        return self.payload_len_odd if seq & 1 and self.payload_len_odd else self.payload_len
 
     def destination(self, seq: int) -> tuple[str, int]:
         d = seq % self.ndest
@@ -370,6 +374,7 @@ class Sender:
         ffi = self.mod.ffi
         cfg = ffi.new("struct txp_config *")
         cfg.payload_len = t.payload_len
+        cfg.payload_len_odd = t.payload_len_odd
         cfg.batch = t.batch
         cfg.ndest = t.ndest
         cfg.seq_start = t.seq_start
@@ -446,7 +451,7 @@ class Sender:
     def expected(self, path: str, t: Traffic, seq: int) -> tuple[bytes, int]:
         """(bytes the sink hashes, frame length) of sequence number seq on path."""
         daddr, dport = t.destination(seq)
-        data = payload(self.pattern, seq, t.payload_len)
+        data = payload(self.pattern, seq, t.length(seq))
         frame = expected_frame(self.topo.mac_s, self.topo.mac_r, self.topo.sender_ip, daddr,
                                t.sport, dport, data)
         return (frame if path in RAW_PATHS else data), len(frame)
@@ -459,13 +464,14 @@ def hash_from(path: str) -> int:
 
 
 def compare(sender: Sender, sink: TxSink, path: str, t: Traffic) -> dict[str, Any]:
-    """What the sink recorded for sequence numbers 0..t.packets-1 against what
+    """What the sink recorded for the sequence numbers ``t`` sent against what
     ``path`` should have sent: missing, duplicated and wrong (length,
     destination or bytes) sequence numbers."""
-    if t.seq_start != 0 or not 0 < t.packets <= MAX_SEQ:
-        raise ValueError("verify runs send sequence numbers 0..packets-1, packets <= MAX_SEQ")
+    if not 0 < t.packets or t.seq_start + t.packets > MAX_SEQ:
+        raise ValueError(f"verify runs send sequence numbers below {MAX_SEQ}")
     missing, duplicated, wrong = [], [], []
-    for seq, rec in enumerate(sink.records(t.packets)):
+    records = sink.records(t.seq_start + t.packets)[t.seq_start:]
+    for seq, rec in enumerate(records, start=t.seq_start):
         if rec.count == 0:
             missing.append(seq)
             continue

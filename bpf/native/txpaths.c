@@ -75,20 +75,30 @@ static void clock_stop(const struct txp_clock *c, struct txp_result *res)
 
 static int check_config(const struct txp_config *cfg)
 {
+	uint32_t odd = cfg->payload_len_odd;
+
 	if (cfg->payload_len < 4 || cfg->payload_len + XSK_UDP_HEADERS_LEN > TXLIVE_FRAME_MAX ||
+	    (odd && (odd < 4 || odd + XSK_UDP_HEADERS_LEN > TXLIVE_FRAME_MAX)) ||
 	    !cfg->batch || cfg->batch > TXP_MAX_BATCH || !cfg->ndest || !cfg->pattern ||
 	    (!cfg->packets && !cfg->duration_ns))
 		return -EINVAL;
 	return 0;
 }
 
-/* The payload of sequence number seq, as the engine's SRTP output would land there. */
-static inline void write_payload(const struct txp_config *cfg, uint32_t seq, uint8_t *dst)
+static inline uint32_t payload_len(const struct txp_config *cfg, uint32_t seq)
 {
-	uint32_t be = htonl(seq);
+	return (seq & 1) && cfg->payload_len_odd ? cfg->payload_len_odd : cfg->payload_len;
+}
 
-	memcpy(dst, cfg->pattern + (seq & 255), cfg->payload_len);
+/* The payload of sequence number seq, as the engine's SRTP output would land
+ * there; returns its length. */
+static inline uint32_t write_payload(const struct txp_config *cfg, uint32_t seq, uint8_t *dst)
+{
+	uint32_t be = htonl(seq), len = payload_len(cfg, seq);
+
+	memcpy(dst, cfg->pattern + (seq & 255), len);
 	memcpy(dst, &be, 4);
+	return len;
 }
 
 static struct xsk_udp_template *build_templates(const struct txp_config *cfg)
@@ -109,7 +119,7 @@ static struct xsk_udp_template *build_templates(const struct txp_config *cfg)
 static uint32_t write_frame(const struct txp_config *cfg, const struct xsk_udp_template *t,
 			    uint32_t seq, uint8_t *frame)
 {
-	uint32_t udp_len = 8 + cfg->payload_len, ip_len = 20 + udp_len;
+	uint32_t len = payload_len(cfg, seq), udp_len = 8 + len, ip_len = 20 + udp_len;
 	uint32_t sum = t->ip_sum + ip_len;
 	uint16_t csum;
 
@@ -124,7 +134,7 @@ static uint32_t write_frame(const struct txp_config *cfg, const struct xsk_udp_t
 	frame[38] = (uint8_t)(udp_len >> 8);
 	frame[39] = (uint8_t)udp_len;
 	write_payload(cfg, seq, frame + XSK_UDP_HEADERS_LEN);
-	return XSK_UDP_HEADERS_LEN + cfg->payload_len;
+	return XSK_UDP_HEADERS_LEN + len;
 }
 
 /* ------------------------------------------------------------ UDP sockets */
@@ -163,9 +173,8 @@ int txp_udp(const struct txp_config *cfg, const int *fds, uint32_t nfds, int mod
 			uint32_t done = 0;
 
 			for (i = 0; i < n; i++, seq++) {
-				write_payload(cfg, seq, bufs[i]);
+				iovs[i].iov_len = write_payload(cfg, seq, bufs[i]);
 				iovs[i].iov_base = bufs[i];
-				iovs[i].iov_len = cfg->payload_len;
 				msgs[i].msg_hdr.msg_iov = &iovs[i];
 				msgs[i].msg_hdr.msg_iovlen = 1;
 				msgs[i].msg_hdr.msg_name = &names[seq % cfg->ndest];
@@ -187,14 +196,14 @@ int txp_udp(const struct txp_config *cfg, const int *fds, uint32_t nfds, int mod
 			continue;
 		}
 		for (i = 0; i < n; i++, seq++) {
+			uint32_t len = write_payload(cfg, seq, bufs[0]);
 			ssize_t sent;
 
 			d = seq % cfg->ndest;
-			write_payload(cfg, seq, bufs[0]);
 			if (mode == TXP_UDP_CONNECTED)
-				sent = send(fds[d], bufs[0], cfg->payload_len, 0);
+				sent = send(fds[d], bufs[0], len, 0);
 			else
-				sent = sendto(fds[d], bufs[0], cfg->payload_len, 0,
+				sent = sendto(fds[d], bufs[0], len, 0,
 					      (const struct sockaddr *)&names[d], sizeof(names[d]));
 			res->syscalls++;
 			if (sent < 0) {
@@ -338,8 +347,7 @@ int txp_xsk(const struct txp_config *cfg, int ifindex, uint32_t ring_size,
 	while ((n = next_batch(cfg, &clk, res->sent + res->errors)) != 0) {
 		got = xsk_tx_reserve(port, descs, n);
 		for (i = 0; i < got; i++, seq++) {
-			write_payload(cfg, seq, descs[i].payload);
-			descs[i].payload_len = cfg->payload_len;
+			descs[i].payload_len = write_payload(cfg, seq, descs[i].payload);
 			descs[i].tmpl = &tmpls[seq % cfg->ndest];
 		}
 		res->sent += xsk_tx_submit(port, descs, got);
@@ -394,7 +402,8 @@ int txp_live(const struct txp_config *cfg, int prog_fd, void *slots, void *ctl,
 		return ret;
 	cpu = sched_getcpu();
 	if (cpu < 0 || cpu >= TXLIVE_CTL_ENTRIES || slot_base + cfg->batch > TXLIVE_SLOTS ||
-	    cfg->payload_len + XSK_UDP_HEADERS_LEN > TXP_LIVE_FRAME_MAX)
+	    cfg->payload_len + XSK_UDP_HEADERS_LEN > TXP_LIVE_FRAME_MAX ||
+	    cfg->payload_len_odd + XSK_UDP_HEADERS_LEN > TXP_LIVE_FRAME_MAX)
 		return -EINVAL;
 	c = (struct txlive_ctl *)ctl + cpu;
 	md.data_end = sizeof(data_in);

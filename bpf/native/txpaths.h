@@ -37,6 +37,8 @@ struct txp_config {
 	uint8_t src_mac[6];
 	uint8_t dst_mac[6];
 	const uint8_t *pattern; /* >= 256 + payload_len bytes */
+	uint32_t payload_len_odd; /* odd sequence numbers' payload bytes; 0: payload_len */
+	uint32_t reserved;
 };
 
 struct txp_result {
