@@ -56,6 +56,8 @@ CASES = (
     ("udp-per-dest", "udp-per-dest", 64),
     ("packet-ring", "packet-ring", 64),
     ("xsk-copy", "xsk-copy", 64),
+    ("live-1", "live", 1),
+    ("live-16", "live", 16),
     ("live-64", "live", 64),
     ("live-256", "live", 256),
     ("live-64-nohold", "live", 64),
@@ -95,7 +97,8 @@ def veth_errors(ns: str, ifname: str) -> dict[str, int]:
     counters = {}
     for line in out.splitlines():
         name, _, value = line.strip().partition(": ")
-        if ("drop" in name or "error" in name) and value.isdigit():
+        # not xdp_drops: the sink's own XDP_DROP verdicts
+        if ("err" in name or name.endswith("_drops") and "xdp" not in name) and value.isdigit():
             counters[f"{ifname}:{name}"] = int(value)
     return counters
 
