@@ -22,8 +22,9 @@ as the engine's SRTP output would; no crypto):
   packet-ring    AF_PACKET, TPACKET_V2 TX ring, PACKET_QDISC_BYPASS, send() per batch
   xsk-copy       AF_XDP in copy mode (engine/src/xsk.c), transmit only
   live           BPF_PROG_TEST_RUN + BPF_F_TEST_XDP_LIVE_FRAMES over mmapped slots
-                 (bpf/src/txlive.bpf.c), one call per batch; live-nohold: without the
-                 attachment that keeps the program in the XDP dispatcher
+                 (bpf/src/txlive.bpf.c), one call per batch (live-1 .. live-256);
+                 live-64-nohold: without the attachment that keeps the program in
+                 the XDP dispatcher
 
 Then every path sends --verify-packets packets once more with the sink recording
 each sequence number: missing, duplicated or differing (length, destination,
