@@ -24,5 +24,6 @@ setup(
         "sftload/native/build.py:ffibuilder",
         "engine/build.py:ffibuilder",
         "engine/xsk_build.py:ffibuilder",
+        "bpf/native/txpaths_build.py:ffibuilder",
     ],
 )

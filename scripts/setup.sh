@@ -44,11 +44,13 @@ extras=""
 # Native parts built with cffi and gcc: the load generator's sender/receiver, the
 # kernel data plane's keystream fill (AES-NI or OpenSSL) and libbpf binding
 # (compiled against libbpf-dev's headers), the native data plane's engine
-# (--dataplane native, OpenSSL) and the AF_XDP ports.
+# (--dataplane native, OpenSSL), the AF_XDP ports and the transmit benchmark's
+# loops (benchmarks/tx_bench.py, tests/kernel/test_tx_live.py).
 .venv/bin/python -m sftd.sftload.native.build >/dev/null
 .venv/bin/python -m sftd.bpf.native.build >/dev/null
 .venv/bin/python -m sftd.engine.build >/dev/null
 .venv/bin/python -m sftd.engine.xsk_build >/dev/null
+.venv/bin/python -m sftd.bpf.native.txpaths_build >/dev/null
 
 # BPF objects are built here, once; nodes running a built package or image need no compiler.
 if [ -f bpf/Makefile ]; then
