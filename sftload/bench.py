@@ -304,6 +304,12 @@ def system_available(name: str) -> tuple[bool, str]:
 
 
 # ---------------------------------------------------------------- generator
+def sink_for(system: System, sink: str) -> str:
+    """The generator's receive sink for ``system``: Janus's generator has only the
+    socket one (the sink changes the generator's cost, never the SFT's)."""
+    return sink if system.load_module() == "sftd.sftload.load" else "socket"
+
+
 class Generator:
     """``sft-load --control`` in the generator namespace, pinned to its core."""
 
@@ -315,11 +321,9 @@ class Generator:
                sys.executable, "-m", system.load_module(), "--control",
                "--local-address", topo.ip_gen, "--conference-size", str(conference_size),
                "--sample-every", str(sample_every), *system.load_args()]
-        if sink != "socket":
-            if system.load_module() != "sftd.sftload.load":
-                raise RuntimeError(f"--sink {sink} is an option of sft-load only, "
-                                   f"not of {system.load_module()} ({system.name})")
-            cmd += ["--sink", sink]
+        self.sink = sink_for(system, sink)
+        if self.sink != "socket":
+            cmd += ["--sink", self.sink]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=log, cwd=ROOT)
@@ -391,7 +395,7 @@ def run_system(name: str, topo: Topology, args: argparse.Namespace, workdir: Pat
                bar: Any) -> Run:
     run = Run(name)
     system = make_system(name, topo, workdir)
-    run.config = system.describe()
+    run.config = {**system.describe(), "sink": sink_for(system, args.sink)}
     gen: Generator | None = None
     try:
         system.start()
@@ -575,7 +579,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sink", choices=("socket", "xdp"), default="socket",
                    help="xdp: the generator counts and drops received media in a BPF program "
                         "(TC ingress) and decrypts only the sampled packets, so it is not the "
-                        "bottleneck (sft-load --sink)")
+                        "bottleneck (sft-load --sink; Janus's generator keeps the socket sink)")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for JSON + PNG")
     p.add_argument("--name", help="file stem (default: bench-<time>)")
     p.add_argument("--require", default="", help="systems that must run (error if unavailable)")
