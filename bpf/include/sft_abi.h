@@ -60,7 +60,8 @@ enum sft_counter {
 	SFT_CTR_DROP_LEG_REPLACED = 13,  /* the leg changed hands while the packet was read */
 	SFT_CTR_DROP_ADJUST_FAILED = 14, /* the packet could not be grown for the CSRC */
 	SFT_CTR_DROP_UNKNOWN_SSRC = 15,  /* a leg's SSRC neither declared nor named by a RID */
-	SFT_CTR_MAX = 16,
+	SFT_CTR_DROP_STALE = 16,         /* a copy older than its slot's source switch */
+	SFT_CTR_MAX = 17,
 };
 
 /* Kernel-only detail behind the counters above (reasons, misses, errors). */
