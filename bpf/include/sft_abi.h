@@ -245,6 +245,9 @@ struct sft_slot_state {
 	__u64 packets;
 	__u32 publisher;     /* the leg source_ssrc belongs to */
 	__u32 pad;
+	/* out index of the current source's first copy: a copy before it would be
+	 * protected at an index the slot used for the previous source */
+	__u64 floor_index;
 };
 
 /* sft_fanout[publisher leg_id], controller-owned: slots fed by the publisher. */
