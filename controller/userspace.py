@@ -45,6 +45,9 @@ MAX_SRTP_BYTES = 1500
 # pylibsrtp raises one Error class with libsrtp's message for the status code:
 # srtp_err_status_replay_fail (9) and srtp_err_status_replay_old (10)
 _REPLAY_ERRORS = frozenset(pylibsrtp.ERRORS[status] for status in (9, 10))
+# libsrtp's protect refuses an index this far behind the newest it protected
+# (srtp_session's window_size): past it a slot needs no floor (see _send)
+SWITCH_FLOOR_SPAN = 1024
 
 
 @dataclass
@@ -58,6 +61,9 @@ class UserspaceSlotState:
     last_seq: int = field(default_factory=lambda: random.randrange(1 << 16))
     last_ts: int = field(default_factory=lambda: random.randrange(1 << 32))
     last_time: float = 0.0
+    # the sequence number of the current source's first copy while a copy before it
+    # could still be protected at an SRTP index the slot used for the previous source
+    floor: int | None = None
     sent: int = 0  # packets sent on the slot
 
 
@@ -442,12 +448,17 @@ class UserspaceDataPlane:
         slot.seq_offset = (slot.last_seq + 1 - view.seq) & 0xFFFF
         slot.ts_offset = (slot.last_ts + elapsed - view.timestamp) & 0xFFFFFFFF
         slot.input_ssrc = view.ssrc
+        slot.floor = (slot.last_seq + 1) & 0xFFFF
 
     def _send(self, sub: UserspaceLegState, slot: UserspaceSlotState, plain: bytes,
               view: rtp.RtpView, now: float) -> None:
         assert slot.source is not None
         seq = (view.seq + slot.seq_offset) & 0xFFFF
         ts = (view.timestamp + slot.ts_offset) & 0xFFFFFFFF
+        if slot.floor is not None and (seq - slot.floor) & 0xFFFF >= 0x8000:
+            # older than the source's first copy: the previous source's index
+            self._counters[Counter.DROP_STALE] += 1
+            return
         if ((seq - slot.last_seq) & 0xFFFF) < 0x8000:
             slot.last_seq, slot.last_ts, slot.last_time = seq, ts, now
         try:
@@ -456,6 +467,13 @@ class UserspaceDataPlane:
         except ValueError:  # grew past what fits a datagram once the CSRC was added
             self._counters[Counter.DROP_MALFORMED] += 1
             return
+        except pylibsrtp.Error as exc:  # replay_old: older than the window, never resent
+            if str(exc) not in _REPLAY_ERRORS:
+                raise
+            self._counters[Counter.DROP_STALE] += 1
+            return
+        if slot.floor is not None and SWITCH_FLOOR_SPAN <= (seq - slot.floor) & 0xFFFF < 0x8000:
+            slot.floor = None  # protect refuses whatever is before the floor from now on
         if sub.transport is None or sub.transport.is_closing():
             self._counters[Counter.DROP_NO_ROUTE] += 1
             return

@@ -60,7 +60,8 @@ enum sft_counter {
 	SFT_CTR_DROP_LEG_REPLACED = 13,  /* the leg changed hands while the packet was read */
 	SFT_CTR_DROP_ADJUST_FAILED = 14, /* the packet could not be grown for the CSRC */
 	SFT_CTR_DROP_UNKNOWN_SSRC = 15,  /* a leg's SSRC neither declared nor named by a RID */
-	SFT_CTR_MAX = 16,
+	SFT_CTR_DROP_STALE = 16,         /* a copy older than its slot's source switch */
+	SFT_CTR_MAX = 17,
 };
 
 /* Kernel-only detail behind the counters above (reasons, misses, errors). */
@@ -244,6 +245,9 @@ struct sft_slot_state {
 	__u64 packets;
 	__u32 publisher;     /* the leg source_ssrc belongs to */
 	__u32 pad;
+	/* out index of the current source's first copy: a copy before it would be
+	 * protected at an index the slot used for the previous source */
+	__u64 floor_index;
 };
 
 /* sft_fanout[publisher leg_id], controller-owned: slots fed by the publisher. */

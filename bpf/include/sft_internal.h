@@ -90,6 +90,7 @@ struct sft_packet {
 			      * whoever completes CHECKSUM_PARTIAL */
 	__u8 has_twcc;
 	__u16 twcc_seq;      /* transport-wide sequence number, when has_twcc */
+	__u8 stale;          /* a copy was dropped as older than its slot's source */
 };
 
 struct sft_scratch {

@@ -240,6 +240,7 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 				   (p->kind == SFT_KIND_VIDEO ? SFT_TS_STEP_VIDEO : SFT_TS_STEP_AUDIO);
 		state->index_offset = state->next_index - p->seq_index;
 		state->source_ssrc = p->ssrc;
+		state->floor_index = state->next_index;
 	}
 
 	sub = bpf_map_lookup_elem(&sft_legs, &slot->subscriber);
@@ -255,6 +256,12 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 	}
 	/* the source's sequence, gaps (loss upstream) included: receivers NACK them */
 	index = p->seq_index + state->index_offset;
+	if ((__s64)(index - state->floor_index) < 0) {
+		/* older than the source's first copy: an index the previous source used */
+		p->stale = 1;
+		sft_count(SFT_CTR_DROP_STALE, 1);
+		return 0;
+	}
 	ks = sft_keystream_for(slot->ks_base, slot->ks_size, slot->ssrc, index, p->payload_len);
 	if (!ks) {
 		sft_kcount(SFT_K_TC_TX_KEYSTREAM_MISS);
@@ -563,6 +570,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 	if (grow && bpf_skb_change_tail(skb, SFT_RTP_OFF + p->out_rtp_len, 0))
 		return sft_drop(SFT_CTR_DROP_ADJUST_FAILED, SFT_K_TC_ADJUST_FAILED);
 	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
+	p->stale = 0;
 	for (i = 0; i < SFT_MAX_FANOUT; i++) {
 		if (i >= count)
 			break;
@@ -572,8 +580,8 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 		slot_id = fanout->slot_ids[i];
 		sent += sft_forward_to_slot(skb, slot_id);
 	}
-	if (!sent)
-		return sft_drop(SFT_CTR_DROP_NO_ROUTE, -1);
+	if (!sent) /* a stale copy is counted as such */
+		return p->stale ? TC_ACT_SHOT : sft_drop(SFT_CTR_DROP_NO_ROUTE, -1);
 	conf_packets = bpf_map_lookup_elem(&sft_conf_packets, &p->conference_id);
 	if (conf_packets) {
 		*conf_packets += sent;

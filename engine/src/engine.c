@@ -33,6 +33,7 @@
 #define UPCALL_RING 256
 #define RECEIVE_ROUNDS 4 /* batches from one socket before the others get a turn */
 #define TUPLE_BUCKETS 4096 /* the engine's table of steered 5-tuples */
+#define SWITCH_FLOOR_SPAN SRTP_REPLAY_WINDOW /* userspace.py's SWITCH_FLOOR_SPAN */
 
 static const uint32_t CLOCK_RATE[2] = {48000, 90000};
 
@@ -51,6 +52,10 @@ struct slot {
 	uint16_t last_seq;
 	uint32_t last_ts;
 	int64_t last_time; /* ns, 0: nothing sent yet */
+	/* the sequence number of the current source's first copy, while a copy before
+	 * it could still be protected at an index the slot used for the previous one */
+	int has_floor;
+	uint16_t floor;
 	uint64_t tx_index; /* SRTP index of the slot's SSRC */
 	uint64_t sent;     /* atomic: read by the controller */
 };
@@ -475,6 +480,8 @@ static void switch_source(struct sfte_engine *e, struct slot *slot, const struct
 	slot->ts_offset = (uint32_t)((int64_t)slot->last_ts + gap - v->timestamp);
 	slot->has_input = 1;
 	slot->input_ssrc = v->ssrc;
+	slot->has_floor = 1;
+	slot->floor = (uint16_t)(slot->last_seq + 1);
 }
 
 static void send_copy(struct worker *w, struct sfte_leg *sub, struct slot *slot,
@@ -488,6 +495,13 @@ static void send_copy(struct worker *w, struct sfte_leg *sub, struct slot *slot,
 	struct io_tx *t = NULL;
 	uint8_t *buf;
 
+	/* older than the source's first copy (the previous source's index), or than
+	 * srtp_protect takes: as userspace.py's _send */
+	if ((slot->has_floor && (uint16_t)(seq - slot->floor) >= 0x8000) ||
+	    srtp_protect_too_old(slot->tx_index, seq)) {
+		count(w, SFTE_DROP_STALE, 1);
+		return;
+	}
 	if ((uint16_t)(seq - slot->last_seq) < 0x8000) {
 		slot->last_seq = seq;
 		slot->last_ts = ts;
@@ -537,6 +551,9 @@ static void send_copy(struct worker *w, struct sfte_leg *sub, struct slot *slot,
 		count(w, SFTE_DROP_MALFORMED, 1);
 		return;
 	}
+	if (slot->has_floor && (uint16_t)(seq - slot->floor) >= SWITCH_FLOOR_SPAN &&
+	    (uint16_t)(seq - slot->floor) < 0x8000)
+		slot->has_floor = 0; /* srtp_protect refuses whatever is before the floor now */
 	if (frame != NULL) {
 		io_xdp_commit(port, frame, (uint32_t)out, &sub->tx_header);
 		detail(w, SFTE_DETAIL_XDP_TX, 1);

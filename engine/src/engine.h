@@ -35,7 +35,7 @@
 #define SFTE_MAX_CONFERENCES 65536  /* conference ids 0..65535 */
 #define SFTE_MAX_PACKET 2048        /* receive buffer; media above 1500 bytes is malformed */
 #define SFTE_ARRIVALS 8192          /* MAX_PENDING_ARRIVALS of controller/twcc.py */
-#define SFTE_COUNTERS 16            /* enum sfte_counter */
+#define SFTE_COUNTERS 17            /* enum sfte_counter */
 
 /* Counter of controller/dataplane.py, value for value (a test compares them) */
 enum sfte_counter {
@@ -44,6 +44,7 @@ enum sfte_counter {
 	SFTE_DROP_MALFORMED = 7, SFTE_DROP_NO_ROUTE = 8, SFTE_DROP_PADDING = 9,
 	SFTE_DROP_NOT_READY = 10, SFTE_DROP_SSRC_LIMIT = 11, SFTE_DROP_LEASE_EXPIRED = 12,
 	SFTE_DROP_LEG_REPLACED = 13, SFTE_DROP_ADJUST_FAILED = 14, SFTE_DROP_UNKNOWN_SSRC = 15,
+	SFTE_DROP_STALE = 16,
 };
 
 enum sfte_detail {

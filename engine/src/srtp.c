@@ -348,6 +348,13 @@ enum srtp_result srtp_unprotect(struct srtp_ctx *ctx, const struct srtp_rx_strea
 	return SRTP_OK;
 }
 
+int srtp_protect_too_old(uint64_t tx_index, uint16_t seq)
+{
+	uint64_t index;
+
+	return estimate(tx_index, seq, &index) < -(SRTP_REPLAY_WINDOW - 1);
+}
+
 size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size_t len,
 		    size_t hlen, const uint8_t *payload, struct srtp_untagged *untagged)
 {

@@ -80,6 +80,8 @@ void srtp_rx_commit(struct srtp_rx_stream *stream, int32_t delta);
  * (otherwise untagged->ctx is NULL): the copy must not leave before that. */
 size_t srtp_protect(struct srtp_ctx *ctx, uint64_t *tx_index, uint8_t *pkt, size_t len,
 		    size_t header_len, const uint8_t *payload, struct srtp_untagged *untagged);
+/* Whether srtp_protect refuses ``seq`` for an SSRC at ``tx_index``: older than the window. */
+int srtp_protect_too_old(uint64_t tx_index, uint16_t seq);
 /* The tags of copies srtp_protect left untagged; neighbours of one length
  * are hashed together. */
 void srtp_write_tags(const struct srtp_untagged *copies, size_t n);

@@ -360,3 +360,76 @@ async def test_ssrcs_past_the_per_leg_cap_are_dropped_without_state(h):
     # the declared SSRCs of an answer are capped as well, the excess counted
     h.plane.set_publisher(2, (AUDIO_SSRC,), {0x9000 + i: Layer.HIGH for i in range(12)})
     assert h.plane.read_detail_counters()["STREAMS_REFUSED"] == 1 + 12 - MAX_SSRCS_PER_LEG
+
+
+def _one_srtp_index_each(h, leg_id: int) -> list[bytes]:  # noqa: ANN001
+    """What the leg's client received, unprotected in arrival order: every copy must
+    decrypt (libsrtp's replay check refuses a second copy at an SRTP index) and no
+    two copies may share an SRTP index (sequence number extended with its ROC)."""
+    leg = h.legs[leg_id]
+    got, leg.client.packets[:] = list(leg.client.packets), []
+    plain, indexes, failed = [], [], []
+    for packet in got:
+        seq = struct.unpack_from("!H", packet, 2)[0]
+        if indexes:  # the ROC: the index nearest the previous one
+            seq = indexes[-1] + ((seq - indexes[-1] + 0x8000) & 0xFFFF) - 0x8000
+        indexes.append(seq)
+        try:
+            plain.append(leg.peer.unprotect(packet))
+        except Exception as exc:  # noqa: BLE001 -- pylibsrtp.Error: replay, authentication
+            failed.append((seq, str(exc)))
+    assert len(set(indexes)) == len(indexes), f"an SRTP index sent twice: {indexes}"
+    assert not failed
+    return plain
+
+
+@pytest.mark.parametrize("change", ["audio", "video", "layer"])
+async def test_a_copy_from_before_its_slots_switch_never_reuses_an_srtp_index(h, change):
+    """A slot continues its sequence from the new source's first copy: a packet of
+    the new source older than that one maps to a sequence number the slot already
+    sent for the previous source. Sent, it would be encrypted at an SRTP index
+    already used (AES-CM keystream, GCM nonce reuse): it is dropped and counted,
+    while the new source's later packets, reordered or not, go on."""
+    await h.leg(1)
+    sub = await h.leg(2)
+    await h.leg(3)
+    video = change != "audio"
+    kind = StreamKind.VIDEO if video else StreamKind.AUDIO
+    old, new = (0x70, 0x71) if change == "layer" else (0x1111, 0x3333)
+    new_leg = 1 if change == "layer" else 3
+
+    def media(ssrc: int, seq: int, key: bool = False) -> bytes:
+        if video:
+            return make_rtp(ssrc, seq, seq * 3000, vp8_payload(key), pt=100)
+        return make_rtp(ssrc, seq, seq * 960, b"\x01" * 60)
+
+    if change == "layer":
+        h.plane.set_publisher(1, (), {old: Layer.LOW, new: Layer.HIGH})
+    elif video:
+        h.plane.set_publisher(1, (), {old: Layer.HIGH})
+        h.plane.set_publisher(3, (), {new: Layer.HIGH})
+    else:
+        h.plane.set_publisher(1, (old,), {})
+        h.plane.set_publisher(3, (new,), {})
+    await h.open_stream(1, media(old, 0))
+    await h.open_stream(new_leg, media(new, 97))
+    h.plane.set_slot(2, kind, 0, SlotSource(1, csrc=5, layer=Layer.LOW))
+    for seq in (1, 2, 3):
+        h.send(1, media(old, seq, key=seq == 1))
+    await asyncio.sleep(0.15)
+    assert len(h.legs[2].client.packets) == 3
+    h.plane.set_slot(2, kind, 0, SlotSource(new_leg, csrc=5 if change == "layer" else 6,
+                                            layer=Layer.HIGH))
+    dropped = h.plane.read_counters()[Counter.DROP_STALE]
+    # the new source: 100 (the switch: video's keyframe), 102, then 101 (reordered
+    # after the switch: sent), 99 (reordered from before it: dropped), 103
+    for seq in (100, 102, 101, 99, 103):
+        h.send(new_leg, media(new, seq, key=seq == 100))
+        await asyncio.sleep(0.03)  # arrival order is the test's order
+    await asyncio.sleep(0.15)
+    got = _one_srtp_index_each(h, 2)
+    assert {rtp.parse(p).ssrc for p in got} == {sub.video_slot_ssrcs[0] if video
+                                                else sub.audio_slot_ssrcs[0]}
+    seqs = [rtp.parse(p).seq for p in got]
+    assert [(s - seqs[0]) & 0xFFFF for s in seqs] == [0, 1, 2, 3, 5, 4, 6]  # not 99's 2
+    assert h.plane.read_counters()[Counter.DROP_STALE] == dropped + 1
