@@ -79,11 +79,50 @@ class FastPath:
     def enable(self, leg: int, on: bool = True) -> None:
         lib.fp_leg_enable(self.ctx, leg, 1 if on else 0)
 
-    def push(self, leg: int, due_ns: int, kind: int, data: bytes) -> bool:
-        return lib.fp_push(self.ctx, leg, due_ns, kind, data, len(data)) == 0
+    def set_publisher(self, leg: int, pub: Any, master: bytes) -> None:
+        """The leg sends ``pub``'s share of the mix (a ``media.Publisher``), protected
+        with ``master`` (our SRTP key || salt), from its first due time on."""
+        cfg = ffi.new("struct fp_mix_config *")
+        s = pub.s
+        for name, value in (("index", pub.index), ("audio_ssrc", s.audio_ssrc),
+                            ("video_ssrc", s.video_ssrc), ("audio_pt", s.audio_pt),
+                            ("video_pt", s.video_pt), ("audio_level_id", s.audio_level_id),
+                            ("rid_id", s.rid_id), ("a_seq", pub.a_seq), ("v_seq", pub.v_seq),
+                            ("a_ts0", pub.a_ts0), ("v_ts0", pub.v_ts0), ("t0", pub.t0),
+                            ("next_audio", pub.next_audio), ("next_video", pub.next_video),
+                            ("level_period", pub.level_period),
+                            ("level_phase", pub.level_phase)):
+            setattr(cfg, name, value)
+        if len(master) != lib.FP_MASTER_LEN:
+            raise ValueError(f"an SRTP master key and salt of {lib.FP_MASTER_LEN} bytes, "
+                             f"not {len(master)}")
+        ffi.memmove(cfg.master, master, len(master))
+        ffi.memmove(cfg.fill, pub.fill, lib.FP_VIDEO_PAYLOAD)
+        err = ffi.new("char[]", 256)
+        if lib.fp_set_publisher(self.ctx, leg, cfg, err, 256) != 0:
+            raise OSError(f"the fast path cannot publish on leg {leg}: "
+                          f"{ffi.string(err).decode()}")
 
-    def pending(self) -> int:
-        return int(lib.fp_tx_pending_total(self.ctx))
+    def request_keyframe(self, leg: int) -> None:
+        lib.fp_request_keyframe(self.ctx, leg)
+
+    def pause(self) -> None:
+        """No packet is generated until ``resume``."""
+        lib.fp_pause(self.ctx)
+
+    def resume(self, start_ns: int) -> None:
+        """Every publisher continues its schedule from ``start_ns``."""
+        lib.fp_resume(self.ctx, start_ns)
+
+    def generate(self, leg: int) -> tuple[int, int, bytes]:
+        """(due ns, kind 0 audio / 1 video, protected packet): the leg's next packet,
+        without the threads (for tests)."""
+        out = ffi.new("uint8_t[]", lib.FP_TXPKT)
+        due, kind = ffi.new("uint64_t *"), ffi.new("int *")
+        n = lib.fp_generate(self.ctx, leg, out, lib.FP_TXPKT, due, kind)
+        if n < 0:
+            raise OSError(f"leg {leg} publishes nothing, or the threads run")
+        return int(due[0]), int(kind[0]), bytes(ffi.buffer(out, n))
 
     def pop(self, samples: bool) -> list[tuple[int, bytes, tuple[str, int], int, int]]:
         """(leg, datagram, source address, receive time ns, RTP rollover counter)."""
@@ -115,7 +154,7 @@ class FastPath:
             "tx_audio", "tx_video", "tx_bytes", "tx_errors", "tx_retries", "tx_last_errno",
             "rx_rtp", "rx_bytes",
             "rx_ctrl", "rx_rtcp", "rx_unknown_ssrc", "rx_no_csrc", "rx_csrc_overflow",
-            "first_audio_ns", "first_video_ns")}
+            "first_audio_ns", "first_video_ns", "keyframes")}
 
     def slot_stats(self, leg: int) -> list[SlotStat]:
         n = lib.fp_slot_stats(self.ctx, leg, self._slots, lib.FP_MAXSLOTS)

@@ -67,7 +67,7 @@ from sftd.sftclient.client import _AddressPatch
 
 from . import load, media
 from .bench import System
-from .fastpath import lib, now_ns
+from .fastpath import now_ns
 
 log = logging.getLogger("sftd.sftload.janus")
 
@@ -471,8 +471,8 @@ class JanusLoadGenerator(load.LoadGenerator):
                 audio_ssrc=ao.ssrcs[0], video_ssrc=vo.ssrcs[0],
                 audio_pt=int(aa.payload_types[0]), video_pt=int(va.payload_types[0]),
                 audio_level_id=level_id, rid_id=rid_id)
-            pub = media.Publisher(p.index, streams, media.session(ours, inbound=False),
-                                  now_ns() + load.HORIZON_NS)
+            pub = media.Publisher(p.index, streams, now_ns() + load.START_DELAY_NS)
+            self.fp.set_publisher(leg, pub, ours)
             audio_ssrc = streams.audio_ssrc
             self.audio_index[audio_ssrc] = p.index
             p.t_published = time.monotonic()
@@ -491,33 +491,6 @@ class JanusLoadGenerator(load.LoadGenerator):
         self.legs.append(st)
         assert len(self.legs) - 1 == leg
         self.fp.enable(leg)
-
-    # -------------------------------------------------------- media tasks
-    async def _producer(self) -> None:
-        push, pending = lib.fp_push, lib.fp_tx_pending
-        ctx = self.fp.ctx
-        ring = lib.FP_TXRING - 2
-        while True:
-            await asyncio.sleep(load.PRODUCER_TICK)
-            if self.paused:
-                continue
-            end = now_ns() + load.HORIZON_NS
-            for st in self.legs:
-                pub = st.pub
-                if pub is None or st.client.state == "closed":
-                    continue
-                room = ring - pending(ctx, st.leg)
-                while room > 0 and min(pub.next_audio, pub.next_video) < end:
-                    due, kind, pkt = pub.next_packet()
-                    push(ctx, st.leg, due, kind, pkt, len(pkt))
-                    room -= 1
-
-    def resume(self) -> None:
-        start = now_ns() + load.HORIZON_NS
-        for st in self.legs:
-            if st.pub is not None:
-                st.pub.resume(start)
-        self.paused = False
 
     def expected_publisher(self, st: Any, ssrc: int, video: bool,
                            info: Any) -> int | None:
@@ -820,7 +793,8 @@ class JanusLoadGenerator(load.LoadGenerator):
             "publish_ms": {"p50": load._pct(publish_ms, 50),
                            "p99": load._pct(publish_ms, 99), "n": len(publish_ms)},
             "firs": sum(st.firs for st in self.legs),
-            "keyframes": sum(st.pub.keyframes for st in self.legs if st.pub is not None),
+            "keyframes": sum(self.fp.leg_stat(st.leg)["keyframes"] for st in self.legs
+                             if st.pub is not None),
             "rtcp_bad": sum(st.rtcp_bad for st in self.legs),
             "join_failures": len(self.join_errors),
         }

@@ -38,13 +38,12 @@ from sftd.sftclient import WireClient
 from sftd.sftclient import sdp as sdpmod
 
 from . import media
-from .fastpath import FastPath, lib, now_ns
+from .fastpath import FastPath, now_ns
 from .sink import XdpSink, interface_of
 
 log = logging.getLogger("sftd.sftload")
 
-HORIZON_NS = 40_000_000  # packets are protected this far ahead of their send time
-PRODUCER_TICK = 0.005
+START_DELAY_NS = 20_000_000  # a new or resumed publisher's first packet is due this late
 SAMPLE_TICK = 0.1
 DRAIN_SECONDS = 0.3
 
@@ -111,7 +110,7 @@ class LegState:
     leg: int
     fd: int
     protocol: Any
-    pub: media.Publisher
+    pub: media.Publisher | None  # None: a leg that only receives (Janus subscribers)
     rx: Any  # libsrtp, for SRTCP from the SFT
     sample_rx: media.SrtpReceiver  # sampled SRTP, with the ROC of the receive side (self.rx)
     slot_kind: dict[int, int]
@@ -159,7 +158,7 @@ class LoadGenerator:
         self.by_userid: dict[str, LoadClient] = {}
         self.audio_index: dict[int, int] = {}  # publisher audio SSRC -> client index
         self.conferences: list[list[LoadClient]] = []
-        self.paused = False
+        self._paused = False
         self.measuring = False
         self.samples = Samples()
         self.join_errors: list[str] = []
@@ -172,7 +171,6 @@ class LoadGenerator:
         self._loop = asyncio.get_running_loop()
         self.fp.start()
         self._loop.add_reader(self.fp.ctrl_fd, self._on_ctrl)
-        self._tasks.append(asyncio.ensure_future(self._producer()))
         self._tasks.append(asyncio.ensure_future(self._sampler()))
         self.started = True
 
@@ -247,8 +245,8 @@ class LoadGenerator:
             audio_pt=int(am.payload_types[0]), video_pt=int(vm.payload_types[0]),
             audio_level_id=am.extmaps.get(sdpmod.AUDIO_LEVEL_URI, 1),
             rid_id=vm.extmaps.get(sdpmod.RID_URI, 4))
-        start = now_ns() + HORIZON_NS
-        pub = media.Publisher(client.index, streams, media.session(ours, inbound=False), start)
+        pub = media.Publisher(client.index, streams, now_ns() + START_DELAY_NS)
+        self.fp.set_publisher(leg, pub, ours)
         state = LegState(client=client, leg=leg, fd=fd, protocol=protocol, pub=pub,
                          rx=media.session(theirs, inbound=True),
                          sample_rx=media.SrtpReceiver(theirs), slot_kind=slot_kind,
@@ -272,7 +270,7 @@ class LoadGenerator:
                     continue
                 if st.pub is not None and media.wants_keyframe(plain):  # Janus: subscriber legs
                     st.firs += 1
-                    st.pub.keyframe_wanted = True
+                    self.fp.request_keyframe(st.leg)
                 continue
             try:
                 st.protocol.datagram_received(data, addr)
@@ -280,26 +278,6 @@ class LoadGenerator:
                 log.exception("aioice rejected a datagram on leg %d", leg)
 
     # ------------------------------------------------------------ media tasks
-    async def _producer(self) -> None:
-        push = lib.fp_push
-        pending = lib.fp_tx_pending
-        ctx = self.fp.ctx
-        ring = lib.FP_TXRING - 2
-        while True:
-            await asyncio.sleep(PRODUCER_TICK)
-            if self.paused:
-                continue
-            end = now_ns() + HORIZON_NS
-            for st in self.legs:
-                pub = st.pub
-                if st.client.state == "closed":
-                    continue
-                room = ring - pending(ctx, st.leg)
-                while room > 0 and min(pub.next_audio, pub.next_video) < end:
-                    due, kind, pkt = pub.next_packet()
-                    push(ctx, st.leg, due, kind, pkt, len(pkt))
-                    room -= 1
-
     async def _sampler(self) -> None:
         while True:
             await asyncio.sleep(SAMPLE_TICK)
@@ -420,10 +398,7 @@ class LoadGenerator:
     # ------------------------------------------------------------ measuring
     async def pause_and_drain(self) -> None:
         self.paused = True
-        deadline = time.monotonic() + 5
-        while self.fp.pending() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        # then until nothing has arrived for DRAIN_SECONDS (an overloaded SFT may
+        # until nothing has arrived for DRAIN_SECONDS (an overloaded SFT may
         # still hold packets in its queues; a snapshot must not cut through them)
         deadline = time.monotonic() + 5
         last = self._rx_rtp()
@@ -440,10 +415,21 @@ class LoadGenerator:
         self.rx.refresh()
         return sum(self.rx.leg_stat(st.leg)["rx_rtp"] for st in self.legs)
 
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        """Paused, the C sender generates nothing; resumed, every publisher's
+        schedule continues from a moment ahead (sequence numbers continue)."""
+        if value:
+            self.fp.pause()
+        elif self._paused:
+            self.fp.resume(now_ns() + START_DELAY_NS)
+        self._paused = value
+
     def resume(self) -> None:
-        start = now_ns() + HORIZON_NS
-        for st in self.legs:
-            st.pub.resume(start)
         self.paused = False
 
     async def _metrics(self) -> dict[str, float]:
@@ -606,7 +592,7 @@ class LoadGenerator:
             "join_ms": {"p50": _pct(join_ms, 50), "p99": _pct(join_ms, 99), "n": len(join_ms),
                         "mean": statistics.fmean(join_ms) if join_ms else None},
             "firs": sum(st.firs for st in self.legs),
-            "keyframes": sum(st.pub.keyframes for st in self.legs),
+            "keyframes": sum(self.fp.leg_stat(st.leg)["keyframes"] for st in self.legs),
             "join_failures": len(self.join_errors),
         }
 

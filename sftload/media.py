@@ -1,4 +1,5 @@
-"""The Wire call mix as pre-protected SRTP packets, and the receiver's checks.
+"""The Wire call mix (built and protected by the C sender, native/mix.c), and the
+receiver's checks.
 
 Per publisher (docs/benchmark.md): Opus-like audio, 50 pkt/s, 100-byte payload,
 with the ssrc-audio-level extension (a slow per-participant curve, so the
@@ -25,11 +26,14 @@ import pylibsrtp
 
 from sftd.bpf.srtp import SrtpSession, aes_cm
 
-AUDIO_INTERVAL_NS = 20_000_000
-VIDEO_INTERVAL_NS = 10_000_000
-VIDEO_PACKETS_PER_FRAME = 4
-AUDIO_PAYLOAD = 100
-VIDEO_PAYLOAD = 1200
+from .fastpath import lib as _c
+
+# the mix as native/fastpath.h defines it (the C sender builds the packets)
+AUDIO_INTERVAL_NS = int(_c.FP_AUDIO_INTERVAL_NS)
+VIDEO_INTERVAL_NS = int(_c.FP_VIDEO_INTERVAL_NS)
+VIDEO_PACKETS_PER_FRAME = int(_c.FP_VIDEO_PACKETS_PER_FRAME)
+AUDIO_PAYLOAD = int(_c.FP_AUDIO_PAYLOAD)
+VIDEO_PAYLOAD = int(_c.FP_VIDEO_PAYLOAD)
 STAMP = struct.Struct("!QII")  # send time ns, publisher index, stream counter
 VP8_HEADER = 4  # payload descriptor (1) + frame tag (3)
 PT_PSFB = 206
@@ -109,95 +113,27 @@ class Streams:
 
 
 class Publisher:
-    """Generates one participant's packets in due-time order and protects them."""
+    """One participant's share of the mix: where its schedule, sequence numbers,
+    timestamps and level curve start (seeded by its index). The packets are
+    built and protected in C when due (``native/mix.c``, through
+    ``FastPath.set_publisher``)."""
 
-    def __init__(self, index: int, streams: Streams, tx: pylibsrtp.Session, start_ns: int,
+    def __init__(self, index: int, streams: Streams, start_ns: int,
                  seed: int | None = None) -> None:
         rnd = random.Random(seed if seed is not None else index)
         self.index = index
         self.s = streams
-        self.tx = tx
         self.t0 = start_ns
         self.a_seq = rnd.randrange(1 << 16)
         self.v_seq = rnd.randrange(1 << 16)
         self.a_ts0 = rnd.randrange(1 << 32)
         self.v_ts0 = rnd.randrange(1 << 32)
-        self.a_count = 0
-        self.v_count = 0
-        self.keyframe_wanted = True
-        self.keyframes = 0
         # level curve: 10..70 -dBov, own period and phase, so speakers change
         self.level_period = rnd.uniform(2.0, 6.0)
         self.level_phase = rnd.uniform(0, 2 * math.pi)
         self.next_audio = start_ns + rnd.randrange(AUDIO_INTERVAL_NS)
         self.next_video = start_ns + rnd.randrange(VIDEO_INTERVAL_NS)
-        fill = os.urandom(VIDEO_PAYLOAD)
-        # audio: header(12) + ext hdr(4) + [0x10|len0, level, 0, 0] + payload
-        self.a_tmpl = bytearray(struct.pack("!BBHII", 0x90, streams.audio_pt, 0, 0,
-                                            streams.audio_ssrc))
-        self.a_tmpl += struct.pack("!HH", 0xBEDE, 1)
-        self.a_level_off = len(self.a_tmpl) + 1
-        self.a_tmpl += bytes([(streams.audio_level_id << 4) | 0, 0, 0, 0])
-        self.a_payload_off = len(self.a_tmpl)
-        self.a_tmpl += fill[:AUDIO_PAYLOAD]
-        # video: header(12) + ext hdr(4) + [rid id|len0, 'h', 0, 0] + payload
-        self.v_tmpl = bytearray(struct.pack("!BBHII", 0x90, streams.video_pt, 0, 0,
-                                            streams.video_ssrc))
-        self.v_tmpl += struct.pack("!HH", 0xBEDE, 1)
-        self.v_tmpl += bytes([(streams.rid_id << 4) | 0, ord("h"), 0, 0])
-        self.v_payload_off = len(self.v_tmpl)
-        self.v_tmpl += fill[:VIDEO_PAYLOAD]
-
-    def resume(self, now_ns: int) -> None:
-        """After a pause: continue the schedule from now (sequence numbers continue)."""
-        if self.next_audio < now_ns:
-            self.next_audio = now_ns + (self.next_audio - now_ns) % AUDIO_INTERVAL_NS
-        if self.next_video < now_ns:
-            lag = now_ns - self.next_video
-            frames = -(-lag // (VIDEO_INTERVAL_NS * VIDEO_PACKETS_PER_FRAME))
-            self.next_video += frames * VIDEO_INTERVAL_NS * VIDEO_PACKETS_PER_FRAME
-
-    def level(self, due_ns: int) -> int:
-        t = (due_ns - self.t0) / 1e9
-        return int(40 + 30 * math.sin(2 * math.pi * t / self.level_period + self.level_phase))
-
-    def next_packet(self) -> tuple[int, int, bytes]:
-        """(due ns, kind 0 audio / 1 video, protected packet), earliest first."""
-        if self.next_audio <= self.next_video:
-            due = self.next_audio
-            self.next_audio += AUDIO_INTERVAL_NS
-            t = self.a_tmpl
-            ts = (self.a_ts0 + (due - self.t0) * 48_000 // 1_000_000_000) & 0xFFFFFFFF
-            struct.pack_into("!HI", t, 2, self.a_seq, ts)
-            t[self.a_level_off] = self.level(due)
-            STAMP.pack_into(t, self.a_payload_off, due, self.index, self.a_count)
-            self.a_seq = (self.a_seq + 1) & 0xFFFF
-            self.a_count += 1
-            return due, 0, self.tx.protect(bytes(t))
-        due = self.next_video
-        self.next_video += VIDEO_INTERVAL_NS
-        t = self.v_tmpl
-        part = self.v_count % VIDEO_PACKETS_PER_FRAME
-        frame_due = due - part * VIDEO_INTERVAL_NS
-        ts = (self.v_ts0 + (frame_due - self.t0) * 90_000 // 1_000_000_000) & 0xFFFFFFFF
-        marker = 0x80 if part == VIDEO_PACKETS_PER_FRAME - 1 else 0
-        t[1] = marker | self.s.video_pt
-        struct.pack_into("!HI", t, 2, self.v_seq, ts)
-        off = self.v_payload_off
-        if part == 0:
-            key = self.keyframe_wanted
-            if key:
-                self.keyframe_wanted = False
-                self.keyframes += 1
-            t[off] = 0x10  # S=1, PID=0
-            t[off + 1] = 0x00 if key else 0x01  # frame tag: P=0 keyframe
-        else:
-            t[off] = 0x00
-            t[off + 1] = 0x01
-        STAMP.pack_into(t, off + VP8_HEADER, due, self.index, self.v_count)
-        self.v_seq = (self.v_seq + 1) & 0xFFFF
-        self.v_count += 1
-        return due, 1, self.tx.protect(bytes(t))
+        self.fill = os.urandom(VIDEO_PAYLOAD)
 
 
 def wants_keyframe(rtcp: bytes) -> bool:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE.parent
 ROOT = PACKAGE.parent
+ENGINE_SOURCES = ROOT / "engine" / "src"
+ENGINE_SRTP = ("srtp.c", "sha1x.c")
 
 if TYPE_CHECKING:
     from sftd.bpf.native import build as shared
@@ -29,10 +31,13 @@ def ffibuilder(absolute_paths: bool = False) -> Any:
     ffi.cdef(shared.cdef_text(HERE / "fastpath.h"))
     ffi.set_source(
         "sftd.sftload._fastpath", '#include "fastpath.h"',
-        sources=shared.source_paths([HERE / "fastpath.c"], absolute_paths),
-        include_dirs=[str(HERE)],
+        # the mix is protected with the native engine's SRTP (OpenSSL)
+        sources=shared.source_paths([HERE / "fastpath.c", HERE / "mix.c",
+                                     *(ENGINE_SOURCES / name for name in ENGINE_SRTP)],
+                                    absolute_paths),
+        include_dirs=[str(HERE), str(ENGINE_SOURCES)],
         extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
-        libraries=["pthread"])
+        libraries=["crypto", "pthread", "m"])
     return ffi
 
 

@@ -1,9 +1,10 @@
 /* sftload fast path, see fastpath.h.
  *
  * Two threads per context:
- *   tx: walks every leg's ring of pre-protected SRTP packets and hands the
- *       due ones to the leg's own UDP socket with sendmmsg (one call per leg
- *       per wakeup), then sleeps until the next due time (at most 1 ms);
+ *   tx: generates every publishing leg's due packets (mix.c: built and
+ *       SRTP-protected when due), hands them to the leg's own UDP socket with
+ *       sendmmsg (one call per leg per wakeup), then sleeps until the next due
+ *       time (at most 1 ms);
  *   rx: epoll over the legs' sockets, recvmmsg in batches of 64. RTP (first
  *       byte 128-191, second byte outside 192-223) is counted per (leg, SSRC)
  *       with RFC 3550 extended sequence numbers and per (leg, CSRC); one in
@@ -13,6 +14,7 @@
  * Rings are single-producer single-consumer with acquire/release indices. */
 #define _GNU_SOURCE
 #include "fastpath.h"
+#include "mix.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -40,9 +42,9 @@ struct leg {
     int fd;
     int enabled;
     struct sockaddr_in peer;
-    /* tx ring: Python produces (head), tx thread consumes (tail) */
-    uint64_t tx_head, tx_tail;
-    struct txpkt tx[FP_TXRING];
+    struct mix *mix;         /* what the leg publishes; NULL: nothing */
+    int keyframe_wanted;     /* set by Python (FIR/PLI), taken by the tx thread */
+    uint64_t resumed;        /* the fp_resume generation this leg's schedule follows */
     struct fp_slot_stat slots[FP_MAXSLOTS];
     uint32_t nslots;
     struct fp_csrc_stat csrcs[FP_MAXCSRC];
@@ -64,6 +66,8 @@ struct fp_ctx {
     int tx_cpu, rx_cpu;
     volatile int stop;
     int started;
+    int paused;              /* fp_pause: no packet is generated */
+    uint64_t resume_ns, resume_gen;
     pthread_t tx_thread, rx_thread;
     struct ring ctrl, samples;
     struct fp_global_stat st;
@@ -173,36 +177,76 @@ void fp_leg_enable(struct fp_ctx *c, int leg, int enabled)
     }
 }
 
-int fp_push(struct fp_ctx *c, int leg, uint64_t due_ns, int kind, const uint8_t *data, int len)
+int fp_set_publisher(struct fp_ctx *c, int leg, const struct fp_mix_config *cfg, char *err,
+                     int errlen)
 {
     struct leg *l = c->legs[leg];
-    if (len > FP_TXPKT || len <= 0)
-        return -2;
-    uint64_t tail = __atomic_load_n(&l->tx_tail, __ATOMIC_ACQUIRE);
-    if (l->tx_head - tail >= FP_TXRING)
+    struct mix *m = calloc(1, sizeof(*m));
+
+    if (!m || mix_init(m, cfg, err, (size_t)errlen) != 0) {
+        if (m == NULL)
+            snprintf(err, (size_t)errlen, "out of memory for a publisher");
+        free(m);
         return -1;
-    struct txpkt *p = &l->tx[l->tx_head % FP_TXRING];
-    p->due_ns = due_ns;
-    p->len = (uint16_t)len;
-    p->kind = (uint8_t)kind;
-    memcpy(p->data, data, len);
-    __atomic_store_n(&l->tx_head, l->tx_head + 1, __ATOMIC_RELEASE);
+    }
+    l->resumed = __atomic_load_n(&c->resume_gen, __ATOMIC_ACQUIRE);
+    l->keyframe_wanted = 1; /* a camera starts with one */
+    __atomic_store_n(&l->mix, m, __ATOMIC_RELEASE);
     return 0;
 }
 
-int fp_tx_pending(struct fp_ctx *c, int leg)
+void fp_request_keyframe(struct fp_ctx *c, int leg)
 {
-    struct leg *l = c->legs[leg];
-    return (int)(__atomic_load_n(&l->tx_head, __ATOMIC_ACQUIRE) -
-                 __atomic_load_n(&l->tx_tail, __ATOMIC_ACQUIRE));
+    __atomic_store_n(&c->legs[leg]->keyframe_wanted, 1, __ATOMIC_RELEASE);
 }
 
-uint64_t fp_tx_pending_total(struct fp_ctx *c)
+void fp_pause(struct fp_ctx *c) { __atomic_store_n(&c->paused, 1, __ATOMIC_RELEASE); }
+
+void fp_resume(struct fp_ctx *c, uint64_t start_ns)
 {
-    uint64_t n = 0;
-    for (uint32_t i = 0; i < __atomic_load_n(&c->nlegs, __ATOMIC_ACQUIRE); i++)
-        n += (uint64_t)fp_tx_pending(c, (int)i);
-    return n;
+    c->resume_ns = start_ns;
+    __atomic_store_n(&c->resume_gen, c->resume_gen + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&c->paused, 0, __ATOMIC_RELEASE);
+}
+
+/* The leg's next packet into p; 0 when it is not due by ``now``. */
+static int next_packet(struct fp_ctx *c, struct leg *l, uint64_t now, struct txpkt *p)
+{
+    uint64_t gen = __atomic_load_n(&c->resume_gen, __ATOMIC_ACQUIRE);
+    int video, keyframe, len;
+
+    if (l->resumed != gen) {
+        mix_resume(l->mix, c->resume_ns);
+        l->resumed = gen;
+    }
+    if (mix_next_due(l->mix) > now)
+        return 0;
+    len = mix_next(l->mix, p->data, sizeof(p->data), &p->due_ns, &video,
+                   __atomic_load_n(&l->keyframe_wanted, __ATOMIC_ACQUIRE), &keyframe);
+    if (keyframe) {
+        __atomic_store_n(&l->keyframe_wanted, 0, __ATOMIC_RELEASE);
+        l->st.keyframes++;
+    }
+    if (len < 0) {
+        l->st.tx_errors++;
+        return 0;
+    }
+    p->len = (uint16_t)len;
+    p->kind = (uint8_t)video;
+    return 1;
+}
+
+int fp_generate(struct fp_ctx *c, int leg, uint8_t *out, int room, uint64_t *due, int *kind)
+{
+    struct txpkt p;
+    struct leg *l = c->legs[leg];
+
+    if (c->started || l->mix == NULL || !next_packet(c, l, UINT64_MAX, &p) || p.len > room)
+        return -1;
+    memcpy(out, p.data, p.len);
+    *due = p.due_ns;
+    *kind = p.kind;
+    return p.len;
 }
 
 static void pin(int cpu)
@@ -218,30 +262,25 @@ static void pin(int cpu)
 static void *tx_main(void *arg)
 {
     struct fp_ctx *c = arg;
-    struct mmsghdr msgs[32];
-    struct iovec iov[32];
+    static __thread struct txpkt out[FP_TXBATCH];
+    struct mmsghdr msgs[FP_TXBATCH];
+    struct iovec iov[FP_TXBATCH];
     pin(c->tx_cpu);
     while (!c->stop) {
         uint64_t now = fp_now_ns();
         uint64_t next = now + 1000000ull;
         uint32_t n = __atomic_load_n(&c->nlegs, __ATOMIC_ACQUIRE);
+        int paused = __atomic_load_n(&c->paused, __ATOMIC_ACQUIRE);
         c->st.tx_wakeups++;
-        for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t i = 0; i < n && !paused; i++) {
             struct leg *l = c->legs[i];
-            if (!__atomic_load_n(&l->enabled, __ATOMIC_ACQUIRE))
+            if (!__atomic_load_n(&l->enabled, __ATOMIC_ACQUIRE) ||
+                !__atomic_load_n(&l->mix, __ATOMIC_ACQUIRE))
                 continue;
-            uint64_t head = __atomic_load_n(&l->tx_head, __ATOMIC_ACQUIRE);
-            uint64_t tail = l->tx_tail;
             int k = 0;
-            while (tail + k != head && k < 32) {
-                struct txpkt *p = &l->tx[(tail + k) % FP_TXRING];
-                if (p->due_ns > now) {
-                    if (p->due_ns < next)
-                        next = p->due_ns;
-                    break;
-                }
-                iov[k].iov_base = p->data;
-                iov[k].iov_len = p->len;
+            while (k < FP_TXBATCH && next_packet(c, l, now, &out[k])) {
+                iov[k].iov_base = out[k].data;
+                iov[k].iov_len = out[k].len;
                 memset(&msgs[k].msg_hdr, 0, sizeof(msgs[k].msg_hdr));
                 msgs[k].msg_hdr.msg_name = &l->peer;
                 msgs[k].msg_hdr.msg_namelen = sizeof(l->peer);
@@ -249,25 +288,24 @@ static void *tx_main(void *arg)
                 msgs[k].msg_hdr.msg_iovlen = 1;
                 k++;
             }
+            if (mix_next_due(l->mix) < next)
+                next = mix_next_due(l->mix);
             if (!k)
                 continue;
             int r = sendmmsg(l->fd, msgs, (unsigned)k, MSG_DONTWAIT);
-            if (r < 0) {
-                if (errno == EAGAIN || errno == ENOBUFS || errno == EINTR) {
+            if (r < 0) { /* generated packets are not sent again: counted, like loss */
+                if (errno == EAGAIN || errno == ENOBUFS || errno == EINTR)
                     l->st.tx_retries++;
-                    next = now; /* try again at once */
-                    continue;
-                }
-                r = 1; /* a hard error: drop the first packet, counted */
-                l->st.tx_errors++;
-                l->st.tx_last_errno = (uint64_t)errno;
-                tail += 1;
-                __atomic_store_n(&l->tx_tail, tail, __ATOMIC_RELEASE);
+                else
+                    l->st.tx_last_errno = (uint64_t)errno;
+                l->st.tx_errors += (uint64_t)k;
                 continue;
             }
+            if (r < k)
+                l->st.tx_errors += (uint64_t)(k - r);
             uint64_t sent_at = fp_now_ns();
             for (int j = 0; j < r; j++) {
-                struct txpkt *p = &l->tx[(tail + j) % FP_TXRING];
+                struct txpkt *p = &out[j];
                 if (p->kind)
                     l->st.tx_video++;
                 else
@@ -281,11 +319,6 @@ static void *tx_main(void *arg)
                     c->st.tx_late_over_1ms++;
             }
             c->st.tx_packets += (uint64_t)r;
-            __atomic_store_n(&l->tx_tail, tail + (uint64_t)r, __ATOMIC_RELEASE);
-            if (r == k && k == 32)
-                next = now; /* more may be due */
-            else if (r < k)
-                next = now;
         }
         if (next > now) {
             struct timespec ts = {.tv_sec = (time_t)(next / 1000000000ull),
@@ -489,8 +522,13 @@ void fp_free(struct fp_ctx *c)
     if (!c)
         return;
     fp_stop(c);
-    for (uint32_t i = 0; i < c->nlegs; i++)
+    for (uint32_t i = 0; i < c->nlegs; i++) {
+        if (c->legs[i]->mix) {
+            mix_free(c->legs[i]->mix);
+            free(c->legs[i]->mix);
+        }
         free(c->legs[i]);
+    }
     if (c->epfd >= 0)
         close(c->epfd);
     if (c->evfd >= 0)

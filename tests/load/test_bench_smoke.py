@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -136,20 +137,36 @@ def test_bench_quick_accounting(tmp_path: Path) -> None:
 
 
 def test_media_roundtrip() -> None:
-    """Generated packets protect with one leg's keys and decrypt with the same
-    keys, with the stamp, the RID and the audio level where the SFT reads them."""
+    """Packets the C sender generates decrypt with libsrtp under the leg's keys,
+    with the stamp, the RID and the audio level where the SFT reads them, a
+    keyframe only on request, and a pause that keeps the sequence going."""
     from sftd.controller import rtp
     from sftd.sftload import media
+    from sftd.sftload.fastpath import FastPath
 
     key = os.urandom(30)
-    tx, rx = media.session(key, inbound=False), media.session(key, inbound=True)
+    rx = media.session(key, inbound=True)
     sampler = media.SrtpReceiver(key)
-    pub = media.Publisher(7, media.Streams(audio_ssrc=1111, video_ssrc=2222), tx, 0)
+    pub = media.Publisher(7, media.Streams(audio_ssrc=1111, video_ssrc=2222), 0)
     pub.v_seq = 65500  # the video stream wraps: the ROC must be right
+    fp = FastPath(1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unused:
+        leg = fp.add_leg(unused.fileno(), ("127.0.0.1", 9))
+    fp.set_publisher(leg, pub, key)
     kinds = {0: 0, 1: 0}
     keyframes = 0
-    for _ in range(300):
-        due, kind, packet = pub.next_packet()
+    last_due = 0
+    for i in range(300):
+        if i == 150:  # a pause of 3 s: the schedule resumes there, the numbers go on
+            fp.pause()
+            fp.resume(last_due + 3_000_000_000)
+        due, kind, packet = fp.generate(leg)
+        assert due >= last_due
+        if i == 150:
+            assert due >= last_due + 3_000_000_000
+        if i == 200:
+            fp.request_keyframe(leg)  # a FIR: the next frame's first packet
+        last_due = due
         plain = rx.unprotect(packet)
         seq = int.from_bytes(packet[2:4], "big")
         roc = 1 if kind == 1 and seq < 65500 else 0
@@ -169,7 +186,9 @@ def test_media_roundtrip() -> None:
             keyframes += rtp.is_keyframe(plain, view, 0)
         kinds[kind] += 1
     assert kinds[1] == 2 * kinds[0] or abs(kinds[1] - 2 * kinds[0]) <= 2
-    assert keyframes == 1  # the first frame; later ones only on FIR/PLI
+    assert keyframes == 2  # the first frame, then only on FIR/PLI
+    assert fp.leg_stat(leg)["keyframes"] == 2
+    fp.close()
 
 
 @needs_root
