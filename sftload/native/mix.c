@@ -34,6 +34,14 @@ static void put64(uint8_t *p, uint64_t v)
     put32(p + 4, (uint32_t)v);
 }
 
+/* What the receiving end reads back: due time, publisher index, stream counter. */
+static void stamp(uint8_t *p, uint64_t due, uint32_t index, uint32_t count)
+{
+    put64(p, due);
+    put32(p + 8, index);
+    put32(p + 12, count);
+}
+
 int mix_init(struct mix *m, const struct fp_mix_config *cfg, char *err, size_t errlen)
 {
     memset(m, 0, sizeof(*m));
@@ -106,12 +114,8 @@ int mix_next(struct mix *m, uint8_t *out, size_t room, uint64_t *due_out, int *v
         out[17] = level(m, due);
         out[18] = out[19] = 0;
         memcpy(out + HEADER_LEN, cfg->fill, FP_AUDIO_PAYLOAD);
-        put64(out + HEADER_LEN, due);
-        put32(out + HEADER_LEN + 8, cfg->index);
-        put32(out + HEADER_LEN + 12, m->a_count++);
+        stamp(out + HEADER_LEN, due, cfg->index, m->a_count++);
         len = HEADER_LEN + FP_AUDIO_PAYLOAD;
-        protected_len = srtp_protect(&m->srtp, &m->audio_index, out, len, HEADER_LEN,
-                                     out + HEADER_LEN, NULL);
     } else {
         uint32_t part = m->v_count % FP_VIDEO_PACKETS_PER_FRAME;
         uint64_t frame_due;
@@ -136,13 +140,11 @@ int mix_next(struct mix *m, uint8_t *out, size_t room, uint64_t *due_out, int *v
             vp8[0] = 0x00;
             vp8[1] = 0x01;
         }
-        put64(vp8 + VP8_HEADER, due);
-        put32(vp8 + VP8_HEADER + 8, cfg->index);
-        put32(vp8 + VP8_HEADER + 12, m->v_count++);
+        stamp(vp8 + VP8_HEADER, due, cfg->index, m->v_count++);
         len = HEADER_LEN + FP_VIDEO_PAYLOAD;
-        protected_len = srtp_protect(&m->srtp, &m->video_index, out, len, HEADER_LEN,
-                                     out + HEADER_LEN, NULL);
     }
+    protected_len = srtp_protect(&m->srtp, video ? &m->video_index : &m->audio_index, out,
+                                 len, HEADER_LEN, out + HEADER_LEN, NULL);
     *due_out = due;
     *video_out = video;
     return protected_len ? (int)protected_len : -1;
