@@ -73,7 +73,8 @@ class Counter(enum.IntEnum):
     DROP_LEG_REPLACED = 13  # kernel: the leg changed hands while the packet was read
     DROP_ADJUST_FAILED = 14  # kernel: the packet could not be grown for the CSRC
     DROP_UNKNOWN_SSRC = 15  # an SSRC the leg neither declared nor named by a RID
-    # a copy older than its slot's switch to the source: sent, it would reuse an SRTP index
+    # a copy older than its slot's switch to the source, or moved onto a number the slot
+    # sent by a padding packet's shift: sent, it would reuse an SRTP index
     DROP_STALE = 16
 
 

@@ -61,8 +61,9 @@ class UserspaceSlotState:
     last_seq: int = field(default_factory=lambda: random.randrange(1 << 16))
     last_ts: int = field(default_factory=lambda: random.randrange(1 << 32))
     last_time: float = 0.0
-    # the sequence number of the current source's first copy while a copy before it
-    # could still be protected at an SRTP index the slot used for the previous source
+    # the sequence number past the slot's newest copy when its mapping last moved
+    # (a switch, a padding packet dropped) while a copy before it could still be
+    # protected at an SRTP index the slot already used
     floor: int | None = None
     sent: int = 0  # packets sent on the slot
 
@@ -417,11 +418,15 @@ class UserspaceDataPlane:
 
     def _skip_sequence_number(self, leg: UserspaceLegState, view: rtp.RtpView) -> None:
         """A dropped padding packet must not leave a gap in the slots' sequence
-        (receivers would wait for it): later packets of that source move down by one."""
+        (receivers would wait for it): later packets of that source move down by one.
+        The move maps a packet reordered around the padding (a newer one before it,
+        an older one after it) onto a number the slot may have sent: the floor rises
+        past the slot's newest copy, so no copy reuses an SRTP index (_send drops it)."""
         for kind in StreamKind:
             for _, slot in self._routes.get((leg.spec.leg_id, kind), ()):
                 if slot.input_ssrc == view.ssrc:
                     slot.seq_offset = (slot.seq_offset - 1) & 0xFFFF
+                    slot.floor = (slot.last_seq + 1) & 0xFFFF
 
     def _wanted_layer(self, leg: UserspaceLegState, slot: UserspaceSlotState,
                       now: float) -> Layer:

@@ -60,7 +60,7 @@ enum sft_counter {
 	SFT_CTR_DROP_LEG_REPLACED = 13,  /* the leg changed hands while the packet was read */
 	SFT_CTR_DROP_ADJUST_FAILED = 14, /* the packet could not be grown for the CSRC */
 	SFT_CTR_DROP_UNKNOWN_SSRC = 15,  /* a leg's SSRC neither declared nor named by a RID */
-	SFT_CTR_DROP_STALE = 16,         /* a copy older than its slot's source switch */
+	SFT_CTR_DROP_STALE = 16,         /* a copy older than its slot's floor */
 	SFT_CTR_MAX = 17,
 };
 
@@ -244,9 +244,12 @@ struct sft_slot_state {
 	__u32 last_out_ts;
 	__u64 packets;
 	__u32 publisher;     /* the leg source_ssrc belongs to */
-	__u32 pad;
-	/* out index of the current source's first copy: a copy before it would be
-	 * protected at an index the slot used for the previous source */
+	/* the source stream's padding_dropped when floor_index was last set: a
+	 * padding packet dropped since has moved the mapping down by one */
+	__u32 padding_seen;
+	/* next_index when the mapping last moved (the current source's first copy, a
+	 * padding packet dropped): a copy before it would be protected at an index
+	 * the slot already used */
 	__u64 floor_index;
 };
 

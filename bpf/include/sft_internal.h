@@ -66,6 +66,7 @@ struct sft_packet {
 	__u64 now_ns;        /* bpf_ktime_get_ns() read once per packet, for every use */
 	__u64 index;         /* SRTP index of the received packet */
 	__u64 seq_index;     /* index less the stream's dropped padding-only packets */
+	__u32 padding_dropped; /* the stream's count of them, for the slots' floors */
 	__u32 leg_id;
 	__u32 conference_id;
 	__u32 ssrc;

@@ -241,6 +241,14 @@ __noinline int sft_forward_to_slot(struct __sk_buff *skb, __u32 slot_id)
 		state->index_offset = state->next_index - p->seq_index;
 		state->source_ssrc = p->ssrc;
 		state->floor_index = state->next_index;
+		state->padding_seen = p->padding_dropped;
+	} else if (state->padding_seen != p->padding_dropped) {
+		/* the stream dropped padding since this slot's last copy: its packets moved
+		 * down, so one reordered around the padding may map onto an index the slot
+		 * sent. The floor rises past the newest copy, as userspace.py's on the drop
+		 * (no copy of the source went out since, so next_index is the same). */
+		state->floor_index = state->next_index;
+		state->padding_seen = p->padding_dropped;
 	}
 
 	sub = bpf_map_lookup_elem(&sft_legs, &slot->subscriber);
@@ -549,6 +557,7 @@ __noinline int sft_srtp_receive(struct __sk_buff *skb, __u32 leg_id, __u32 csum_
 		return sft_drop(SFT_CTR_DROP_PADDING, -1);
 	}
 	p->seq_index = index - rs->padding_dropped;
+	p->padding_dropped = rs->padding_dropped;
 	p->keyframe = 0;
 	if (p->kind == SFT_KIND_VIDEO) {
 		ls->video_media_ns[video_layer & 1] = p->now_ns;

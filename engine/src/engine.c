@@ -52,8 +52,9 @@ struct slot {
 	uint16_t last_seq;
 	uint32_t last_ts;
 	int64_t last_time; /* ns, 0: nothing sent yet */
-	/* the sequence number of the current source's first copy, while a copy before
-	 * it could still be protected at an index the slot used for the previous one */
+	/* the sequence number past the newest copy when the mapping last moved (a
+	 * switch, a padding packet dropped), while a copy before it could still be
+	 * protected at an index the slot already used */
 	int has_floor;
 	uint16_t floor;
 	uint64_t tx_index; /* SRTP index of the slot's SSRC */
@@ -779,13 +780,19 @@ static void handle_media(struct worker *w, struct sfte_leg *leg, uint8_t *pkt, s
 	 * reports ack the SSRC, which may follow nothing but probes */
 	layer = is_audio_ssrc(leg, v.ssrc) ? -1 : learn_video_layer(leg, pkt, &v);
 	if (v.padding && v.payload_end == v.payload_offset) {
-		/* later packets of the source move down by one: no gap for receivers */
+		/* later packets of the source move down by one: no gap for receivers.
+		 * The move maps a packet reordered around the padding onto a number the
+		 * slot may have sent: the floor rises past its newest copy, so no copy
+		 * reuses an SRTP index (send_copy drops it), as userspace.py's */
 		count(w, SFTE_DROP_PADDING, 1);
 		for (int kind = 0; kind < 2; kind++)
 			for (uint32_t i = 0; i < leg->routes[kind].n; i++) {
 				struct slot *slot = leg->routes[kind].items[i].slot;
-				if (slot->has_input && slot->input_ssrc == v.ssrc)
+				if (slot->has_input && slot->input_ssrc == v.ssrc) {
 					slot->seq_offset--;
+					slot->has_floor = 1;
+					slot->floor = (uint16_t)(slot->last_seq + 1);
+				}
 			}
 		return;
 	}

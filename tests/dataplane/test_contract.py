@@ -433,3 +433,36 @@ async def test_a_copy_from_before_its_slots_switch_never_reuses_an_srtp_index(h,
     seqs = [rtp.parse(p).seq for p in got]
     assert [(s - seqs[0]) & 0xFFFF for s in seqs] == [0, 1, 2, 3, 5, 4, 6]  # not 99's 2
     assert h.plane.read_counters()[Counter.DROP_STALE] == dropped + 1
+
+
+# arrival orders (seq, padding-only) and the copies' sequence numbers relative to the
+# first one's: the padding-only 3 or 4 closes up the slot's sequence behind it
+_LATE_AROUND_PADDING = {
+    # the padding after a newer packet: 5 would land on 4's index
+    "padding-late": ([(1, 0), (2, 0), (4, 0), (3, 1), (5, 0), (6, 0)], [0, 1, 3, 4]),
+    # a packet older than the padding, after it: 2 would land on 1's index
+    "media-late": ([(1, 0), (3, 0), (4, 1), (5, 0), (2, 0), (6, 0)], [0, 2, 3, 4]),
+}
+
+
+@pytest.mark.parametrize("order", list(_LATE_AROUND_PADDING))
+async def test_a_copy_after_a_padding_shift_never_reuses_an_srtp_index(h, order):
+    """A dropped padding-only packet moves its source's later packets down by one;
+    a copy that the move maps onto an index the slot already sent (the padding
+    reordered after a newer packet, or a packet older than the padding after it)
+    would be encrypted at a used SRTP index (AES-CM keystream, GCM nonce reuse):
+    it is dropped and counted, the source's next packets go on."""
+    await audio_call(h, csrc=5)
+    before = h.plane.read_counters()
+    arrivals, expected = _LATE_AROUND_PADDING[order]
+    for seq, padding_only in arrivals:
+        h.send(1, make_rtp(AUDIO_SSRC, seq, seq * 960, b"", padding=8) if padding_only
+               else audio(seq))
+        await asyncio.sleep(0.03)  # arrival order is the test's order
+    await asyncio.sleep(0.15)
+    got = _one_srtp_index_each(h, 2)
+    seqs = [rtp.parse(p).seq for p in got]
+    assert [(s - seqs[0]) & 0xFFFF for s in seqs] == expected
+    after = h.plane.read_counters()
+    assert after[Counter.DROP_PADDING] == before[Counter.DROP_PADDING] + 1
+    assert after[Counter.DROP_STALE] == before[Counter.DROP_STALE] + 1

@@ -7,7 +7,8 @@ ends in exactly one of
   DROP_UNKNOWN_LEG | DROP_MALFORMED (before or after unprotect) | DROP_AUTH |
   DROP_REPLAY | DROP_PADDING | DROP_UNKNOWN_SSRC | DROP_NOT_READY (video no slot
   takes) | DROP_NO_ROUTE (no slot subscribes) | DROP_STALE (its copy older than
-  the slot's switch to its source; per copy) | forwarded (≥ 1 copy sent).
+  the slot's floor: its switch to the source, a padding shift; per copy) |
+  forwarded (≥ 1 copy sent).
 A forwarded input adds one TX_PACKETS per copy; DROP_NO_ROUTE is also added per
 copy whose subscriber transport is closing (never here). With one subscriber
 holding one audio and one video slot on the publisher, every forwarded input
