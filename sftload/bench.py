@@ -523,7 +523,8 @@ def summary(runs: list[Run]) -> dict[str, Any]:
     ratios = {}
     for a, b in (("kernel", "userspace"), ("kernel", "janus"), ("userspace", "janus"),
                  ("native", "userspace"), ("native", "kernel"), ("native", "janus"),
-                 ("native-xdp", "native"), ("native-xdp", "kernel")):
+                 ("native-xdp", "native"), ("native-xdp", "kernel"),
+                 ("native-xdp", "userspace"), ("native-xdp", "janus")):
         if out.get(a) and out.get(b):
             ratios[f"{a}/{b}"] = round(out[a]["participants_per_vcpu"]
                                        / out[b]["participants_per_vcpu"], 2)
