@@ -98,10 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "which and why (default auto)")
     p.add_argument("--native-io", choices=("auto", "xdp", "udp"), default="udp",
                    help="media I/O of --dataplane native: udp uses the legs' UDP sockets; xdp "
-                        "(experimental, see the README) steers "
-                        "legs' RTP into AF_XDP sockets on each -O interface and sends copies "
-                        "from them (root, not loopback); auto: xdp when it attaches on every "
-                        "-O interface, else udp, the reason logged (default udp)")
+                        "steers legs' RTP into AF_XDP sockets on each -O interface and sends "
+                        "copies from them (root, not loopback, IPv4; about half the CPU per "
+                        "participant, but copies bypass netfilter and qdiscs); auto: xdp when "
+                        "it attaches on every -O interface, else udp, the reason logged "
+                        "(default udp)")
     p.add_argument("--instance", default="default", metavar="NAME",
                    help="instance name: BPF pins live under /sys/fs/bpf/sftd/NAME "
                         "(default 'default')")
