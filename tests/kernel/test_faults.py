@@ -112,7 +112,7 @@ async def test_interface_flap_mid_call(sftd_factory):
 
 
 def test_loopback_media_runs_on_the_kernel_plane(tmp_path):
-    text = _start_and_read_log(_sftd_args("--dataplane", "auto", "--instance",
+    text = _start_and_read_log(_sftd_args("--dataplane", "kernel", "--instance",
                                           owned_name("lo")), tmp_path)
     assert "data plane: kernel (eBPF) on lo" in text, text
     assert "userspace" not in text, text
