@@ -366,15 +366,17 @@ class Generator:
 
 
 # ---------------------------------------------------------------- ramp
-def ramp_points(max_participants: int, size: int, quick: bool) -> list[int]:
-    """Conference counts to reach at each point."""
+def ramp_points(max_participants: int, size: int, quick: bool,
+                min_participants: int = 0) -> list[int]:
+    """Conference counts to reach at each point (the first at least min_participants)."""
     if quick:
         return [1, 2]
     top = max(1, max_participants // size)
-    pts, k = [], 1
-    seq = [1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256]
+    first = min(top, max(1, -(-min_participants // size)))
+    pts = [first]
+    seq = [1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 128, 160, 192, 256]
     for k in seq:
-        if k <= top:
+        if first < k <= top:
             pts.append(k)
     if pts[-1] != top:
         pts.append(top)
@@ -405,7 +407,8 @@ def run_system(name: str, topo: Topology, args: argparse.Namespace, workdir: Pat
         time.sleep(2)
         run.baseline = cpu_between(a, CpuSample.take(topo.sft_cpu, topo.gen_cpu, system.pid))
         have = 0
-        for target in ramp_points(args.max_participants, args.conference_size, args.quick):
+        for target in ramp_points(args.max_participants, args.conference_size, args.quick,
+                                  args.min_participants):
             bar.set_description(f"{name}: {target * args.conference_size} participants")
             gen.send({"cmd": "add", "conferences": target - have, "warmup": args.warmup})
             added = gen.expect("added", 600)
@@ -575,6 +578,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     p.add_argument("--warmup", type=float, default=10.0)
     p.add_argument("--max-participants", type=int, default=200)
+    p.add_argument("--min-participants", type=int, default=0,
+                   help="first point (joined in one go), to measure near capacity sooner")
     p.add_argument("--conference-size", type=int, default=10)
     p.add_argument("--sample-every", type=int, default=100)
     p.add_argument("--sink", choices=("socket", "xdp"), default="socket",
@@ -611,7 +616,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             skipped[s] = why
     workdir = Path(tempfile.mkdtemp(prefix="sft-bench-"))
     topo = Topology.unique()
-    points = len(ramp_points(args.max_participants, args.conference_size, args.quick))
+    points = len(ramp_points(args.max_participants, args.conference_size, args.quick,
+                             args.min_participants))
     runs: list[Run] = []
     started = time.time()
     with topo, tqdm(total=points * len(chosen), unit="point", file=sys.stderr) as bar:
