@@ -61,6 +61,8 @@ class MediaWatch:
         self.after = after
         # a publisher counts as still sending if its media arrived this recently
         self.sending_within = after / 5
+        # how often to look: a fifth of the threshold, as it reads every slot
+        self.interval = after / 5
         self.found = collections.Counter(dict.fromkeys(ADVICE, 0))  # by reason
         self._connected_at: dict[int, float] = {}
         self._slots: dict[tuple[int, StreamKind, int], _SlotWatch] = {}

@@ -98,6 +98,7 @@ class Sft:
         self.supervisor = Supervisor()
         self.refused: collections.Counter[str] = collections.Counter()  # sft_refused_total
         self.media_watch = MediaWatch()  # legs whose media goes nowhere
+        self._media_check_due = 0.0
         # ended conferences' ids, reused oldest first so that ids (and the data
         # plane's per-conference counters) stay as few as the live conferences
         self._free_conference_ids: collections.deque[int] = collections.deque()
@@ -623,26 +624,35 @@ class Sft:
 
     # ---------------------------------------------------------------- slots
     def _update_slots(self, conference: Conference,
-                      levels_by_leg: dict[int, float] | None = None) -> None:
+                      levels_by_leg: dict[int, float] | None = None,
+                      video: bool = True) -> None:
         """Point every subscriber's slots at what it should receive now. Only
-        mutually authorised pairs are ever connected; changes only are written."""
-        levels: dict[ParticipantKey, float] = {}
-        if any(p.stream_mode == "level" for p in conference.participants):
-            levels = self._levels(conference, levels_by_leg)
-        key_generator = conference.key_generator
-        by_key = {p.key: p for p in conference.connected()}
-        for sub in conference.connected():
-            allowed = {k: p for k, p in by_key.items()
-                       if p is not sub and Conference.mutual(sub, p)}
+        mutually authorised pairs are ever connected; changes only are written.
+        ``video=False`` redoes the audio slots only: what a change of speakers
+        moves when no subscriber picks its video by level."""
+        connected = conference.connected()
+        by_key = {p.key: p for p in connected}
+        key_generator = connected[0] if connected else None
+        for sub in connected:
             audio: list[Participant | None] = [None] * len(sub.audio_slot_ssrcs)
-            if key_generator is not None and key_generator.key in allowed and audio:
+            if audio and key_generator is not sub and key_generator is not None and \
+                    Conference.mutual(sub, key_generator):
                 audio[0] = key_generator
             for i, key in enumerate(conference.speakers[:len(audio) - 1]):
-                if key in allowed:
-                    audio[i + 1] = allowed[key]
+                pub = by_key.get(key) if key is not None else None
+                if pub is not None and pub is not sub and Conference.mutual(sub, pub):
+                    audio[i + 1] = pub
             for index, pub in enumerate(audio):
                 source = SlotSource(pub.leg.leg_id, pub.ssrc_audio) if pub else None
                 self._set(sub, StreamKind.AUDIO, index, source)
+        if not video:
+            return
+        levels: dict[ParticipantKey, float] = {}
+        if any(p.stream_mode == "level" for p in conference.participants):
+            levels = self._levels(conference, levels_by_leg)
+        for sub in connected:
+            allowed = {k: p for k, p in by_key.items()
+                       if p is not sub and Conference.mutual(sub, p)}
             for index, (pub, layer) in enumerate(self._video_choice(sub, allowed, levels)):
                 source = SlotSource(pub.leg.leg_id, pub.ssrc_video, layer) if pub else None
                 self._set(sub, StreamKind.VIDEO, index, source)
@@ -694,9 +704,10 @@ class Sft:
             for conference in list(self.conferences.values()):
                 before = list(conference.speakers)
                 update_speakers(conference, self._levels(conference, by_leg))
-                if conference.speakers != before or any(
-                        p.stream_mode == "level" for p in conference.participants):
+                if any(p.stream_mode == "level" for p in conference.participants):
                     self._update_slots(conference, by_leg)
+                elif conference.speakers != before:
+                    self._update_slots(conference, by_leg, video=False)
 
     async def _timers(self) -> None:
         while True:
@@ -712,7 +723,9 @@ class Sft:
                         now - participant.last_ping > self.config.ping_timeout:
                     await self.end_participant(
                         participant, f"no PING for {self.config.ping_timeout:g} s")
-            self.media_watch.check(now, self.participants.values(), self.dataplane)
+            if now >= self._media_check_due:
+                self._media_check_due = now + self.media_watch.interval
+                self.media_watch.check(now, self.participants.values(), self.dataplane)
 
     async def _fir_loop(self) -> None:
         interval = max(self.config.fir_interval_ms, 50) / 1000
