@@ -1227,16 +1227,21 @@ static void post_chain(struct sfte_engine *e, int worker, struct cmd *head, stru
 {
 	struct worker *w = &e->workers[worker];
 	uint64_t one = 1;
+	int was_empty;
 
 	tail->next = NULL;
 	pthread_mutex_lock(&w->lock);
+	was_empty = w->tail == NULL;
 	if (w->tail)
 		w->tail->next = head;
 	else
 		w->head = head;
 	w->tail = tail;
 	pthread_mutex_unlock(&w->lock);
-	if (write(w->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+	/* A queue that was not empty has a wake-up pending: the worker reads the
+	 * eventfd before it takes the queue (worker_main), so one write per burst
+	 * of commands is enough, and a burst costs one system call, not one each. */
+	if (was_empty && write(w->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		perror("sftd engine: waking a worker");
 }
 
