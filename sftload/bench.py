@@ -12,7 +12,11 @@ each point measure over ``--duration`` seconds, between two drained pauses:
     any process), plus the SFT process's own times for comparison;
   * egress packets/s, loss (exact: every sent packet is received, or counted
     lost per video source, per audio slot sequence gap, or at the SFT ingress),
-    forwarding latency p50/p99 from sampled, decrypted packets, join time;
+    forwarding latency p50/p99 from sampled, decrypted packets (what the SFT
+    adds: from the moment the generator built the packet, just before sending
+    it, to the kernel's arrival stamp on the generator's socket; "e2e" is from
+    the packet's due time to the generator's read, its own lateness included),
+    join time;
   * memory: SFT RSS, BPF map bytes (memlock of the SFT's map fds).
 
 participants per vCPU = N / CPU-seconds-per-second at the largest N whose loss
@@ -454,7 +458,8 @@ def summarise_point(res: dict[str, Any], cpu: dict[str, float], added: dict[str,
         "egress_pps_per_core": round(egress / core) if core > 0 else None,
         "ns_per_egress_packet": round(core * 1e9 / egress) if egress else None,
         "loss": res["loss"], "ok": ok,
-        "latency_us": res["latency_us"], "join_ms": res["join_ms"], "memory": mem,
+        "latency_us": res["latency_us"], "latency_e2e_us": res.get("latency_e2e_us"),
+        "join_ms": res["join_ms"], "memory": mem,
         "ready": f"{added.get('ready')}/{added.get('receivers')}", "detail": res,
     }
 
@@ -471,6 +476,7 @@ def point_line(name: str, p: dict[str, Any]) -> str:
             f"softirq {p['cpu']['sft_core_softirq']:.3f}, core {p['cpu']['sft_core']:.3f}) "
             f"gen={p['cpu']['gen_core_busy']:.2f} egress={p['egress_pps']:.0f}/s "
             f"loss={p['loss']:.4%} lat p50/p99={f(lat['p50'])}/{f(lat['p99'])}us "
+            f"(e2e p99 {f((p.get('latency_e2e_us') or {}).get('p99'))}us) "
             f"join p50/p99={f(join['p50'])}/{f(join['p99'])}ms ppv={f(p['participants_per_vcpu'])}"
             f"{'' if p['ok'] else ' FAIL'}")
 

@@ -30,6 +30,10 @@ def _load() -> tuple[Any, Any]:
 
 ffi, lib = _load()
 
+# (leg, datagram, source address, receive time ns, RTP rollover counter,
+#  kernel arrival time ns or 0)
+Received = tuple[int, bytes, tuple[str, int], int, int, int]
+
 
 @dataclass
 class SlotStat:
@@ -124,10 +128,11 @@ class FastPath:
             raise OSError(f"leg {leg} publishes nothing, or the threads run")
         return int(due[0]), int(kind[0]), bytes(ffi.buffer(out, n))
 
-    def pop(self, samples: bool) -> list[tuple[int, bytes, tuple[str, int], int, int]]:
-        """(leg, datagram, source address, receive time ns, RTP rollover counter)."""
+    def pop(self, samples: bool) -> list[Received]:
+        """(leg, datagram, source address, receive time ns, RTP rollover counter,
+        kernel arrival time ns or 0)."""
         fn = lib.fp_pop_samples if samples else lib.fp_pop_ctrl
-        out: list[tuple[int, bytes, tuple[str, int], int, int]] = []
+        out: list[Received] = []
         items = self._items
         while True:
             n = fn(self.ctx, items, 256)
@@ -135,11 +140,12 @@ class FastPath:
                 it = items[i]
                 addr = socket.inet_ntoa(int(it.addr).to_bytes(4, "little"))
                 out.append((int(it.leg), bytes(ffi.buffer(it.data, it.len)),
-                            (addr, int(it.port)), int(it.recv_ns), int(it.roc)))
+                            (addr, int(it.port)), int(it.recv_ns), int(it.roc),
+                            int(it.kernel_ns)))
             if n < 256:
                 return out
 
-    def pop_samples(self) -> list[tuple[int, bytes, tuple[str, int], int, int]]:
+    def pop_samples(self) -> list[Received]:
         """The sampled RTP, as ``pop``; the ROC from the receiver's extended
         sequence numbers, right when it receives every packet (XdpSink's own)."""
         return self.pop(samples=True)

@@ -127,7 +127,10 @@ class Samples:
     failed: int = 0
     route_ok: int = 0
     route_bad: int = 0
+    # built at the generator -> reached its interface: the SFT's share
     latency_us: list[float] = field(default_factory=list)
+    # due -> read by the generator's receiving thread: the generator's lateness too
+    latency_e2e_us: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -261,7 +264,7 @@ class LoadGenerator:
     def _on_ctrl(self) -> None:
         with contextlib.suppress(BlockingIOError):
             os.read(self.fp.ctrl_fd, 8)
-        for leg, data, addr, _, _ in self.fp.pop(samples=False):
+        for leg, data, addr, *_ in self.fp.pop(samples=False):
             st = self.legs[leg]
             if data[0] >= 128 and 192 <= data[1] <= 223:
                 try:
@@ -286,7 +289,7 @@ class LoadGenerator:
 
     def drain_samples(self) -> None:
         s = self.samples
-        for leg, data, _addr, recv_ns, roc in self.rx.pop_samples():
+        for leg, data, _addr, recv_ns, roc, kernel_ns in self.rx.pop_samples():
             st = self.legs[leg]
             try:
                 plain = st.sample_rx.unprotect(data, roc)
@@ -309,7 +312,9 @@ class LoadGenerator:
             else:
                 s.route_bad += 1
             if self.measuring:
-                s.latency_us.append((recv_ns - info.send_ns) / 1000)
+                s.latency_e2e_us.append((recv_ns - info.due_ns) / 1000)
+                if kernel_ns:
+                    s.latency_us.append((kernel_ns - info.built_ns) / 1000)
 
     def expected_publisher(self, st: LegState, ssrc: int, video: bool,
                            info: media.SampleInfo) -> int | None:
@@ -590,6 +595,9 @@ class LoadGenerator:
                         "route_bad": s.route_bad, "errors": s.errors[:5]},
             "latency_us": {"p50": _pct(lat, 50), "p99": _pct(lat, 99), "n": len(lat),
                            "max": max(lat) if lat else None},
+            "latency_e2e_us": {"p50": _pct(s.latency_e2e_us, 50),
+                               "p99": _pct(s.latency_e2e_us, 99),
+                               "n": len(s.latency_e2e_us)},
             "join_ms": {"p50": _pct(join_ms, 50), "p99": _pct(join_ms, 99), "n": len(join_ms),
                         "mean": statistics.fmean(join_ms) if join_ms else None},
             "firs": sum(st.firs for st in self.legs),

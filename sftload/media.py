@@ -34,7 +34,7 @@ VIDEO_INTERVAL_NS = int(_c.FP_VIDEO_INTERVAL_NS)
 VIDEO_PACKETS_PER_FRAME = int(_c.FP_VIDEO_PACKETS_PER_FRAME)
 AUDIO_PAYLOAD = int(_c.FP_AUDIO_PAYLOAD)
 VIDEO_PAYLOAD = int(_c.FP_VIDEO_PAYLOAD)
-STAMP = struct.Struct("!QII")  # send time ns, publisher index, stream counter
+STAMP = struct.Struct("!QIIQ")  # due ns, publisher index, stream counter, built ns
 VP8_HEADER = 4  # payload descriptor (1) + frame tag (3)
 PT_PSFB = 206
 
@@ -153,9 +153,10 @@ def wants_keyframe(rtcp: bytes) -> bool:
 class SampleInfo:
     ssrc: int
     csrc: int | None
-    send_ns: int
+    due_ns: int
     publisher: int
     counter: int
+    built_ns: int  # when the generator built it, just before sending
 
 
 def parse_sample(plain: bytes, video: bool) -> SampleInfo:
@@ -169,6 +170,6 @@ def parse_sample(plain: bytes, video: bool) -> SampleInfo:
         off += 4 + 4 * words
     if video:
         off += VP8_HEADER
-    send_ns, pub, counter = STAMP.unpack_from(plain, off)
+    due_ns, pub, counter, built_ns = STAMP.unpack_from(plain, off)
     ssrc = struct.unpack_from("!I", plain, 8)[0]
-    return SampleInfo(ssrc, csrc, send_ns, pub, counter)
+    return SampleInfo(ssrc, csrc, due_ns, pub, counter, built_ns)

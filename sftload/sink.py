@@ -22,7 +22,7 @@ from typing import Any
 from sftd.bpf import abi as abi_mod
 from sftd.bpf.xdpprog import PinnedXdpProgram, XdpProgramError
 
-from .fastpath import FastPath, SlotStat
+from .fastpath import FastPath, Received, SlotStat
 
 OBJECT_PATH = Path(abi_mod.PACKAGE_DIR) / "build" / "sink.bpf.o"
 PROGRAM = "sft_sink"
@@ -96,7 +96,7 @@ class XdpSink:
     def _slot_key(self, leg: int, ssrc: int) -> bytes:
         return self._abi.pack("sft_stream_key", leg_id=leg, ssrc=ssrc)
 
-    def pop_samples(self) -> list[tuple[int, bytes, tuple[str, int], int, int]]:
+    def pop_samples(self) -> list[Received]:
         """The sampled RTP as ``FastPath.pop_samples``, but with each packet's ROC
         from the sink's sequence numbers. The C receiver sees only the samples, so
         for a stream that wrapped before its first sample it would start at ROC 0
@@ -105,7 +105,7 @@ class XdpSink:
         samples = self.fp.pop_samples()
         highest: dict[tuple[int, int], int | None] = {}  # one map read per stream and call
         out = []
-        for leg, data, addr, recv_ns, roc in samples:
+        for leg, data, addr, recv_ns, roc, kernel_ns in samples:
             ssrc, seq = int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big")
             key = (leg, ssrc)
             if key not in highest:
@@ -113,7 +113,7 @@ class XdpSink:
             top = highest[key]
             if top is not None:  # else a stream the sink does not count: the receiver's
                 roc = extend_sequence(top, seq) >> 16
-            out.append((leg, data, addr, recv_ns, roc))
+            out.append((leg, data, addr, recv_ns, roc, kernel_ns))
         return out
 
     def extended_highest(self, leg: int, ssrc: int) -> int | None:

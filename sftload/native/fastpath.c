@@ -144,6 +144,8 @@ int fp_add_leg(struct fp_ctx *c, int fd, uint32_t peer_addr, uint16_t peer_port)
     if (!l)
         return -1;
     l->fd = fd;
+    int on = 1; /* arrival stamps: the latency the SFT adds ends at the kernel */
+    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on));
     l->peer.sin_family = AF_INET;
     l->peer.sin_addr.s_addr = peer_addr;
     l->peer.sin_port = htons(peer_port);
@@ -221,7 +223,8 @@ static int next_packet(struct fp_ctx *c, struct leg *l, uint64_t now, struct txp
     }
     if (mix_next_due(l->mix) > now)
         return 0;
-    len = mix_next(l->mix, p->data, sizeof(p->data), &p->due_ns, &video,
+    len = mix_next(l->mix, p->data, sizeof(p->data), now == UINT64_MAX ? 0 : fp_now_ns(),
+                   &p->due_ns, &video,
                    __atomic_load_n(&l->keyframe_wanted, __ATOMIC_ACQUIRE), &keyframe);
     if (keyframe) {
         __atomic_store_n(&l->keyframe_wanted, 0, __ATOMIC_RELEASE);
@@ -335,7 +338,8 @@ static inline uint32_t be32(const uint8_t *p)
 }
 
 static void to_ring(struct fp_ctx *c, struct ring *r, uint32_t leg, const uint8_t *d, int len,
-                    const struct sockaddr_in *src, uint64_t now, uint64_t *dropped, uint32_t roc)
+                    const struct sockaddr_in *src, uint64_t now, uint64_t kernel_ns,
+                    uint64_t *dropped, uint32_t roc)
 {
     struct fp_item *it = ring_slot(r);
     if (!it) {
@@ -347,13 +351,14 @@ static void to_ring(struct fp_ctx *c, struct ring *r, uint32_t leg, const uint8_
     it->addr = src->sin_addr.s_addr;
     it->port = ntohs(src->sin_port);
     it->recv_ns = now;
+    it->kernel_ns = kernel_ns;
     it->roc = roc;
     memcpy(it->data, d, len);
     ring_commit(r);
 }
 
 static void handle(struct fp_ctx *c, uint32_t li, struct leg *l, const uint8_t *d, int len,
-                   const struct sockaddr_in *src, uint64_t now, int *ctrl)
+                   const struct sockaddr_in *src, uint64_t now, uint64_t kernel_ns, int *ctrl)
 {
     if (len >= 12 && d[0] >= 128 && d[0] < 192 && !(d[1] >= 192 && d[1] <= 223)) {
         uint32_t ssrc = be32(d + 8);
@@ -423,7 +428,7 @@ static void handle(struct fp_ctx *c, uint32_t li, struct leg *l, const uint8_t *
         }
         if (l->st.rx_rtp % (uint64_t)c->sample_every == 0) {
             c->st.samples_taken++;
-            to_ring(c, &c->samples, li, d, len, src, now, &c->st.samples_dropped,
+            to_ring(c, &c->samples, li, d, len, src, now, kernel_ns, &c->st.samples_dropped,
                     (uint32_t)(ext >> 16));
         }
         return;
@@ -432,8 +437,33 @@ static void handle(struct fp_ctx *c, uint32_t li, struct leg *l, const uint8_t *
         l->st.rx_rtcp++;
     else
         l->st.rx_ctrl++;
-    to_ring(c, &c->ctrl, li, d, len, src, now, &c->st.ctrl_dropped, 0);
+    to_ring(c, &c->ctrl, li, d, len, src, now, kernel_ns, &c->st.ctrl_dropped, 0);
     *ctrl = 1;
+}
+
+/* The kernel stamps arrivals in CLOCK_REALTIME; the stamps in the packets are
+ * CLOCK_MONOTONIC. Read at the batch, the offset is off by the batch's clock
+ * steps only. */
+static int64_t realtime_minus_monotonic(void)
+{
+    struct timespec real, mono;
+    clock_gettime(CLOCK_REALTIME, &real);
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    return (int64_t)(real.tv_sec - mono.tv_sec) * 1000000000ll + (real.tv_nsec - mono.tv_nsec);
+}
+
+/* When the datagram reached this host (the SFT's transmit, on a veth), as
+ * CLOCK_MONOTONIC ns; 0 if the socket gave no stamp. */
+static uint64_t kernel_arrival_ns(struct msghdr *h, int64_t realtime_ahead)
+{
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm; cm = CMSG_NXTHDR(h, cm)) {
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(cm), sizeof(ts));
+            return (uint64_t)((int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec - realtime_ahead);
+        }
+    }
+    return 0;
 }
 
 static void *rx_main(void *arg)
@@ -443,6 +473,7 @@ static void *rx_main(void *arg)
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
     struct sockaddr_in addrs[BATCH];
+    static __thread uint8_t controls[BATCH][CMSG_SPACE(sizeof(struct timespec))];
     struct epoll_event evs[256];
     pin(c->rx_cpu);
     while (!c->stop) {
@@ -465,18 +496,22 @@ static void *rx_main(void *arg)
                     msgs[k].msg_hdr.msg_namelen = sizeof(addrs[k]);
                     msgs[k].msg_hdr.msg_iov = &iov[k];
                     msgs[k].msg_hdr.msg_iovlen = 1;
+                    msgs[k].msg_hdr.msg_control = controls[k];
+                    msgs[k].msg_hdr.msg_controllen = sizeof(controls[k]);
                 }
                 int r = recvmmsg(l->fd, msgs, BATCH, MSG_DONTWAIT, NULL);
                 if (r <= 0)
                     break;
                 uint64_t now = fp_now_ns();
+                int64_t realtime_ahead = realtime_minus_monotonic();
                 c->st.rx_batches++;
                 c->st.rx_datagrams += (uint64_t)r;
                 for (int k = 0; k < r; k++) {
                     int len = (int)msgs[k].msg_len;
                     if (len > FP_MAXPKT)
                         len = FP_MAXPKT;
-                    handle(c, li, l, bufs[k], len, &addrs[k], now, &ctrl);
+                    handle(c, li, l, bufs[k], len, &addrs[k], now,
+                           kernel_arrival_ns(&msgs[k].msg_hdr, realtime_ahead), &ctrl);
                 }
                 if (r < BATCH)
                     break;

@@ -75,7 +75,8 @@ struct fp_item {              /* one entry of the ctrl or sample ring */
     uint16_t port;            /* source port, host order */
     uint32_t addr;            /* source IPv4, network order */
     uint32_t roc;             /* RTP: rollover counter from the extended sequence number */
-    uint64_t recv_ns;
+    uint64_t recv_ns;         /* when the receiving thread read it */
+    uint64_t kernel_ns;       /* when it reached this host (SO_TIMESTAMPNS); 0: unknown */
     uint8_t data[FP_MAXPKT];
 };
 

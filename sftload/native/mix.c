@@ -34,12 +34,15 @@ static void put64(uint8_t *p, uint64_t v)
     put32(p + 4, (uint32_t)v);
 }
 
-/* What the receiving end reads back: due time, publisher index, stream counter. */
-static void stamp(uint8_t *p, uint64_t due, uint32_t index, uint32_t count)
+/* What the receiving end reads back: due time, publisher index, stream counter,
+ * and when the packet was built (just before it is sent: the SFT's share of the
+ * latency starts there, whatever the generator's own lateness). */
+static void stamp(uint8_t *p, uint64_t due, uint32_t index, uint32_t count, uint64_t built)
 {
     put64(p, due);
     put32(p + 8, index);
     put32(p + 12, count);
+    put64(p + 16, built ? built : due);
 }
 
 int mix_init(struct mix *m, const struct fp_mix_config *cfg, char *err, size_t errlen)
@@ -88,8 +91,8 @@ static uint8_t level(const struct mix *m, uint64_t due)
                                         m->cfg.level_phase));
 }
 
-int mix_next(struct mix *m, uint8_t *out, size_t room, uint64_t *due_out, int *video_out,
-             int keyframe_wanted, int *keyframe_sent)
+int mix_next(struct mix *m, uint8_t *out, size_t room, uint64_t built_ns, uint64_t *due_out,
+             int *video_out, int keyframe_wanted, int *keyframe_sent)
 {
     const struct fp_mix_config *cfg = &m->cfg;
     size_t len, protected_len;
@@ -114,7 +117,7 @@ int mix_next(struct mix *m, uint8_t *out, size_t room, uint64_t *due_out, int *v
         out[17] = level(m, due);
         out[18] = out[19] = 0;
         memcpy(out + HEADER_LEN, cfg->fill, FP_AUDIO_PAYLOAD);
-        stamp(out + HEADER_LEN, due, cfg->index, m->a_count++);
+        stamp(out + HEADER_LEN, due, cfg->index, m->a_count++, built_ns);
         len = HEADER_LEN + FP_AUDIO_PAYLOAD;
     } else {
         uint32_t part = m->v_count % FP_VIDEO_PACKETS_PER_FRAME;
@@ -140,7 +143,7 @@ int mix_next(struct mix *m, uint8_t *out, size_t room, uint64_t *due_out, int *v
             vp8[0] = 0x00;
             vp8[1] = 0x01;
         }
-        stamp(vp8 + VP8_HEADER, due, cfg->index, m->v_count++);
+        stamp(vp8 + VP8_HEADER, due, cfg->index, m->v_count++, built_ns);
         len = HEADER_LEN + FP_VIDEO_PAYLOAD;
     }
     protected_len = srtp_protect(&m->srtp, video ? &m->video_index : &m->audio_index, out,

@@ -24,9 +24,10 @@ uint64_t mix_next_due(const struct mix *m);
 /* After a pause: continue the schedule from ``start`` (sequence numbers continue). */
 void mix_resume(struct mix *m, uint64_t start);
 /* The next packet in due order, protected, into ``out``: its length (or -1),
- * due time and kind. A frame's first video packet is a keyframe when
- * ``keyframe_wanted``; *keyframe_sent says whether this packet was one. */
-int mix_next(struct mix *m, uint8_t *out, size_t room, uint64_t *due, int *video,
-             int keyframe_wanted, int *keyframe_sent);
+ * due time and kind, stamped as built at ``built_ns`` (0: at its due time). A
+ * frame's first video packet is a keyframe when ``keyframe_wanted``;
+ * *keyframe_sent says whether this packet was one. */
+int mix_next(struct mix *m, uint8_t *out, size_t room, uint64_t built_ns, uint64_t *due,
+             int *video, int keyframe_wanted, int *keyframe_sent);
 
 #endif

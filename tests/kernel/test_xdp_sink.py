@@ -19,7 +19,7 @@ from test_xsk_steering import HOST_IP, PEER_IP, STUN, VethPeer, receive_udp
 from sftd.bpf import libbpf
 from sftd.bpf.xdpprog import TC_HANDLE, TC_PRIORITY
 from sftd.sftload import media
-from sftd.sftload.fastpath import FastPath
+from sftd.sftload.fastpath import FastPath, Received
 from sftd.sftload.sink import XdpSink, interface_of
 from tests.conftest import owned_name
 
@@ -165,9 +165,9 @@ def test_samples_of_a_stream_that_wrapped_before_its_first_sample_decrypt(veth):
     receiver_rocs: list[int] = []
     receiver_pop = fp.pop_samples
 
-    def pop_recording_the_receivers_roc() -> list[tuple[int, bytes, tuple[str, int], int, int]]:
+    def pop_recording_the_receivers_roc() -> list[Received]:
         got = receiver_pop()
-        receiver_rocs.extend(roc for *_, roc in got)
+        receiver_rocs.extend(roc for *_, roc, _kernel_ns in got)
         return got
 
     fp.pop_samples = pop_recording_the_receivers_roc  # type: ignore[method-assign]
@@ -180,15 +180,19 @@ def test_samples_of_a_stream_that_wrapped_before_its_first_sample_decrypt(veth):
         fp.enable(leg)
         fp.start()
         veth.send([(PEER_PORT, sender.protect(p)) for p in sent], (HOST_IP, LEG_PORT))
-        samples: list[tuple[int, bytes, tuple[str, int], int, int]] = []
+        samples: list[Received] = []
         deadline = time.monotonic() + 5
         while len(samples) < 3 and time.monotonic() < deadline:
             samples += sink.pop_samples()
             time.sleep(0.02)
         assert [int.from_bytes(d[2:4], "big") for _, d, *_ in samples] == [63, 163, 263]
+        # stamped by the kernel on arrival (the SFT-side latency ends there), before
+        # the receiving thread read them, on the same clock
+        assert all(0 < kernel_ns <= recv_ns < kernel_ns + 1_000_000_000
+                   for _, _, _, recv_ns, _, kernel_ns in samples)
         assert receiver_rocs == [0, 0, 0]  # what the sampler used to decrypt with
         sampler = media.SrtpReceiver(key)
-        assert [sampler.unprotect(data, roc) for _, data, _, _, roc in samples] == \
+        assert [sampler.unprotect(data, roc) for _, data, _, _, roc, _ in samples] == \
             [sent[99], sent[199], sent[299]]
     finally:
         fp.stop()

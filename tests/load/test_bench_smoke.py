@@ -175,7 +175,8 @@ def test_media_roundtrip() -> None:
             sampler.unprotect(packet, roc + 1)
         view = rtp.parse(plain)
         info = media.parse_sample(plain, kind == 1)
-        assert info.send_ns == due and info.publisher == 7
+        # generated outside the sending thread: stamped as built when due
+        assert info.due_ns == info.built_ns == due and info.publisher == 7
         if kind == 0:
             assert view.ssrc == 1111 and len(plain) - view.payload_offset == media.AUDIO_PAYLOAD
             level = rtp.audio_level(plain, view, 1)
