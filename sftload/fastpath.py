@@ -179,7 +179,7 @@ class FastPath:
         return {name: int(getattr(st, name)) for name in (
             "tx_packets", "tx_late_sum_ns", "tx_late_max_ns", "tx_late_over_1ms", "rx_batches",
             "rx_datagrams", "ctrl_dropped", "samples_taken", "samples_dropped", "rx_wakeups",
-            "tx_wakeups")}
+            "tx_wakeups", "tx_hold_over_1ms")}
 
     def stop(self) -> None:
         if self.started:

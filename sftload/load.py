@@ -584,6 +584,8 @@ class LoadGenerator:
                                                    / max(1, tx_packets) / 1000, 1),
                           "tx_late_max_us": round(gb["tx_late_max_ns"] / 1000, 1),
                           "tx_late_over_1ms": gb["tx_late_over_1ms"] - ga["tx_late_over_1ms"],
+                          # built but not yet sent after 1 ms: would count as SFT latency
+                          "tx_hold_over_1ms": gb["tx_hold_over_1ms"] - ga["tx_hold_over_1ms"],
                           "tx_errors": sum(lg["stat"]["tx_errors"] for lg in b["legs"]),
                           "tx_errnos": sorted({os.strerror(lg["stat"]["tx_last_errno"])
                                                for lg in b["legs"]

@@ -32,7 +32,7 @@
 #define BATCH 64
 
 struct txpkt {
-    uint64_t due_ns;
+    uint64_t due_ns, built_ns;
     uint16_t len;
     uint8_t kind;
     uint8_t data[FP_TXPKT];
@@ -223,8 +223,8 @@ static int next_packet(struct fp_ctx *c, struct leg *l, uint64_t now, struct txp
     }
     if (mix_next_due(l->mix) > now)
         return 0;
-    len = mix_next(l->mix, p->data, sizeof(p->data), now == UINT64_MAX ? 0 : fp_now_ns(),
-                   &p->due_ns, &video,
+    p->built_ns = now == UINT64_MAX ? 0 : fp_now_ns();
+    len = mix_next(l->mix, p->data, sizeof(p->data), p->built_ns, &p->due_ns, &video,
                    __atomic_load_n(&l->keyframe_wanted, __ATOMIC_ACQUIRE), &keyframe);
     if (keyframe) {
         __atomic_store_n(&l->keyframe_wanted, 0, __ATOMIC_RELEASE);
@@ -320,6 +320,8 @@ static void *tx_main(void *arg)
                     c->st.tx_late_max_ns = late;
                 if (late > 1000000ull)
                     c->st.tx_late_over_1ms++;
+                if (sent_at > p->built_ns + 1000000ull)
+                    c->st.tx_hold_over_1ms++;
             }
             c->st.tx_packets += (uint64_t)r;
         }

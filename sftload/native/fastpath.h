@@ -67,6 +67,8 @@ struct fp_global_stat {
     uint64_t tx_packets, tx_late_sum_ns, tx_late_max_ns, tx_late_over_1ms;
     uint64_t rx_batches, rx_datagrams, ctrl_dropped, samples_taken, samples_dropped;
     uint64_t rx_wakeups, tx_wakeups;
+    /* built -> handed to sendmmsg: counted in the SFT's latency, so watched */
+    uint64_t tx_hold_over_1ms;
 };
 
 struct fp_item {              /* one entry of the ctrl or sample ring */
