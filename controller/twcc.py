@@ -20,7 +20,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 log = logging.getLogger("sftd.twcc")
 
@@ -228,6 +228,19 @@ class ArrivalSource(Protocol):
     def read_transport_arrivals(self) -> dict[int, list[tuple[int, int]]]: ...
 
 
+@runtime_checkable
+class FeedbackSource(Protocol):
+    """A data plane that keeps the arrival windows and writes the feedback itself
+    (the native engine, engine/src/twcc.c): no per-packet work in Python."""
+
+    def feedback_legs(self) -> list[int]: ...
+
+    def transport_feedback(self, leg_id: int, sender_ssrc: int,
+                           media_ssrc: int) -> list[bytes]: ...
+
+    def forget_transport_feedback(self, leg_id: int) -> None: ...
+
+
 @dataclass(frozen=True)
 class FeedbackTarget:
     """Where a leg's feedback goes: the SSRCs written into it and the SRTCP sender."""
@@ -264,14 +277,32 @@ class TransportFeedback:
                 target.send_rtcp(packet)
                 self.packets_sent += 1
 
-    async def run(self, source: ArrivalSource,
+    def send_from(self, source: FeedbackSource,
                   target_of: Callable[[int], FeedbackTarget | None]) -> None:
-        """Every FEEDBACK_INTERVAL: read the data plane's arrivals, send feedback.
-        An error is logged and the next round goes on."""
+        """``send`` for a data plane that writes the feedback: a leg without a
+        target loses its arrivals and window, as ``send`` drops its window."""
+        for leg_id in source.feedback_legs():
+            target = target_of(leg_id)
+            if target is None:
+                source.forget_transport_feedback(leg_id)
+                continue
+            for packet in source.transport_feedback(leg_id, target.sender_ssrc,
+                                                    target.media_ssrc):
+                target.send_rtcp(packet)
+                self.packets_sent += 1
+
+    async def run(self, source: ArrivalSource | FeedbackSource,
+                  target_of: Callable[[int], FeedbackTarget | None]) -> None:
+        """Every FEEDBACK_INTERVAL: read the data plane's arrivals, send feedback
+        (or have the data plane write it, when it can). An error is logged and the
+        next round goes on."""
         while True:
             await asyncio.sleep(FEEDBACK_INTERVAL)
             try:
-                self.record(source.read_transport_arrivals())
-                self.send(target_of)
+                if isinstance(source, FeedbackSource):
+                    self.send_from(source, target_of)
+                else:
+                    self.record(source.read_transport_arrivals())
+                    self.send(target_of)
             except Exception:  # noqa: BLE001 - feedback must outlive one bad round
                 log.exception("transport-wide feedback round failed")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 HERE = Path(__file__).resolve().parent  # engine/
 SOURCES = HERE / "src"
 TMPDIR = HERE / "build"
-C_FILES = ("engine.c", "srtp.c", "sha1x.c", "io_udp.c", "io_xdp.c", "xsk.c")
+C_FILES = ("engine.c", "srtp.c", "sha1x.c", "io_udp.c", "io_xdp.c", "xsk.c", "twcc.c")
 
 if TYPE_CHECKING:
     from sftd.bpf.native import build as shared
@@ -29,9 +29,9 @@ def ffibuilder(absolute_paths: bool = False) -> Any:
     from cffi import FFI
 
     ffi = FFI()
-    ffi.cdef(shared.cdef_text(SOURCES / "engine.h"))
+    ffi.cdef(shared.cdef_text(SOURCES / "engine.h", SOURCES / "twcc.h"))
     ffi.set_source(
-        "sftd.engine._engine", '#include "engine.h"',
+        "sftd.engine._engine", '#include "engine.h"\n#include "twcc.h"',
         sources=shared.source_paths((SOURCES / name for name in C_FILES), absolute_paths),
         include_dirs=[str(SOURCES)],
         extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",

@@ -56,6 +56,9 @@ BUILD_COMMAND = "python -m sftd.engine.build"
 LEVEL_STALE_NS = 1_000_000_000  # no audio for this long counts as silence (as userspace)
 AUDIO_LEVEL_SILENT = 127.0
 UPCALLS_PER_WAKEUP = 4096  # the rings hold 256 per worker; a bound against a busy loop
+# Transport-wide feedback written per engine call; a round that needs more (a
+# leg's arrivals far apart in time) takes more calls.
+FEEDBACK_PACKETS_PER_CALL = 64
 
 
 class EngineUnavailable(RuntimeError):
@@ -189,6 +192,8 @@ class NativeDataPlane:
         self._upcall = self._ffi.new("struct sfte_upcall *")
         self._upcall_loop: asyncio.AbstractEventLoop | None = None
         self._err = err
+        self._feedback_out: Any = None  # uint8_t[], uint16_t[]: transport_feedback's
+        self._feedback_lens: Any = None
         log.info("native data plane: %s; I/O %s (%s)",
                  f"{self.workers} worker threads" if self.workers else
                  "inline (no worker threads)", self.io, self.io_reason)
@@ -385,6 +390,48 @@ class NativeDataPlane:
             if n:
                 arrivals[leg_id] = list(zip(seqs[0:n], ns[0:n]))
         return arrivals
+
+    def feedback_legs(self) -> list[int]:
+        """Legs whose transport-wide feedback the engine writes (all of them)."""
+        return list(self._legs)
+
+    def transport_feedback(self, leg_id: int, sender_ssrc: int, media_ssrc: int) -> list[bytes]:
+        """RTCP transport feedback (controller/twcc.py's, byte for byte) for the leg's
+        arrivals since the last call, windowed and encoded in the engine. It pops the
+        arrivals read_transport_arrivals would return: use one or the other."""
+        leg = self._legs.get(leg_id)
+        if leg is None:
+            return []
+        lib = self._lib
+        if self._feedback_out is None:
+            self._feedback_out = self._ffi.new(
+                "uint8_t[]", FEEDBACK_PACKETS_PER_CALL * lib.SFTE_TWCC_MAX_BYTES * 2)
+            self._feedback_lens = self._ffi.new("uint16_t[]", FEEDBACK_PACKETS_PER_CALL)
+        out, lens = self._feedback_out, self._feedback_lens
+        packets: list[bytes] = []
+        while True:
+            n = lib.sfte_twcc_feedback(leg.handle, sender_ssrc, media_ssrc, out, len(out),
+                                       lens, FEEDBACK_PACKETS_PER_CALL)
+            sizes = lens[0:n]
+            data = self._ffi.buffer(out, sum(sizes))[:]
+            pos = 0
+            for size in sizes:
+                packets.append(data[pos:pos + size])
+                pos += size
+            if not n or not lib.sfte_twcc_unfinished(lib.sfte_leg_twcc(leg.handle)):
+                return packets
+
+    def forget_transport_feedback(self, leg_id: int) -> None:
+        """Drops the leg's pending arrivals and starts its window afresh."""
+        leg = self._legs.get(leg_id)
+        if leg is not None:
+            self._lib.sfte_twcc_forget(leg.handle)
+
+    def transport_feedback_counts(self, leg_id: int) -> tuple[int, int]:
+        """(duplicates, too old) arrivals the leg's feedback window ignored."""
+        counts = self._ffi.new("struct sfte_twcc_counts *")
+        self._lib.sfte_twcc_counts(self._lib.sfte_leg_twcc(self._legs[leg_id].handle), counts)
+        return int(counts.duplicates), int(counts.too_old)
 
     def _read_all(self) -> tuple[list[int], list[int]]:
         counters = self._ffi.new("uint64_t[]", self._lib.SFTE_COUNTERS)

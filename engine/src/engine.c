@@ -20,6 +20,7 @@
 
 #include "io.h"
 #include "srtp.h"
+#include "twcc.h"
 
 #define KIND_AUDIO 0
 #define KIND_VIDEO 1
@@ -121,6 +122,7 @@ struct sfte_leg {
 	uint16_t *arrival_seq;
 	int64_t *arrival_ns;
 	uint64_t arrivals_head, arrivals_tail;
+	struct sfte_twcc *twcc; /* the controller's: arrivals popped, feedback to write */
 	int removed;  /* by its worker; memory still valid */
 	int released; /* the worker is done with it: the controller may free it */
 	/* AF_XDP receive: the steered 5-tuple, network order, in the engine's table
@@ -1577,7 +1579,8 @@ struct sfte_leg *sfte_leg_new(struct sfte_engine *e, const struct sfte_leg_confi
 	leg->fd = -1;
 	leg->arrival_seq = calloc(SFTE_ARRIVALS, sizeof(uint16_t));
 	leg->arrival_ns = calloc(SFTE_ARRIVALS, sizeof(int64_t));
-	if (leg->arrival_seq == NULL || leg->arrival_ns == NULL) {
+	leg->twcc = sfte_twcc_new();
+	if (leg->arrival_seq == NULL || leg->arrival_ns == NULL || leg->twcc == NULL) {
 		snprintf(err, errlen, "out of memory for leg %u", cfg->leg_id);
 		goto fail;
 	}
@@ -1626,6 +1629,7 @@ void sfte_leg_free(struct sfte_leg *leg)
 	free(leg->routes[1].items);
 	free(leg->arrival_seq);
 	free(leg->arrival_ns);
+	sfte_twcc_free(leg->twcc);
 	free(leg);
 }
 
@@ -1829,6 +1833,37 @@ int sfte_arrivals(struct sfte_leg *leg, uint16_t *seqs, int64_t *ns, int max)
 	__atomic_store_n(&leg->arrivals_tail, tail, __ATOMIC_RELEASE);
 	return n;
 }
+
+/* Every pending arrival into the leg's window (w NULL: dropped). At most
+ * SFTE_ARRIVALS: the worker stops at a full ring. */
+static void drain_arrivals(struct sfte_leg *leg, struct sfte_twcc *w)
+{
+	uint64_t tail = leg->arrivals_tail;
+	uint64_t head = __atomic_load_n(&leg->arrivals_head, __ATOMIC_ACQUIRE);
+
+	for (; tail != head; tail++)
+		if (w != NULL) /* CLOCK_MONOTONIC: no negative ns to round */
+			sfte_twcc_add(w, leg->arrival_seq[tail % SFTE_ARRIVALS],
+				      leg->arrival_ns[tail % SFTE_ARRIVALS] / 1000);
+	__atomic_store_n(&leg->arrivals_tail, tail, __ATOMIC_RELEASE);
+}
+
+int sfte_twcc_feedback(struct sfte_leg *leg, uint32_t sender_ssrc, uint32_t media_ssrc,
+		       uint8_t *out, size_t cap, uint16_t *lens, int max_packets)
+{
+	/* a write that ran out of room goes on first, with the arrivals it saw */
+	if (!sfte_twcc_unfinished(leg->twcc))
+		drain_arrivals(leg, leg->twcc);
+	return sfte_twcc_write(leg->twcc, sender_ssrc, media_ssrc, out, cap, lens, max_packets);
+}
+
+void sfte_twcc_forget(struct sfte_leg *leg)
+{
+	drain_arrivals(leg, NULL);
+	sfte_twcc_reset(leg->twcc);
+}
+
+struct sfte_twcc *sfte_leg_twcc(struct sfte_leg *leg) { return leg->twcc; }
 
 int sfte_ssrcs_seen(struct sfte_leg *leg) { return (int)LOAD(&leg->n_streams); }
 int sfte_video_layers(struct sfte_leg *leg) { return (int)LOAD(&leg->n_video); }

@@ -118,6 +118,7 @@ struct sfte_upcall {
 
 struct sfte_engine;
 struct sfte_leg;
+struct sfte_twcc;
 
 /* layer_paused_ns: LAYER_PAUSED_AFTER; ts_gap_audio/video: fixed timestamp gap
  * at a source switch, 0 for the wall-clock gap; dry_run: build copies, skip
@@ -173,6 +174,13 @@ double sfte_audio_level(struct sfte_leg *leg, int64_t *updated_ns);
 void sfte_leg_media(struct sfte_leg *leg, struct sfte_leg_media *out);
 /* Pop up to ``max`` transport-wide arrivals (sequence number, CLOCK_MONOTONIC ns). */
 int sfte_arrivals(struct sfte_leg *leg, uint16_t *seqs, int64_t *ns, int max);
+/* Transport-wide feedback (twcc.h) of the arrivals popped from the leg's ring into
+ * its window, as sfte_twcc_write; controller thread only, instead of sfte_arrivals. */
+int sfte_twcc_feedback(struct sfte_leg *leg, uint32_t sender_ssrc, uint32_t media_ssrc,
+		       uint8_t *out, size_t cap, uint16_t *lens, int max_packets);
+/* Drops the pending arrivals and starts the window afresh (no feedback target). */
+void sfte_twcc_forget(struct sfte_leg *leg);
+struct sfte_twcc *sfte_leg_twcc(struct sfte_leg *leg);
 /* SSRCs with SRTP state, and SSRCs with a known video layer (for tests). */
 int sfte_ssrcs_seen(struct sfte_leg *leg);
 int sfte_video_layers(struct sfte_leg *leg);
