@@ -126,6 +126,10 @@ class Conference:
         live = self.connected()
         return live[0] if live else None
 
+    def video_by_level(self) -> bool:
+        """Whether a subscriber picks its video by audio level (CONFSTREAMS "level")."""
+        return any(p.stream_mode == "level" for p in self.participants)
+
     @staticmethod
     def mutual(a: Participant, b: Participant) -> bool:
         return b.key in a.authorized and a.key in b.authorized

@@ -632,7 +632,7 @@ class Sft:
         moves when no subscriber picks its video by level."""
         connected = conference.connected()
         by_key = {p.key: p for p in connected}
-        key_generator = connected[0] if connected else None
+        key_generator = conference.key_generator
         for sub in connected:
             audio: list[Participant | None] = [None] * len(sub.audio_slot_ssrcs)
             if audio and key_generator is not sub and key_generator is not None and \
@@ -648,7 +648,7 @@ class Sft:
         if not video:
             return
         levels: dict[ParticipantKey, float] = {}
-        if any(p.stream_mode == "level" for p in conference.participants):
+        if conference.video_by_level():
             levels = self._levels(conference, levels_by_leg)
         for sub in connected:
             allowed = {k: p for k, p in by_key.items()
@@ -704,7 +704,7 @@ class Sft:
             for conference in list(self.conferences.values()):
                 before = list(conference.speakers)
                 update_speakers(conference, self._levels(conference, by_leg))
-                if any(p.stream_mode == "level" for p in conference.participants):
+                if conference.video_by_level():
                     self._update_slots(conference, by_leg)
                 elif conference.speakers != before:
                     self._update_slots(conference, by_leg, video=False)

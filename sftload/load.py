@@ -141,6 +141,11 @@ def _pct(values: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
 
 
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {"p50": _pct(values, 50), "p99": _pct(values, 99), "n": len(values),
+            "max": max(values) if values else None}
+
+
 class LoadGenerator:
     def __init__(self, base_url: str, *, local_address: str, conference_size: int = 10,
                  vstreams: int = 9, sample_every: int = 100, metrics_url: str | None = None,
@@ -556,7 +561,6 @@ class LoadGenerator:
         loss_audio = a_gaps / (a_received + a_gaps) if a_received + a_gaps else 0.0
         loss_ingress = ingress_lost / sent_total if ingress_lost is not None and sent_total else 0.0
         s = self.samples
-        lat = s.latency_us
         joins = [(c.leg and self.rx.leg_stat(c.leg.leg)["first_video_ns"], c)
                  for c in self.clients if c.conf_pos > 0 and c.leg is not None]
         join_ms = [(ns / 1e6 - c.t_confconn * 1000) for ns, c in joins
@@ -595,11 +599,8 @@ class LoadGenerator:
             "loss": max(loss_video, loss_audio, loss_ingress),
             "samples": {"decrypted": s.decrypted, "failed": s.failed, "route_ok": s.route_ok,
                         "route_bad": s.route_bad, "errors": s.errors[:5]},
-            "latency_us": {"p50": _pct(lat, 50), "p99": _pct(lat, 99), "n": len(lat),
-                           "max": max(lat) if lat else None},
-            "latency_e2e_us": {"p50": _pct(s.latency_e2e_us, 50),
-                               "p99": _pct(s.latency_e2e_us, 99),
-                               "n": len(s.latency_e2e_us)},
+            "latency_us": _spread(s.latency_us),
+            "latency_e2e_us": _spread(s.latency_e2e_us),
             "join_ms": {"p50": _pct(join_ms, 50), "p99": _pct(join_ms, 99), "n": len(join_ms),
                         "mean": statistics.fmean(join_ms) if join_ms else None},
             "firs": sum(st.firs for st in self.legs),

@@ -1834,18 +1834,20 @@ int sfte_arrivals(struct sfte_leg *leg, uint16_t *seqs, int64_t *ns, int max)
 	return n;
 }
 
-/* Every pending arrival into the leg's window (w NULL: dropped). At most
- * SFTE_ARRIVALS: the worker stops at a full ring. */
+/* Every pending arrival into the leg's window (w NULL: dropped), popped as
+ * sfte_arrivals pops them for the controller's Python window. */
 static void drain_arrivals(struct sfte_leg *leg, struct sfte_twcc *w)
 {
-	uint64_t tail = leg->arrivals_tail;
-	uint64_t head = __atomic_load_n(&leg->arrivals_head, __ATOMIC_ACQUIRE);
+	enum { CHUNK = 256 };
+	uint16_t seqs[CHUNK];
+	int64_t ns[CHUNK];
+	int n;
 
-	for (; tail != head; tail++)
-		if (w != NULL) /* CLOCK_MONOTONIC: no negative ns to round */
-			sfte_twcc_add(w, leg->arrival_seq[tail % SFTE_ARRIVALS],
-				      leg->arrival_ns[tail % SFTE_ARRIVALS] / 1000);
-	__atomic_store_n(&leg->arrivals_tail, tail, __ATOMIC_RELEASE);
+	do {
+		n = sfte_arrivals(leg, seqs, ns, CHUNK);
+		for (int i = 0; w != NULL && i < n; i++) /* CLOCK_MONOTONIC: no negative ns */
+			sfte_twcc_add(w, seqs[i], ns[i] / 1000);
+	} while (n == CHUNK);
 }
 
 int sfte_twcc_feedback(struct sfte_leg *leg, uint32_t sender_ssrc, uint32_t media_ssrc,
