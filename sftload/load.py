@@ -465,7 +465,7 @@ class LoadGenerator:
         self.rx.refresh()
         for st in self.legs:
             legs.append({"stat": self.rx.leg_stat(st.leg), "slots": self.rx.slot_stats(st.leg),
-                         "csrcs": self.rx.csrc_stats(st.leg)})
+                         "csrcs": self.rx.csrc_stats(st.leg), "firs": st.firs})
         return {"t": time.monotonic(), "legs": legs, "global": self.fp.global_stat(),
                 "metrics": await self._metrics(), "udp": udp_counters()}
 
@@ -538,6 +538,8 @@ class LoadGenerator:
                 a_received += got
                 a_gaps += exp - got
         sent_total = sum(sent_a.values()) + sum(sent_v.values())
+        leg_pairs = [(a["legs"][st.leg] if st.leg < len(a["legs"]) else None, b["legs"][st.leg])
+                     for st in self.legs]
         ma, mb = a["metrics"], b["metrics"]
 
         def mdiff(counter: str) -> float | None:
@@ -603,8 +605,10 @@ class LoadGenerator:
             "latency_e2e_us": _spread(s.latency_e2e_us),
             "join_ms": {"p50": _pct(join_ms, 50), "p99": _pct(join_ms, 99), "n": len(join_ms),
                         "mean": statistics.fmean(join_ms) if join_ms else None},
-            "firs": sum(st.firs for st in self.legs),
-            "keyframes": sum(self.fp.leg_stat(st.leg)["keyframes"] for st in self.legs),
+            # in the window, as every other count here
+            "firs": sum(lb["firs"] - (la["firs"] if la else 0) for la, lb in leg_pairs),
+            "keyframes": sum(lb["stat"]["keyframes"] - (la["stat"]["keyframes"] if la else 0)
+                             for la, lb in leg_pairs),
             "join_failures": len(self.join_errors),
         }
 

@@ -74,7 +74,7 @@ class XdpSink:
         # XDP program on a veth would run in the sending CPU's NAPI, the SFT's.
         self.prog.attach()
         self.fp = fp
-        self._leg_keys: dict[int, bytes] = {}
+        self._leg_keys: dict[int, bytes] = {}  # leg -> its port, the legs map's key
         self._slots: dict[int, list[int]] = {}
         self._legs: dict[int, Any] = {}
         self._slot_stats: dict[int, list[SlotStat]] = {}
@@ -82,9 +82,9 @@ class XdpSink:
 
     def add_leg(self, leg: int, local: tuple[str, int]) -> None:
         """Media to ``local`` (the leg's socket) is counted as leg ``leg``."""
-        key = self._abi.pack("sft_local_key", local_ip=_be32(local[0]),
-                             local_port=socket.htons(local[1]))
-        self.maps["sft_sink_legs"].update(key, self._abi.pack("sft_sink_leg", leg=leg))
+        key = struct.pack("<I", local[1])
+        self.maps["sft_sink_legs"].update(
+            key, self._abi.pack("sft_sink_leg", leg=leg, local_ip=_be32(local[0])))
         self._leg_keys[leg] = key
         self._slots[leg] = []
 
@@ -133,20 +133,25 @@ class XdpSink:
         for leg, key in self._leg_keys.items():
             raw = self.maps["sft_sink_legs"].lookup(key)
             self._legs[leg] = unpack("sft_sink_leg", raw) if raw else None
-            stats = []
-            for ssrc in self._slots[leg]:
-                raw = self.maps["sft_sink_slots"].lookup(self._slot_key(leg, ssrc))
-                if raw:
-                    s = unpack("sft_sink_slot", raw)
-                    stats.append(SlotStat(ssrc, int(s.kind), int(s.packets), int(s.ext_max),
-                                          int(s.base), int(s.reordered), bool(s.started)))
-            self._slot_stats[leg] = stats
         self._csrcs = {leg: {} for leg in self._leg_keys}
         for raw_key, raw_value in self.maps["sft_sink_csrcs"].lookup_all():
             k = unpack("sft_sink_csrc_key", raw_key)
             if int(k.leg) in self._csrcs:
                 self._csrcs[int(k.leg)][(int(k.kind), int(k.csrc))] = \
                     struct.unpack("<Q", raw_value)[0]
+        for leg in self._leg_keys:
+            stats = []
+            heard = self._csrcs[leg]
+            for ssrc in self._slots[leg]:
+                raw = self.maps["sft_sink_slots"].lookup(self._slot_key(leg, ssrc))
+                if raw:
+                    s = unpack("sft_sink_slot", raw)
+                    stats.append(SlotStat(ssrc, int(s.kind), int(s.packets), int(s.ext_max),
+                                          int(s.base), int(s.reordered), bool(s.started)))
+                    if s.csrc_packets:  # the open run, not yet in the map
+                        key = (int(s.kind), int(s.csrc))
+                        heard[key] = heard.get(key, 0) + int(s.csrc_packets)
+            self._slot_stats[leg] = stats
 
     def leg_stat(self, leg: int) -> dict[str, int]:
         """The C receiver's leg statistics with the sink's counts in place."""

@@ -338,7 +338,7 @@ struct sft_steer_leg {
  * the generator's C receiver counts it, then dropped, except 1 packet in
  * sample_every per leg, which goes on to the socket (the sampler decrypts it).
  * The veth end has one receive queue, so updates of one leg never race. */
-#define SFT_SINK_MAX_LEGS 4096
+#define SFT_SINK_PORTS 65536 /* sft_sink_legs is indexed by the leg socket's port */
 #define SFT_SINK_MAX_SLOTS 65536 /* (leg, SSRC) pairs the generator subscribes to */
 #define SFT_SINK_MAX_CSRCS 131072 /* (leg, CSRC, kind) triples heard */
 
@@ -348,10 +348,10 @@ struct sft_sink_config {
 	__u32 pad;
 };
 
-/* sft_sink_legs[struct sft_local_key]: created by Python, counted by the program. */
+/* sft_sink_legs[local port]: created by Python, counted by the program. */
 struct sft_sink_leg {
 	__u32 leg;
-	__u32 pad;
+	__be32 local_ip; /* 0: no leg on this port */
 	__u64 rx_rtp;
 	__u64 rx_bytes;       /* RTP datagram bytes */
 	__u64 rx_unknown_ssrc;
@@ -369,6 +369,9 @@ struct sft_sink_slot {
 	__u64 reordered; /* older than the highest (duplicate or reordered) */
 	__u32 kind;      /* enum sft_stream_kind */
 	__u32 started;
+	__u32 csrc;      /* of the open run */
+	__u32 pad;
+	__u64 csrc_packets; /* in the open run, not yet in sft_sink_csrcs */
 };
 
 /* sft_sink_csrcs key; the value is a packet count (__u64), made by the program. */

@@ -5,8 +5,18 @@
  * socket for the sampler. Everything else (STUN, DTLS, SRTCP, signalling)
  * passes. Counting mirrors sftload/native/fastpath.c's receiver.
  *
- * TC, not generic XDP: generic XDP skips packets a TC program redirected
- * (skb_is_redirected), which is every copy of the SFT's kernel plane. */
+ * TC after RPS, on the generator's core (sftload/netns.py). Not generic XDP,
+ * which skips packets a TC program redirected (skb_is_redirected), every copy
+ * of the SFT's kernel plane; not driver-mode XDP either, which a veth runs on
+ * the sending CPU, the SFT's, and which costs more there (a page and a copy
+ * per packet) than handing the packet to the generator's core. Threaded NAPI
+ * pinned to the generator's core moved it off the SFT, but the thread's wakeups
+ * cost more on both cores of this VM than the program saved.
+ *
+ * Per packet it does one array read (the leg, by local port) and one hash
+ * lookup (the slot). The CSRC count is kept as a run in the slot and goes to
+ * the hash map only when the slot's CSRC changes (a switch of speaker or of
+ * the video in that slot); readers add the open runs (sftload/sink.py). */
 #include "sft_internal.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -19,9 +29,9 @@ struct {
 } sft_sink_config SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, SFT_SINK_MAX_LEGS);
-	__type(key, struct sft_local_key);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SFT_SINK_PORTS);
+	__type(key, __u32); /* the leg socket's local port, host order */
 	__type(value, struct sft_sink_leg);
 } sft_sink_legs SEC(".maps");
 
@@ -42,7 +52,6 @@ struct {
 /* Puts the shared types into the object's BTF for the ABI test. */
 struct sft_sink_abi_anchor {
 	struct sft_sink_config config;
-	struct sft_local_key local;
 	struct sft_sink_leg leg;
 	struct sft_stream_key slot_key;
 	struct sft_sink_slot slot;
@@ -50,17 +59,28 @@ struct sft_sink_abi_anchor {
 };
 const volatile struct sft_sink_abi_anchor sft_sink_abi_anchor;
 
-static __always_inline void sft_sink_count_csrc(__u32 leg, __u32 csrc, __u32 kind)
+/* Counts one packet from ``csrc`` in the slot's open run; a new CSRC first adds
+ * the run so far to the (leg, CSRC, kind) total. One receive queue: no races. */
+static __always_inline void sft_sink_count_csrc(__u32 leg, struct sft_sink_slot *slot,
+						__u32 csrc)
 {
-	struct sft_sink_csrc_key key = { .leg = leg, .csrc = csrc, .kind = kind };
-	__u64 one = 1, *packets;
+	struct sft_sink_csrc_key key = { .leg = leg, .csrc = slot->csrc, .kind = slot->kind };
+	__u64 *packets;
 
-	packets = bpf_map_lookup_elem(&sft_sink_csrcs, &key);
-	if (packets) {
-		__sync_fetch_and_add(packets, 1);
+	if (slot->csrc_packets && slot->csrc == csrc) {
+		slot->csrc_packets++;
 		return;
 	}
-	bpf_map_update_elem(&sft_sink_csrcs, &key, &one, BPF_NOEXIST);
+	if (slot->csrc_packets) {
+		packets = bpf_map_lookup_elem(&sft_sink_csrcs, &key);
+		if (packets)
+			*packets += slot->csrc_packets;
+		else
+			bpf_map_update_elem(&sft_sink_csrcs, &key, &slot->csrc_packets,
+					    BPF_NOEXIST);
+	}
+	slot->csrc = csrc;
+	slot->csrc_packets = 1;
 }
 
 static __always_inline void sft_sink_count_seq(struct sft_sink_slot *slot, __u16 seq)
@@ -84,21 +104,18 @@ SEC("tc")
 int sft_sink(struct __sk_buff *skb)
 {
 	const struct sft_sink_config *cfg;
-	struct sft_local_key local = {};
 	struct sft_stream_key slot_key;
 	struct sft_sink_slot *slot;
 	struct sft_sink_leg *leg;
-	void *data, *data_end;
-	struct ethhdr *eth;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
 	struct iphdr *iph;
 	struct udphdr *udp;
-	__u32 zero = 0, len, every;
+	__u32 zero = 0, port, len, every;
 	__u8 *rtp;
 	__u64 now, n;
 
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	eth = data;
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 	iph = (void *)(eth + 1);
@@ -117,23 +134,22 @@ int sft_sink(struct __sk_buff *skb)
 	len -= 8;
 	if (rtp[0] < 128 || rtp[0] > 191 || (rtp[1] >= 192 && rtp[1] <= 223))
 		return TC_ACT_OK; /* STUN, DTLS, SRTCP: the generator's sockets answer them */
-	local.local_ip = iph->daddr;
-	local.local_port = udp->dest;
-	leg = bpf_map_lookup_elem(&sft_sink_legs, &local);
-	if (!leg)
+	port = bpf_ntohs(udp->dest);
+	leg = bpf_map_lookup_elem(&sft_sink_legs, &port);
+	if (!leg || !leg->local_ip || leg->local_ip != iph->daddr)
 		return TC_ACT_OK;
 
 	now = bpf_ktime_get_ns();
-	n = __sync_fetch_and_add(&leg->rx_rtp, 1) + 1;
-	__sync_fetch_and_add(&leg->rx_bytes, len);
+	n = ++leg->rx_rtp;
+	leg->rx_bytes += len;
 	slot_key.leg_id = leg->leg;
 	slot_key.ssrc = bpf_ntohl(*(__be32 *)(rtp + 8));
 	slot = bpf_map_lookup_elem(&sft_sink_slots, &slot_key);
 	if (!slot) {
-		__sync_fetch_and_add(&leg->rx_unknown_ssrc, 1);
+		leg->rx_unknown_ssrc++;
 	} else {
-		__sync_fetch_and_add(&slot->packets, 1);
-		__sync_fetch_and_add(&slot->bytes, len);
+		slot->packets++;
+		slot->bytes += len;
 		sft_sink_count_seq(slot, (__u16)rtp[2] << 8 | rtp[3]);
 		if (slot->kind == SFT_KIND_VIDEO) {
 			if (!leg->first_video_ns)
@@ -141,10 +157,10 @@ int sft_sink(struct __sk_buff *skb)
 		} else if (!leg->first_audio_ns) {
 			leg->first_audio_ns = now;
 		}
-		if ((rtp[0] & 0x0f) >= 1 && len >= 16)
-			sft_sink_count_csrc(leg->leg, bpf_ntohl(*(__be32 *)(rtp + 12)), slot->kind);
+		if ((rtp[0] & 0x0f) >= 1)
+			sft_sink_count_csrc(leg->leg, slot, bpf_ntohl(*(__be32 *)(rtp + 12)));
 		else
-			__sync_fetch_and_add(&leg->rx_no_csrc, 1);
+			leg->rx_no_csrc++;
 	}
 	cfg = bpf_map_lookup_elem(&sft_sink_config, &zero);
 	every = cfg && cfg->sample_every > 1 ? cfg->sample_every : 1;

@@ -87,6 +87,37 @@ def test_counts_match_what_was_sent_and_one_in_n_reaches_the_socket(veth):
         fp.close()
 
 
+def test_a_slot_whose_source_changes_counts_each_csrc(veth):
+    """A video slot switched between publishers and back: the sink keeps the
+    current CSRC's run in the slot and adds it to the map when the CSRC changes;
+    the counts are the same either way."""
+    fp = FastPath(1)
+    sink = XdpSink(fp, veth.host_if, sample_every=1000, instance=owned_name("sink"))
+    a, b = 0x31, 0x32
+    sources = [a] * 5 + [b] * 3 + [a] * 2 + [b] * 4
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((HOST_IP, LEG_PORT))
+        leg = fp.add_leg(sock.fileno(), (PEER_IP, PEER_PORT))
+        sink.add_leg(leg, (HOST_IP, LEG_PORT))
+        sink.add_slot(leg, VIDEO, 1)
+        veth.send([(PEER_PORT, rtp(VIDEO, seq, csrc)) for seq, csrc in enumerate(sources)],
+                  (HOST_IP, LEG_PORT))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            sink.refresh()
+            if sink.leg_stat(leg)["rx_rtp"] == len(sources):
+                break
+            time.sleep(0.02)
+        assert sink.csrc_stats(leg) == {(1, a): 7, (1, b): 7}
+        sink.refresh()  # reading twice counts the open run once
+        assert sink.csrc_stats(leg) == {(1, a): 7, (1, b): 7}
+    finally:
+        sock.close()
+        sink.close()
+        fp.close()
+
+
 def test_unregistered_sockets_and_bad_config_are_left_alone(veth):
     with pytest.raises(ValueError, match="sample_every"):
         XdpSink(FastPath(1), veth.host_if, sample_every=0, instance=owned_name("sink"))
