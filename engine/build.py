@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 HERE = Path(__file__).resolve().parent  # engine/
 SOURCES = HERE / "src"
 TMPDIR = HERE / "build"
-C_FILES = ("engine.c", "srtp.c", "sha1x.c", "io_udp.c", "io_xdp.c", "xsk.c", "twcc.c")
+C_FILES = ("engine.c", "srtp.c", "sha1x.c", "aesctr.c", "io_udp.c", "io_xdp.c", "xsk.c", "twcc.c")
 
 if TYPE_CHECKING:
     from sftd.bpf.native import build as shared

@@ -107,6 +107,9 @@ int srtp_ctx_init(struct srtp_ctx *ctx, int profile, const uint8_t *master, size
 		SHA1_Update(&ctx->hmac_outer, pad, sizeof(pad));
 		OPENSSL_cleanse(pad, sizeof(pad));
 		ctx->has_hmac_lanes = sha1x_supported();
+		ctx->has_aes = aesctr_supported();
+		if (ctx->has_aes)
+			aesctr_expand(&ctx->aes, session_key);
 		copy_sha1_state(ctx->hmac_lanes.inner, &ctx->hmac_inner);
 		copy_sha1_state(ctx->hmac_lanes.outer, &ctx->hmac_outer);
 	}
@@ -129,6 +132,7 @@ void srtp_ctx_free(struct srtp_ctx *ctx)
 	OPENSSL_cleanse(&ctx->hmac_inner, sizeof(ctx->hmac_inner));
 	OPENSSL_cleanse(&ctx->hmac_outer, sizeof(ctx->hmac_outer));
 	OPENSSL_cleanse(&ctx->hmac_lanes, sizeof(ctx->hmac_lanes));
+	OPENSSL_cleanse(&ctx->aes, sizeof(ctx->aes));
 }
 
 size_t srtp_header_len(const uint8_t *pkt, size_t len)
@@ -267,9 +271,10 @@ static int cm_tag(struct srtp_ctx *ctx, const uint8_t *pkt, size_t len, uint64_t
 	return 1;
 }
 
-/* AES-CTR as RFC 3711 4.1.1 counts (16-bit block counter under the IV): the
- * counter blocks go through one ECB call, which keeps the key schedule and
- * pipelines the blocks, then dst = src XOR keystream (dst may be src). */
+/* AES-CTR as RFC 3711 4.1.1 counts (16-bit block counter under the IV), dst =
+ * src XOR keystream (dst may be src): with AES-NI in one pass (aesctr.c); else
+ * the counter blocks go through one ECB call, which keeps the key schedule and
+ * pipelines the blocks, then the XOR. */
 static int ctr_xor(struct srtp_ctx *ctx, const uint8_t iv[16], const uint8_t *src, uint8_t *dst,
 		   size_t n)
 {
@@ -282,6 +287,10 @@ static int ctr_xor(struct srtp_ctx *ctx, const uint8_t iv[16], const uint8_t *sr
 		return 1;
 	if (n > SFTE_MAX_PACKET)
 		return 0;
+	if (ctx->has_aes) {
+		aesctr_xor(&ctx->aes, iv, src, dst, n);
+		return 1;
+	}
 	for (size_t b = 0; b < count; b++) { /* whole-block copies: no byte loop */
 		uint16_t counter = (uint16_t)(first + b);
 		memcpy(blocks + 16 * b, iv, 16);

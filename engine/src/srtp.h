@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
+#include "aesctr.h"
 #include "sha1x.h"
 
 #define SRTP_REPLAY_WINDOW 1024
@@ -32,6 +33,9 @@ struct srtp_ctx {
 	size_t tag_len;
 	uint8_t salt[14];  /* session salt: 14 bytes (CM) or 12 (GCM) */
 	EVP_CIPHER_CTX *cipher; /* CM: AES-ECB making the CTR keystream; or AES-GCM */
+	/* CM where the CPU has AES-NI: the key for aesctr, used instead of cipher */
+	struct aesctr_key aes;
+	int has_aes;
 	/* CM: HMAC-SHA1 with the session auth key, the key's inner and outer pads
 	 * hashed once (the per-packet HMAC copies these states) */
 	SHA_CTX hmac_inner, hmac_outer;

@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 PACKAGE = HERE.parent
 ROOT = PACKAGE.parent
 ENGINE_SOURCES = ROOT / "engine" / "src"
-ENGINE_SRTP = ("srtp.c", "sha1x.c")
+ENGINE_SRTP = ("srtp.c", "sha1x.c", "aesctr.c")
 
 if TYPE_CHECKING:
     from sftd.bpf.native import build as shared

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import importlib.util
 import os
 import random
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-SOURCES = Path(__file__).resolve().parents[2] / "engine" / "src"
+from tests import native_harness
+
 # As srtp_ctx_init: SHA-1 states after the key's ipad and opad blocks.
 HARNESS = r"""
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -58,21 +56,8 @@ LANE_COUNTS = (1, 2, 3, 5)  # SHA1X_LANES is 2: whole groups and an odd copy out
 
 @pytest.fixture(scope="module")
 def sha1x(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    if shutil.which("gcc") is None and shutil.which("cc") is None:
-        pytest.skip("no C compiler")
-    from cffi import FFI
-
-    ffi = FFI()
-    ffi.cdef(CDEF)
-    ffi.set_source("sha1x_harness", HARNESS,
-                   sources=[str(SOURCES / "sha1x.c")],
-                   include_dirs=[str(SOURCES)], extra_compile_args=["-O2"],
-                   libraries=["crypto"])
-    built = Path(ffi.compile(tmpdir=str(tmp_path_factory.mktemp("sha1x"))))
-    spec = importlib.util.spec_from_file_location("sha1x_harness", built)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = native_harness.build("sha1x_harness", CDEF, HARNESS, ("sha1x.c",),
+                                  tmp_path_factory.mktemp("sha1x"), libraries=("crypto",))
     if not module.lib.supported():
         pytest.skip("CPU without SHA-NI: the engine uses OpenSSL's SHA-1")
     return module
