@@ -318,7 +318,8 @@ class Generator:
     """``sft-load --control`` in the generator namespace, pinned to its core."""
 
     def __init__(self, topo: Topology, system: System, workdir: Path, conference_size: int,
-                 sample_every: int, sink: str = "socket") -> None:
+                 sample_every: int, sink: str = "socket",
+                 samples_per_second: float = 0) -> None:
         self.log_path = workdir / f"load-{system.name}.log"
         cmd = [*topo.exec_prefix(topo.ns_gen), "nice", "-n", NICE, "taskset", "-c",
                str(topo.gen_cpu),
@@ -327,7 +328,7 @@ class Generator:
                "--sample-every", str(sample_every), *system.load_args()]
         self.sink = sink_for(system, sink)
         if self.sink != "socket":
-            cmd += ["--sink", self.sink]
+            cmd += ["--sink", self.sink, "--samples-per-second", str(samples_per_second)]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=log, cwd=ROOT)
@@ -406,7 +407,7 @@ def run_system(name: str, topo: Topology, args: argparse.Namespace, workdir: Pat
     try:
         system.start()
         gen = Generator(topo, system, workdir, args.conference_size, args.sample_every,
-                        args.sink)
+                        args.sink, args.samples_per_second)
         a = CpuSample.take(topo.sft_cpu, topo.gen_cpu, system.pid)
         time.sleep(2)
         run.baseline = cpu_between(a, CpuSample.take(topo.sft_cpu, topo.gen_cpu, system.pid))
@@ -587,7 +588,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--min-participants", type=int, default=0,
                    help="first point (joined in one go), to measure near capacity sooner")
     p.add_argument("--conference-size", type=int, default=10)
-    p.add_argument("--sample-every", type=int, default=100)
+    p.add_argument("--sample-every", type=int, default=100,
+                   help="the generator decrypts 1 received packet in N per leg (at least N "
+                        "with --samples-per-second)")
+    p.add_argument("--samples-per-second", type=float, default=400,
+                   help="with --sink xdp: sample about this many packets a second in each "
+                        "window (0: 1 in --sample-every, whatever the load)")
     p.add_argument("--sink", choices=("socket", "xdp"), default="socket",
                    help="xdp: the generator counts and drops received media in a BPF program "
                         "(TC ingress) and decrypts only the sampled packets, so it is not the "

@@ -22,6 +22,7 @@ import contextlib
 import gc
 import json
 import logging
+import math
 import os
 import secrets
 import statistics
@@ -149,7 +150,8 @@ def _spread(values: list[float]) -> dict[str, Any]:
 class LoadGenerator:
     def __init__(self, base_url: str, *, local_address: str, conference_size: int = 10,
                  vstreams: int = 9, sample_every: int = 100, metrics_url: str | None = None,
-                 join_concurrency: int = 4, sink: str = "socket") -> None:
+                 join_concurrency: int = 4, sink: str = "socket",
+                 samples_per_second: float = 0) -> None:
         self.base_url = base_url.rstrip("/")
         self.local_address = local_address
         self.conference_size = conference_size
@@ -162,6 +164,11 @@ class LoadGenerator:
         self.sink = (XdpSink(self.fp, interface_of(local_address), sample_every,
                              f"load{os.getpid()}") if sink == "xdp" else None)
         self.rx: FastPath | XdpSink = self.sink or self.fp  # receive-side statistics
+        # the sampler decrypts in Python (~0.1 ms a sample): at hundreds of
+        # participants 1 in 100 was most of the generator's core, so with the sink
+        # each window samples about this many per second (0: 1 in sample_every)
+        self.min_sample_every = sample_every
+        self.samples_per_second = samples_per_second
         self.legs: list[LegState] = []
         self.clients: list[LoadClient] = []
         self.by_userid: dict[str, LoadClient] = {}
@@ -469,7 +476,20 @@ class LoadGenerator:
         return {"t": time.monotonic(), "legs": legs, "global": self.fp.global_stat(),
                 "metrics": await self._metrics(), "udp": udp_counters()}
 
+    async def pace_sampling(self, over: float = 1.0) -> None:
+        """Sets the sink's 1-in-N so that about ``samples_per_second`` reach the
+        sampler at the rate received over the last ``over`` seconds."""
+        if self.sink is None or not self.samples_per_second:
+            return
+        t0, before = time.monotonic(), self._rx_rtp()
+        await asyncio.sleep(over)
+        after = self._rx_rtp()  # reading every leg's counts takes a while at hundreds
+        pps = (after - before) / (time.monotonic() - t0)
+        self.sink.set_sample_every(max(self.min_sample_every,
+                                       math.ceil(pps / self.samples_per_second)))
+
     async def measure(self, duration: float, emit: Any = None) -> dict[str, Any]:
+        await self.pace_sampling()
         await self.pause_and_drain()
         a = await self.snapshot()
         self.samples = Samples()
@@ -584,6 +604,8 @@ class LoadGenerator:
                     "ingress_loss": loss_ingress,
                     "egress_lost": (sft_tx - rx_rtp) if sft_tx is not None else None},
             "generator": {"udp_drops": gen_drops, "tx_packets": tx_packets,
+                          "sample_every": (self.sink.sample_every if self.sink
+                                           else self.min_sample_every),
                           "sink": "socket" if self.sink is None else "xdp",
                           "socket_datagrams": gb["rx_datagrams"] - ga["rx_datagrams"],
                           "tx_late_mean_us": round((gb["tx_late_sum_ns"] - ga["tx_late_sum_ns"])
@@ -636,7 +658,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=10.0, help="max seconds to wait until "
                    "every receiver gets every expected stream")
     p.add_argument("--sample-every", type=int, default=100,
-                   help="decrypt and check 1 received packet in N per leg")
+                   help="decrypt and check 1 received packet in N per leg (at least N, "
+                        "with --samples-per-second)")
+    p.add_argument("--samples-per-second", type=float, default=0,
+                   help="with --sink xdp: before each window, sample 1 in N with N set "
+                        "to give about this many samples a second (0: 1 in --sample-every)")
     p.add_argument("--sink", choices=("socket", "xdp"), default="socket",
                    help="xdp: count and drop received media in a BPF program (TC ingress) on "
                         "the generator's interface, only sampled packets reach the sockets "
@@ -722,7 +748,8 @@ def main(argv: list[str] | None = None) -> int:
     gen = LoadGenerator(args.url, local_address=args.local_address,
                         conference_size=args.conference_size, vstreams=args.vstreams,
                         sample_every=args.sample_every, metrics_url=args.metrics_url,
-                        join_concurrency=args.join_concurrency, sink=args.sink)
+                        join_concurrency=args.join_concurrency, sink=args.sink,
+                        samples_per_second=args.samples_per_second)
     return report(asyncio.run(run_generator(gen, args)), args)
 
 

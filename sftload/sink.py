@@ -61,6 +61,7 @@ class XdpSink:
         if sample_every < 1:
             raise ValueError(f"sample_every must be >= 1, not {sample_every}")
         self._abi = abi_mod.load()
+        self.sample_every = sample_every
         self.prog = PinnedXdpProgram(OBJECT_PATH, PROGRAM, MAPS, ifname, f"sink-{instance}",
                                      tc_hook=True)
         self.maps = self.prog.maps
@@ -79,6 +80,14 @@ class XdpSink:
         self._legs: dict[int, Any] = {}
         self._slot_stats: dict[int, list[SlotStat]] = {}
         self._csrcs: dict[int, dict[tuple[int, int], int]] = {}
+
+    def set_sample_every(self, sample_every: int) -> None:
+        """From now on 1 packet in ``sample_every`` per leg reaches the socket."""
+        if sample_every < 1:
+            raise ValueError(f"sample_every must be >= 1, not {sample_every}")
+        self.maps["sft_sink_config"].update(
+            struct.pack("<I", 0), self._abi.pack("sft_sink_config", sample_every=sample_every))
+        self.sample_every = sample_every
 
     def add_leg(self, leg: int, local: tuple[str, int]) -> None:
         """Media to ``local`` (the leg's socket) is counted as leg ``leg``."""

@@ -118,6 +118,33 @@ def test_a_slot_whose_source_changes_counts_each_csrc(veth):
         fp.close()
 
 
+def test_the_sampling_rate_changes_while_it_runs(veth):
+    """sft-load --samples-per-second sets 1 in N before each window."""
+    fp = FastPath(1)
+    sink = XdpSink(fp, veth.host_if, sample_every=10, instance=owned_name("sink"))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((HOST_IP, LEG_PORT))
+        leg = fp.add_leg(sock.fileno(), (PEER_IP, PEER_PORT))
+        sink.add_leg(leg, (HOST_IP, LEG_PORT))
+        sink.add_slot(leg, AUDIO, 0)
+        first = [rtp(AUDIO, seq, AUDIO_CSRC) for seq in range(20)]
+        veth.send([(PEER_PORT, p) for p in first], (HOST_IP, LEG_PORT))
+        assert receive_udp(sock) == [first[9], first[19]]
+        sink.set_sample_every(4)
+        with pytest.raises(ValueError, match="sample_every"):
+            sink.set_sample_every(0)
+        assert sink.sample_every == 4
+        then = [rtp(AUDIO, seq, AUDIO_CSRC) for seq in range(20, 40)]
+        veth.send([(PEER_PORT, p) for p in then], (HOST_IP, LEG_PORT))
+        # the leg's count goes on from 20: packets 24, 28, ... 40 of the leg
+        assert receive_udp(sock) == [then[i] for i in range(3, 20, 4)]
+    finally:
+        sock.close()
+        sink.close()
+        fp.close()
+
+
 def test_unregistered_sockets_and_bad_config_are_left_alone(veth):
     with pytest.raises(ValueError, match="sample_every"):
         XdpSink(FastPath(1), veth.host_if, sample_every=0, instance=owned_name("sink"))
