@@ -79,6 +79,7 @@ class Participant:
     extensions: ExtensionIds = field(default_factory=ExtensionIds)
     last_ping: float = field(default_factory=time.monotonic)
     keyframe_requested_at: float = 0.0  # monotonic time of the last FIR to it
+    keyframe_request_pending: bool = False  # a FIR waits for the interval to end
     report_state: dict[int, ReportState] = field(default_factory=dict)  # by publisher SSRC
     offered_at: float = field(default_factory=time.monotonic)
     # What the data plane currently has for this subscriber's slots.

@@ -686,7 +686,7 @@ class Sft:
         if kind == StreamKind.VIDEO and source is not None:
             publisher = self.by_leg.get(source.publisher)
             if publisher is not None:
-                self._send_fir(publisher)  # the slot switches on the next keyframe
+                self._request_keyframe(publisher)  # the slot switches on the next keyframe
 
     def _levels(self, conference: Conference,
                 by_leg: dict[int, float] | None = None) -> dict[ParticipantKey, float]:
@@ -734,6 +734,26 @@ class Sft:
             for participant in list(self.participants.values()):
                 if participant.connected and participant.video_ssrcs:
                     self._send_fir(participant)
+
+    def _request_keyframe(self, publisher: Participant) -> None:
+        """A FIR for a slot that switched to ``publisher``: at once, or, within
+        KEYFRAME_RELAY_INTERVAL of the last one, once when the interval ends.
+        A speaker that many subscribers switch to (a join, a leave, a change of
+        speakers in a large call) gets one keyframe request, not one per slot,
+        and a slot that switched after the last keyframe still gets its own."""
+        if publisher.keyframe_request_pending:
+            return
+        wait = publisher.keyframe_requested_at + KEYFRAME_RELAY_INTERVAL - time.monotonic()
+        if wait <= 0:
+            self._send_fir(publisher)
+            return
+        publisher.keyframe_request_pending = True
+
+        def send() -> None:
+            publisher.keyframe_request_pending = False
+            self._send_fir(publisher)
+
+        asyncio.get_running_loop().call_later(wait, send)
 
     def _send_fir(self, publisher: Participant) -> None:
         if not publisher.connected or not publisher.video_ssrcs:

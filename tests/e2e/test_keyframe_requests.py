@@ -55,3 +55,32 @@ async def test_a_receivers_pli_reaches_that_slots_publisher_only(sftd, wire_clie
     await wait_until(lambda: firs_a[0] > before_a, 5, "a FIR at the slot's publisher")
     await asyncio.sleep(0.5)
     assert firs_c[0] == before_c, "only the publisher of that slot is asked"
+
+
+async def test_slots_switching_to_one_publisher_at_once_ask_it_for_one_keyframe(
+        sftd, wire_client):
+    """b, c and d each move a to another video slot (CONFSTREAMS in reverse
+    order) within a few milliseconds: three slots switch to a, which gets one
+    FIR at once and, for slots that switched after it, one more when the
+    interval ends; not one per slot."""
+    conv = new_convid()
+    a = await wire_client(sftd, conv, "a")
+    others = [await wire_client(sftd, conv, name) for name in "bcd"]
+    for receiver in others:
+        senders = [x for x in [a, *others] if x is not receiver]
+        await wait_until(lambda r=receiver, s=senders: gets_media(r, s), 20,
+                         f"{receiver.userid} gets everyone")
+    firs_a = count_firs(a)
+    await asyncio.sleep(1.0)  # the joins' own keyframe requests are over
+    before = firs_a[0]
+    slots_before = [slot_carrying(r, a)[0] for r in others]
+    for receiver in others:
+        reverse = [{"userid": p.get("userid"), "clientid": p.get("clientid"), "quality": 0}
+                   for p in reversed(receiver.others())]
+        assert receiver.send_confstreams("list", reverse)
+    await wait_until(lambda: firs_a[0] > before, 5, "a FIR at a")
+    await wait_until(lambda: all(slot_carrying(r, a)[0] != mid
+                                 for r, mid in zip(others, slots_before)), 10,
+                     "a on another slot at b, c and d")
+    await asyncio.sleep(1.0)
+    assert 1 <= firs_a[0] - before <= 2
