@@ -164,9 +164,9 @@ class LoadGenerator:
         self.sink = (XdpSink(self.fp, interface_of(local_address), sample_every,
                              f"load{os.getpid()}") if sink == "xdp" else None)
         self.rx: FastPath | XdpSink = self.sink or self.fp  # receive-side statistics
-        # the sampler decrypts in Python (~0.1 ms a sample): at hundreds of
-        # participants 1 in 100 was most of the generator's core, so with the sink
-        # each window samples about this many per second (0: 1 in sample_every)
+        # the sampler decrypts in Python: at 1 in 100 and N = 200 it was the largest
+        # item of the event loop, so with the sink each window samples about this
+        # many per second (0: 1 in sample_every whatever the load)
         self.min_sample_every = sample_every
         self.samples_per_second = samples_per_second
         self.legs: list[LegState] = []
