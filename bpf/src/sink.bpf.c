@@ -157,7 +157,7 @@ int sft_sink(struct __sk_buff *skb)
 		} else if (!leg->first_audio_ns) {
 			leg->first_audio_ns = now;
 		}
-		if ((rtp[0] & 0x0f) >= 1)
+		if ((rtp[0] & 0x0f) >= 1 && len >= 16) /* a CSRC inside the datagram */
 			sft_sink_count_csrc(leg->leg, slot, bpf_ntohl(*(__be32 *)(rtp + 12)));
 		else
 			leg->rx_no_csrc++;
