@@ -132,6 +132,29 @@ class AvsConversation:
                 f"encode_fps={s.get('encodeFps')} pcs={pcs}")
         return "\n".join(lines)
 
+    def media_detail(self, names: list[str]) -> str:
+        """Why video would not decode: per client, each received video slot
+        (packets, frames, keyframes, drops, PLI/FIR sent), each sent layer
+        (keyframes encoded, PLI/FIR received) and the last frame-encryption lines."""
+        lines = []
+        for name in names:
+            s = self.latest.get(name) or {}
+            for slot in s.get("inboundVideo", []):
+                owner = self.name_of(slot["owner"]) if slot["owner"] else "-"
+                lines.append(
+                    f"  {name} <- {owner} ssrc={slot['ssrc']}: packets={slot['packetsReceived']} "
+                    f"frames={slot.get('framesReceived')}/{slot['framesDecoded']} decoded "
+                    f"key={slot.get('keyFramesDecoded')} dropped={slot.get('framesDropped')} "
+                    f"pli={slot.get('pliCount')} fir={slot.get('firCount')}")
+            for out in s.get("outbound", []):
+                if out["kind"] == "video":
+                    lines.append(
+                        f"  {name} -> rid={out['rid']} ssrc={out['ssrc']}: "
+                        f"frames={out['framesEncoded']} key={out.get('keyFramesEncoded')} "
+                        f"pli={out.get('pliCount')} fir={out.get('firCount')}")
+            lines += [f"  {name} log: {line}" for line in s.get("mediaLog", [])[-8:]]
+        return "\n".join(lines)
+
     # --- views over the latest stats -------------------------------------------------
 
     def member_view(self, viewer: str) -> dict[str, dict[str, int]]:

@@ -142,6 +142,9 @@ async def scenario(conv: AvsConversation, checks: Checklist, console: list[str])
     def detail(names: list[str]) -> str:
         return conv.summary(names) + "\n" + "\n".join(console[-15:])
 
+    def video_detail(names: list[str]) -> str:
+        return detail(names) + "\n" + conv.media_detail(names)
+
     # --- set-up: alice starts, bob and carol answer the incoming call -----------
     await conv.call("alice", "start")
 
@@ -203,7 +206,7 @@ async def scenario(conv: AvsConversation, checks: Checklist, console: list[str])
                       lambda: detail(everyone))
     await checks.wait("late joiner: dave gets and is got by everyone (audio CSRC, video)",
                       lambda: media_flows(conv, everyone), MEDIA_TIMEOUT,
-                      lambda: detail(everyone))
+                      lambda: video_detail(everyone))
 
     await measure_send_rates(conv, everyone)
     conv.snapshot("4 clients after the late join", everyone)
@@ -230,7 +233,7 @@ async def scenario(conv: AvsConversation, checks: Checklist, console: list[str])
     # AVS reconnects (CONFCONN update:true) when a conference camera comes back on
     await checks.wait("after carol's camera toggle: everyone still decodes everyone's video",
                       video_keeps_flowing(conv, everyone), MEDIA_TIMEOUT,
-                      lambda: detail(everyone), interval=1.0)
+                      lambda: video_detail(everyone), interval=1.0)
 
     # --- a hang-up: the others' member list shrinks ------------------------------------
     remaining = ["alice", "bob", "dave"]

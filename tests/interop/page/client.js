@@ -45,7 +45,7 @@ async function loadCommonJs(name) {
 const state = {
   userid: null, clientid: null, convid: null, wuser: 0, version: null,
   callState: null, incoming: [], closed: [], estab: [], members: null,
-  memberHistory: [], log: [], logMatches: {}, videoStates: {},
+  memberHistory: [], log: [], mediaLog: [], logMatches: {}, videoStates: {},
   trackOwner: {},      // receiver track id -> "userid/clientid" (AVS's own mapping)
   csrcSeen: {},        // CSRC -> last time seen on an audio receiver
   localStream: null, errors: [],
@@ -57,13 +57,23 @@ const LOG_PATTERNS = {
   encodedStreamsTwice: /Encoded streams already created/,
   hangupUnanswered: /timeout waiting for HANGUP\(r\)/,
   peerConnectionCreated: /create_pc\(.*new pc created/,
+  // frame-encryption trouble: why a member's video would not decode
+  decryptNoUserinfo: /decryptFrame: no userinfo/,
+  encryptVideoNoCsrc: /frame_enc: encrypt: first frame encrypted type: video .*csrc: 0\b/,
 };
+// Lines kept apart for a failure report: frame encryption and SSRC updates.
+const MEDIA_LOG = /frame_enc|frame_dec|decryptFrame|UpdateSsrc|setMediaKey/;
+const MEDIA_LOG_KEEP = 30;
 const ERROR_PATTERNS = new Set(["setRemoteFailed", "encodedStreamsTwice", "hangupUnanswered"]);
 
 function noteLog(level, message) {
   const line = `${level} ${String(message).trim()}`;
   state.log.push(line);
   if (state.log.length > LOG_KEEP) state.log.splice(0, state.log.length - LOG_KEEP);
+  if (MEDIA_LOG.test(line)) {
+    state.mediaLog.push(`${Date.now()} ${line.slice(0, 200)}`);
+    if (state.mediaLog.length > MEDIA_LOG_KEEP) state.mediaLog.shift();
+  }
   for (const [key, re] of Object.entries(LOG_PATTERNS)) {
     if (re.test(line)) {
       state.logMatches[key] = (state.logMatches[key] || 0) + 1;
@@ -261,6 +271,8 @@ async function stats() {
           ssrc: s.ssrc, mid: s.mid, trackIdentifier: s.trackIdentifier,
           owner: state.trackOwner[s.trackIdentifier] || null,
           framesDecoded: s.framesDecoded || 0, packetsReceived: s.packetsReceived || 0,
+          framesReceived: s.framesReceived || 0, keyFramesDecoded: s.keyFramesDecoded || 0,
+          framesDropped: s.framesDropped || 0, pliCount: s.pliCount || 0, firCount: s.firCount || 0,
         });
       } else if (s.type === "outbound-rtp") {
         outbound.push({
@@ -268,6 +280,8 @@ async function stats() {
           framesEncoded: s.framesEncoded || 0, framesPerSecond: s.framesPerSecond || 0,
           packetsSent: s.packetsSent || 0, bytesSent: s.bytesSent || 0,
           qualityLimitationReason: s.qualityLimitationReason || null,
+          keyFramesEncoded: s.keyFramesEncoded || 0, pliCount: s.pliCount || 0,
+          firCount: s.firCount || 0,
         });
       } else if (s.type === "candidate-pair" && s.id === selectedPair) {
         availableOutgoingBitrate = s.availableOutgoingBitrate ?? null;
@@ -278,7 +292,7 @@ async function stats() {
     person: person(state.userid, state.clientid), callState: state.callState,
     members: state.members, incoming: state.incoming.length, estab: state.estab,
     closed: state.closed, videoStates: state.videoStates, logMatches: state.logMatches,
-    errors: state.errors.slice(-20), csrcSeen: state.csrcSeen, inboundVideo, outbound,
+    errors: state.errors.slice(-20), mediaLog: state.mediaLog, csrcSeen: state.csrcSeen, inboundVideo, outbound,
     availableOutgoingBitrate, connections, at: Date.now(),
   };
 }
