@@ -483,7 +483,7 @@ class JanusLoadGenerator(load.LoadGenerator):
         st = load.LegState(client=p, leg=leg, fd=fd, protocol=protocol, pub=pub,  # type: ignore[arg-type]
                            rx=media.session(theirs, inbound=True),
                            sample_rx=media.SrtpReceiver(theirs), slot_kind=slot_kind,
-                           audio_ssrc=audio_ssrc, conference=p.conf)
+                           audio_ssrc=audio_ssrc)
         if role == "pub":
             p.pub_leg = st
         else:

@@ -118,7 +118,6 @@ class LegState:
     sample_rx: media.SrtpReceiver  # sampled SRTP, with the ROC of the receive side (self.rx)
     slot_kind: dict[int, int]
     audio_ssrc: int
-    conference: int
     firs: int = 0
     rtcp_bad: int = 0
 
@@ -267,7 +266,7 @@ class LoadGenerator:
         state = LegState(client=client, leg=leg, fd=fd, protocol=protocol, pub=pub,
                          rx=media.session(theirs, inbound=True),
                          sample_rx=media.SrtpReceiver(theirs), slot_kind=slot_kind,
-                         audio_ssrc=streams.audio_ssrc, conference=len(self.conferences))
+                         audio_ssrc=streams.audio_ssrc)
         client.leg = state
         self.audio_index[streams.audio_ssrc] = client.index
         self.legs.append(state)

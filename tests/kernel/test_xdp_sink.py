@@ -12,6 +12,8 @@ import struct
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytest
 from test_xsk_steering import HOST_IP, PEER_IP, STUN, VethPeer, receive_udp
@@ -43,20 +45,40 @@ def veth() -> Iterator[VethPeer]:
         yield v
 
 
-def test_counts_match_what_was_sent_and_one_in_n_reaches_the_socket(veth):
-    assert interface_of(HOST_IP) == veth.host_if
+@dataclass
+class SinkLeg:
+    fp: FastPath
+    sink: XdpSink
+    sock: socket.socket
+    leg: int
+
+
+@contextmanager
+def sink_leg(veth: VethPeer, sample_every: int, slots: dict[int, int]) -> Iterator[SinkLeg]:
+    """The sink on ``veth`` with one leg socket at LEG_PORT and its slots (SSRC: kind)."""
     fp = FastPath(1)
-    sink = XdpSink(fp, veth.host_if, sample_every=10, instance=owned_name("sink"))
+    sink = XdpSink(fp, veth.host_if, sample_every=sample_every, instance=owned_name("sink"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        # TC ingress: it runs on the receiving core, not the veth sender's
-        assert libbpf.tc_prog_id(sink.prog.ifindex, TC_HANDLE, TC_PRIORITY) > 0
-        assert libbpf.xdp_prog_id(sink.prog.ifindex, libbpf.XDP_FLAGS_SKB_MODE) == 0
         sock.bind((HOST_IP, LEG_PORT))
         leg = fp.add_leg(sock.fileno(), (PEER_IP, PEER_PORT))
         sink.add_leg(leg, (HOST_IP, LEG_PORT))
-        sink.add_slot(leg, AUDIO, 0)
-        sink.add_slot(leg, VIDEO, 1)
+        for ssrc, kind in slots.items():
+            sink.add_slot(leg, ssrc, kind)
+        yield SinkLeg(fp, sink, sock, leg)
+    finally:
+        sock.close()
+        sink.close()
+        fp.close()
+
+
+def test_counts_match_what_was_sent_and_one_in_n_reaches_the_socket(veth):
+    assert interface_of(HOST_IP) == veth.host_if
+    with sink_leg(veth, 10, {AUDIO: 0, VIDEO: 1}) as s:
+        sink, sock, leg = s.sink, s.sock, s.leg
+        # TC ingress: it runs on the receiving core, not the veth sender's
+        assert libbpf.tc_prog_id(sink.prog.ifindex, TC_HANDLE, TC_PRIORITY) > 0
+        assert libbpf.xdp_prog_id(sink.prog.ifindex, libbpf.XDP_FLAGS_SKB_MODE) == 0
 
         audio = [rtp(AUDIO, seq, AUDIO_CSRC) for seq in range(100, 150)]
         audio.insert(30, rtp(AUDIO, 120, AUDIO_CSRC))  # a duplicate: counted as reordered
@@ -81,26 +103,16 @@ def test_counts_match_what_was_sent_and_one_in_n_reaches_the_socket(veth):
 
         # the 10th, 20th, ... RTP packet of the leg and every control packet got through
         assert got == [media[i] for i in range(9, len(media), 10)] + [STUN, RTCP_RR]
-    finally:
-        sock.close()
-        sink.close()
-        fp.close()
 
 
 def test_a_slot_whose_source_changes_counts_each_csrc(veth):
     """A video slot switched between publishers and back: the sink keeps the
     current CSRC's run in the slot and adds it to the map when the CSRC changes;
     the counts are the same either way."""
-    fp = FastPath(1)
-    sink = XdpSink(fp, veth.host_if, sample_every=1000, instance=owned_name("sink"))
     a, b = 0x31, 0x32
     sources = [a] * 5 + [b] * 3 + [a] * 2 + [b] * 4
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind((HOST_IP, LEG_PORT))
-        leg = fp.add_leg(sock.fileno(), (PEER_IP, PEER_PORT))
-        sink.add_leg(leg, (HOST_IP, LEG_PORT))
-        sink.add_slot(leg, VIDEO, 1)
+    with sink_leg(veth, 1000, {VIDEO: 1}) as s:
+        sink, leg = s.sink, s.leg
         veth.send([(PEER_PORT, rtp(VIDEO, seq, csrc)) for seq, csrc in enumerate(sources)],
                   (HOST_IP, LEG_PORT))
         deadline = time.monotonic() + 5
@@ -112,22 +124,12 @@ def test_a_slot_whose_source_changes_counts_each_csrc(veth):
         assert sink.csrc_stats(leg) == {(1, a): 7, (1, b): 7}
         sink.refresh()  # reading twice counts the open run once
         assert sink.csrc_stats(leg) == {(1, a): 7, (1, b): 7}
-    finally:
-        sock.close()
-        sink.close()
-        fp.close()
 
 
 def test_the_sampling_rate_changes_while_it_runs(veth):
     """sft-load --samples-per-second sets 1 in N before each window."""
-    fp = FastPath(1)
-    sink = XdpSink(fp, veth.host_if, sample_every=10, instance=owned_name("sink"))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind((HOST_IP, LEG_PORT))
-        leg = fp.add_leg(sock.fileno(), (PEER_IP, PEER_PORT))
-        sink.add_leg(leg, (HOST_IP, LEG_PORT))
-        sink.add_slot(leg, AUDIO, 0)
+    with sink_leg(veth, 10, {AUDIO: 0}) as s:
+        sink, sock = s.sink, s.sock
         first = [rtp(AUDIO, seq, AUDIO_CSRC) for seq in range(20)]
         veth.send([(PEER_PORT, p) for p in first], (HOST_IP, LEG_PORT))
         assert receive_udp(sock) == [first[9], first[19]]
@@ -139,10 +141,6 @@ def test_the_sampling_rate_changes_while_it_runs(veth):
         veth.send([(PEER_PORT, p) for p in then], (HOST_IP, LEG_PORT))
         # the leg's count goes on from 20: packets 24, 28, ... 40 of the leg
         assert receive_udp(sock) == [then[i] for i in range(3, 20, 4)]
-    finally:
-        sock.close()
-        sink.close()
-        fp.close()
 
 
 def test_unregistered_sockets_and_bad_config_are_left_alone(veth):
@@ -185,14 +183,8 @@ def test_packets_a_tc_program_redirected_are_counted(veth):
     """The kernel plane sends its copies with bpf_clone_redirect; generic XDP skips
     such packets (the former sink saw none and the bench reported 100 % loss)."""
     redirect_through_tc(veth)
-    fp = FastPath(1)
-    sink = XdpSink(fp, veth.host_if, sample_every=4, instance=owned_name("sink"))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind((HOST_IP, LEG_PORT))
-        leg = fp.add_leg(sock.fileno(), (PEER_IP, PEER_PORT))
-        sink.add_leg(leg, (HOST_IP, LEG_PORT))
-        sink.add_slot(leg, AUDIO, 0)
+    with sink_leg(veth, 4, {AUDIO: 0}) as s:
+        sink, sock, leg = s.sink, s.sock, s.leg
         packets = [rtp(AUDIO, seq, AUDIO_CSRC) for seq in range(20)]
         veth.send([(PEER_PORT, p) for p in packets], (HOST_IP, LEG_PORT))
 
@@ -201,10 +193,6 @@ def test_packets_a_tc_program_redirected_are_counted(veth):
         assert sink.leg_stat(leg)["rx_rtp"] == 20
         assert sink.csrc_stats(leg) == {(0, AUDIO_CSRC): 20}
         assert got == [packets[i] for i in range(3, 20, 4)]  # and the samples got through
-    finally:
-        sock.close()
-        sink.close()
-        fp.close()
 
 
 def test_samples_of_a_stream_that_wrapped_before_its_first_sample_decrypt(veth):
