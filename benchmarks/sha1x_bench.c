@@ -1,12 +1,18 @@
 /* SPDX-License-Identifier: AGPL-3.0-or-later */
 /* ns per HMAC-SHA1 (key pads prehashed, as engine/src/srtp.c keeps them):
  * OpenSSL's SHA1_* as srtp.c's cm_tag calls it, against engine/src/sha1x.c with
- * 1, 2 and 4 interleaved lanes. Checks every lane against OpenSSL's HMAC first.
+ * 1, 2 and 4 interleaved lanes (SHA-NI) and engine/src/sha1x8.c (8 lanes, AVX2).
+ * Checks every lane against OpenSSL's HMAC first.
  *
  *   gcc -O2 -o /tmp/sha1x_bench benchmarks/sha1x_bench.c -lcrypto && /tmp/sha1x_bench
+ * (the engine builds with -O2; -O3 is worth trying for the AVX2 variant)
  */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include "../engine/src/sha1x.c"
+#undef BLOCK
+#undef IPAD_BLOCKS_BITS
+#undef ALWAYS_INLINE
+#include "sha1x8_avx2.c"
 
 static void hmac4(const struct sha1x_hmac_key *const key[], const uint8_t *const msg[],
 		  size_t len, uint8_t digest[][SHA1X_DIGEST])
@@ -21,7 +27,7 @@ static void hmac4(const struct sha1x_hmac_key *const key[], const uint8_t *const
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 
-#define KEYS 4
+#define KEYS 8
 #define TRIALS 100
 #define PER_TRIAL 1000 /* HMACs */
 
@@ -70,6 +76,12 @@ static double now_ns(void)
 typedef void lanes_fn(const struct sha1x_hmac_key *const[], const uint8_t *const[], size_t,
 		      uint8_t[][SHA1X_DIGEST]);
 
+static void avx2_8(const struct sha1x_hmac_key *const key[], const uint8_t *const msg[],
+		   size_t len, uint8_t digest[][SHA1X_DIGEST])
+{
+	sha1x8_hmac(key, msg, len, digest);
+}
+
 /* OpenSSL as a one-lane function, for the same timing loop */
 static void openssl1(const struct sha1x_hmac_key *const key[], const uint8_t *const msg[],
 		     size_t len, uint8_t digest[][SHA1X_DIGEST])
@@ -104,11 +116,12 @@ int main(void)
 	const size_t lengths[] = {128, 1216};
 	struct { const char *name; int lanes; lanes_fn *fn; } impl[] = {
 		{"OpenSSL SHA1_*", 1, openssl1}, {"sha1x 1 lane", 1, hmac1},
-		{"sha1x 2 lanes", 2, hmac2}, {"sha1x 4 lanes", 4, hmac4}};
+		{"sha1x 2 lanes", 2, hmac2}, {"sha1x 4 lanes", 4, hmac4},
+		{"sha1x8 AVX2", 8, avx2_8}};
 	enum { IMPLS = sizeof(impl) / sizeof(impl[0]) };
 
-	if (!sha1x_supported()) {
-		puts("no SHA-NI on this CPU");
+	if (!sha1x_supported() || !__builtin_cpu_supports("avx2")) {
+		puts("no SHA-NI or no AVX2 on this CPU");
 		return 1;
 	}
 	srand(1);
