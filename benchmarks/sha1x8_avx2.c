@@ -3,7 +3,7 @@
  * of eight messages of one length at once with AVX2. Each 256-bit register holds
  * one SHA-1 variable of all eight streams, so a round is plain vector arithmetic
  * shared by the eight; each block's words arrive per stream and become per-word
- * vectors through an 8x8 transpose. On Zen 3 it is no faster than two SHA-NI
+ * vectors through an 8x8 transpose. On Zen 2 it is no faster than two SHA-NI
  * streams (docs/benchmark.md), so the engine does not use it: AVX2 has no
  * rotate, and SHA-1 rotates three times per round.
  *

@@ -638,8 +638,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     record = {
         "started": datetime.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
         "seconds": round(time.time() - started, 1),
-        "host": {"kernel": platform.release(), "cpus": os.cpu_count(),
-                 "cpu_model": _cpu_model()},
+        "host": {"kernel": platform.release(), "cpus": os.cpu_count(), **_cpu_info()},
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "method": {"sft_cpu": topo.sft_cpu, "generator_cpu": topo.gen_cpu,
                    "cpu": "SFT process user+system (all threads) + irq+softirq of the SFT "
@@ -655,12 +654,23 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {"record": record, "runs": runs}
 
 
-def _cpu_model() -> str:
+# CPU features the crypto paths depend on (a VM's "model name" may not tell).
+CRYPTO_FLAGS = ("aes", "vaes", "sha_ni", "avx2", "avx512f")
+
+
+def _cpu_info() -> dict[str, Any]:
+    """Model name, family/model/stepping and the crypto flags of the first CPU."""
+    fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "?"
+            if not line.strip():
+                break  # the first CPU is enough
+            name, _, value = line.partition(":")
+            fields[name.strip()] = value.strip()
+    flags = set(fields.get("flags", "").split())
+    return {"cpu_model": fields.get("model name", "?"),
+            "cpu_id": "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping")),
+            "cpu_crypto_flags": [f for f in CRYPTO_FLAGS if f in flags]}
 
 
 def main(argv: list[str] | None = None) -> int:
