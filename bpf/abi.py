@@ -49,7 +49,7 @@ SHARED_ENUMS = ("sft_counter", "sft_kcounter", "sft_stream_kind", "sft_event_typ
 # The same for the steering object (steer.bpf.o) and the load generator's sink (sink.bpf.o).
 STEER_STRUCTS = ("sft_addr_key", "sft_steer_config", "sft_steer_leg")
 STEER_ENUMS = ("sft_steer_counter",)
-SINK_STRUCTS = ("sft_sink_config", "sft_sink_leg", "sft_stream_key",
+SINK_STRUCTS = ("sft_sink_config", "sft_sink_leg", "sft_sink_leg_slots",
                 "sft_sink_slot", "sft_sink_csrc_key")
 
 

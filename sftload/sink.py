@@ -26,7 +26,8 @@ from .fastpath import FastPath, Received, SlotStat
 
 OBJECT_PATH = Path(abi_mod.PACKAGE_DIR) / "build" / "sink.bpf.o"
 PROGRAM = "sft_sink"
-MAPS = ("sft_sink_config", "sft_sink_legs", "sft_sink_slots", "sft_sink_csrcs")
+MAPS = ("sft_sink_config", "sft_sink_legs", "sft_sink_leg_slots", "sft_sink_slots",
+        "sft_sink_csrcs")
 # what the sink counts in place of the C receiver (FastPath.leg_stat keys)
 LEG_FIELDS = ("rx_rtp", "rx_bytes", "rx_unknown_ssrc", "rx_no_csrc", "first_audio_ns",
               "first_video_ns")
@@ -76,7 +77,9 @@ class XdpSink:
         self.prog.attach()
         self.fp = fp
         self._leg_keys: dict[int, bytes] = {}  # leg -> its port, the legs map's key
-        self._slots: dict[int, list[int]] = {}
+        self._slots: dict[int, list[int]] = {}  # leg -> its slot SSRCs, in place order
+        self._first_slot: dict[int, int] = {}  # leg -> its first index in sft_sink_slots
+        self._next_slot = 0
         self._legs: dict[int, Any] = {}
         self._slot_stats: dict[int, list[SlotStat]] = {}
         self._csrcs: dict[int, dict[tuple[int, int], int]] = {}
@@ -91,19 +94,40 @@ class XdpSink:
 
     def add_leg(self, leg: int, local: tuple[str, int]) -> None:
         """Media to ``local`` (the leg's socket) is counted as leg ``leg``."""
+        per_leg, total = self._abi.consts.SFT_SINK_LEG_SLOTS, self._abi.consts.SFT_SINK_MAX_SLOTS
+        if self._next_slot + per_leg > total:
+            raise ValueError(f"the sink counts at most {total // per_leg} legs")
         key = struct.pack("<I", local[1])
+        self._first_slot[leg] = self._next_slot
+        self._next_slot += per_leg
+        self._slots[leg] = []
+        self._write_leg_slots(leg, key)
         self.maps["sft_sink_legs"].update(
             key, self._abi.pack("sft_sink_leg", leg=leg, local_ip=_be32(local[0])))
         self._leg_keys[leg] = key
-        self._slots[leg] = []
 
     def add_slot(self, leg: int, ssrc: int, kind: int) -> None:
-        self.maps["sft_sink_slots"].update(self._slot_key(leg, ssrc),
-                                           self._abi.pack("sft_sink_slot", kind=kind))
-        self._slots[leg].append(ssrc)
+        """Counts the leg's RTP of ``ssrc`` (a slot the SFT announced) as ``kind``."""
+        slots = self._slots[leg]
+        if len(slots) >= self._abi.consts.SFT_SINK_LEG_SLOTS:
+            raise ValueError(f"the sink counts at most {len(slots)} slots per leg")
+        self.maps["sft_sink_slots"].update(
+            struct.pack("<I", self._first_slot[leg] + len(slots)),
+            self._abi.pack("sft_sink_slot", kind=kind))
+        slots.append(ssrc)
+        self._write_leg_slots(leg, self._leg_keys[leg])
 
-    def _slot_key(self, leg: int, ssrc: int) -> bytes:
-        return self._abi.pack("sft_stream_key", leg_id=leg, ssrc=ssrc)
+    def _write_leg_slots(self, leg: int, key: bytes) -> None:
+        slots = self._slots[leg]
+        self.maps["sft_sink_leg_slots"].update(key, self._abi.pack(
+            "sft_sink_leg_slots", first=self._first_slot[leg], count=len(slots), ssrc=slots))
+
+    def _slot_key(self, leg: int, ssrc: int) -> bytes | None:
+        """The slot's index in sft_sink_slots, as the map's key; None if not the leg's."""
+        try:
+            return struct.pack("<I", self._first_slot[leg] + self._slots[leg].index(ssrc))
+        except (KeyError, ValueError):
+            return None
 
     def pop_samples(self) -> list[Received]:
         """The sampled RTP as ``FastPath.pop_samples``, but with each packet's ROC
@@ -128,7 +152,8 @@ class XdpSink:
     def extended_highest(self, leg: int, ssrc: int) -> int | None:
         """The highest extended sequence number the sink counted on (leg, SSRC);
         None for a stream it has not counted."""
-        raw = self.maps["sft_sink_slots"].lookup(self._slot_key(leg, ssrc))
+        key = self._slot_key(leg, ssrc)
+        raw = self.maps["sft_sink_slots"].lookup(key) if key is not None else None
         if not raw:
             return None
         slot = self._abi.unpack("sft_sink_slot", raw)
@@ -151,8 +176,9 @@ class XdpSink:
         for leg in self._leg_keys:
             stats = []
             heard = self._csrcs[leg]
-            for ssrc in self._slots[leg]:
-                raw = self.maps["sft_sink_slots"].lookup(self._slot_key(leg, ssrc))
+            for place, ssrc in enumerate(self._slots[leg]):
+                raw = self.maps["sft_sink_slots"].lookup(
+                    struct.pack("<I", self._first_slot[leg] + place))
                 if raw:
                     s = unpack("sft_sink_slot", raw)
                     stats.append(SlotStat(ssrc, int(s.kind), int(s.packets), int(s.ext_max),

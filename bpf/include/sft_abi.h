@@ -340,6 +340,7 @@ struct sft_steer_leg {
  * The veth end has one receive queue, so updates of one leg never race. */
 #define SFT_SINK_PORTS 65536 /* sft_sink_legs is indexed by the leg socket's port */
 #define SFT_SINK_MAX_SLOTS 65536 /* (leg, SSRC) pairs the generator subscribes to */
+#define SFT_SINK_LEG_SLOTS 32 /* slots of one leg, at most (14 at the Wire mix) */
 #define SFT_SINK_MAX_CSRCS 131072 /* (leg, CSRC, kind) triples heard */
 
 /* sft_sink_config[0], controller-owned. */
@@ -360,7 +361,16 @@ struct sft_sink_leg {
 	__u64 first_video_ns;
 };
 
-/* sft_sink_slots[struct sft_stream_key {leg, ssrc}]: created by Python with kind. */
+/* sft_sink_leg_slots[local port]: the leg's slot SSRCs; slot i of the leg is
+ * sft_sink_slots[first + i]. Written by Python before the leg's media, only
+ * read by the program (the counters stay in sft_sink_leg). */
+struct sft_sink_leg_slots {
+	__u32 first;
+	__u32 count;
+	__u32 ssrc[SFT_SINK_LEG_SLOTS];
+};
+
+/* sft_sink_slots[index]: created by Python with kind, counted by the program. */
 struct sft_sink_slot {
 	__u64 packets;
 	__u64 bytes;

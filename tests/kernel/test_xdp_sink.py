@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 from test_xsk_steering import HOST_IP, PEER_IP, STUN, VethPeer, receive_udp
 
+from sftd.bpf import abi as abi_mod
 from sftd.bpf import libbpf
 from sftd.bpf.xdpprog import TC_HANDLE, TC_PRIORITY
 from sftd.sftload import media
@@ -141,6 +142,41 @@ def test_the_sampling_rate_changes_while_it_runs(veth):
         veth.send([(PEER_PORT, p) for p in then], (HOST_IP, LEG_PORT))
         # the leg's count goes on from 20: packets 24, 28, ... 40 of the leg
         assert receive_udp(sock) == [then[i] for i in range(3, 20, 4)]
+
+
+def test_each_leg_counts_only_its_own_slots(veth):
+    """Slots live in one array, a block per leg: the same SSRC at two legs is two
+    slots, an SSRC of one leg arriving at another is unknown there, and a leg
+    takes at most SFT_SINK_LEG_SLOTS slots."""
+    with sink_leg(veth, 1000, {AUDIO: 0, VIDEO: 1}) as s, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other_sock:
+        sink, fp = s.sink, s.fp
+        other_sock.bind((HOST_IP, LEG_PORT + 1))
+        other = fp.add_leg(other_sock.fileno(), (PEER_IP, PEER_PORT))
+        sink.add_leg(other, (HOST_IP, LEG_PORT + 1))
+        sink.add_slot(other, VIDEO, 1)
+        veth.send([(PEER_PORT, rtp(VIDEO, seq, VIDEO_CSRC)) for seq in range(10)],
+                  (HOST_IP, LEG_PORT))
+        veth.send([(PEER_PORT, rtp(VIDEO, seq, VIDEO_CSRC)) for seq in range(100, 103)]
+                  + [(PEER_PORT, rtp(AUDIO, 1, AUDIO_CSRC))], (HOST_IP, LEG_PORT + 1))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            sink.refresh()
+            if sink.leg_stat(s.leg)["rx_rtp"] + sink.leg_stat(other)["rx_rtp"] == 14:
+                break
+            time.sleep(0.02)
+        mine = {x.ssrc: x for x in sink.slot_stats(s.leg)}
+        theirs = {x.ssrc: x for x in sink.slot_stats(other)}
+        assert (mine[VIDEO].packets, mine[VIDEO].base, mine[AUDIO].packets) == (10, 0, 0)
+        assert (theirs[VIDEO].packets, theirs[VIDEO].base) == (3, 100)
+        assert sink.leg_stat(other)["rx_unknown_ssrc"] == 1  # AUDIO is not its slot
+        assert sink.extended_highest(other, VIDEO) == 102
+        assert sink.extended_highest(other, AUDIO) is None
+        limit = abi_mod.load().consts.SFT_SINK_LEG_SLOTS
+        for ssrc in range(1, limit):
+            sink.add_slot(other, ssrc, 0)
+        with pytest.raises(ValueError, match="slots per leg"):
+            sink.add_slot(other, limit, 0)
 
 
 def test_unregistered_sockets_and_bad_config_are_left_alone(veth):
