@@ -111,9 +111,8 @@ class XdpSink:
         slots = self._slots[leg]
         if len(slots) >= self._abi.consts.SFT_SINK_LEG_SLOTS:
             raise ValueError(f"the sink counts at most {len(slots)} slots per leg")
-        self.maps["sft_sink_slots"].update(
-            struct.pack("<I", self._first_slot[leg] + len(slots)),
-            self._abi.pack("sft_sink_slot", kind=kind))
+        self.maps["sft_sink_slots"].update(self._slot_at(leg, len(slots)),
+                                           self._abi.pack("sft_sink_slot", kind=kind))
         slots.append(ssrc)
         self._write_leg_slots(leg, self._leg_keys[leg])
 
@@ -122,10 +121,14 @@ class XdpSink:
         self.maps["sft_sink_leg_slots"].update(key, self._abi.pack(
             "sft_sink_leg_slots", first=self._first_slot[leg], count=len(slots), ssrc=slots))
 
+    def _slot_at(self, leg: int, place: int) -> bytes:
+        """The sft_sink_slots key of the leg's slot number ``place``."""
+        return struct.pack("<I", self._first_slot[leg] + place)
+
     def _slot_key(self, leg: int, ssrc: int) -> bytes | None:
-        """The slot's index in sft_sink_slots, as the map's key; None if not the leg's."""
+        """The sft_sink_slots key of the leg's slot for ``ssrc``; None if not the leg's."""
         try:
-            return struct.pack("<I", self._first_slot[leg] + self._slots[leg].index(ssrc))
+            return self._slot_at(leg, self._slots[leg].index(ssrc))
         except (KeyError, ValueError):
             return None
 
@@ -177,8 +180,7 @@ class XdpSink:
             stats = []
             heard = self._csrcs[leg]
             for place, ssrc in enumerate(self._slots[leg]):
-                raw = self.maps["sft_sink_slots"].lookup(
-                    struct.pack("<I", self._first_slot[leg] + place))
+                raw = self.maps["sft_sink_slots"].lookup(self._slot_at(leg, place))
                 if raw:
                     s = unpack("sft_sink_slot", raw)
                     stats.append(SlotStat(ssrc, int(s.kind), int(s.packets), int(s.ext_max),
